@@ -1,0 +1,50 @@
+/*
+ * Batched forward pass of a model.
+ *
+ * A gpfq_forward plans buffers once for a maximum batch: activations share a few
+ * buffers by liveness (an activation's buffer is reused once its last reader has
+ * run), element-wise ops run in place when their input dies with them, and
+ * identity/dropout/flatten are free aliases. One scratch area serves every conv.
+ */
+#ifndef GPFQ_FORWARD_H
+#define GPFQ_FORWARD_H
+
+#include <stddef.h>
+
+#include "gpfq/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct gpfq_forward gpfq_forward;
+
+/* Called after node `index` has run, with its output (n, out_shape). */
+typedef void (*gpfq_node_hook)(void *ctx, int index, const float *output, size_t n);
+
+gpfq_status gpfq_forward_create(const gpfq_model *model, size_t max_batch, gpfq_forward **out);
+void gpfq_forward_free(gpfq_forward *fwd);
+
+/* Runs the whole graph on input (n, C, H, W), n <= max_batch. *logits points into
+ * the forward's buffers, (n, num_classes), valid until the next run. */
+gpfq_status gpfq_forward_run(gpfq_forward *fwd, const float *input, size_t n, const float **logits);
+
+/* Like gpfq_forward_run, calling `hook` after every node. Nodes' outputs may be
+ * overwritten later in the pass, so a hook copies what it keeps. */
+gpfq_status gpfq_forward_run_hooked(gpfq_forward *fwd, const float *input, size_t n,
+                                    const float **logits, gpfq_node_hook hook, void *ctx);
+
+/* Runs one node the plain way, outside any plan: reads `inputs` (n, in_shape),
+ * writes output (n, out_shape); `scratch` holds gpfq_node_scratch() floats. */
+void gpfq_node_forward(const gpfq_node *node, const float *const *inputs, size_t n, float *output,
+                       float *scratch);
+size_t gpfq_node_scratch(const gpfq_node *node, size_t n);
+
+/* Bytes of activation and scratch memory the plan holds. */
+size_t gpfq_forward_bytes(const gpfq_forward *fwd);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

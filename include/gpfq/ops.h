@@ -1,0 +1,68 @@
+/*
+ * Forward kernels. Tensors are float32, row-major; activations are NCHW.
+ *
+ * Every fast kernel has a plain `_ref` twin written as the textbook loop; the
+ * tests hold the two together, and both against PyTorch.
+ */
+#ifndef GPFQ_OPS_H
+#define GPFQ_OPS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Geometry of a 2-D convolution or pooling window. */
+typedef struct {
+    int in_c, in_h, in_w;
+    int out_c, out_h, out_w;
+    int kernel_h, kernel_w;
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    int dilation_h, dilation_w;
+    int groups;
+} gpfq_conv_geom;
+
+/* Output extent of a window op along one axis; -1 if the window never fits. */
+int gpfq_window_out(int in, int kernel, int stride, int pad, int dilation, int ceil_mode);
+
+/* y (n, out) = x (n, in) W^T (W: (out, in)) + b (out, or NULL). */
+void gpfq_linear(const float *x, const float *weight, const float *bias, size_t n, size_t in,
+                 size_t out, float *y);
+void gpfq_linear_ref(const float *x, const float *weight, const float *bias, size_t n, size_t in,
+                     size_t out, float *y);
+
+/* Scratch floats gpfq_conv2d needs for a batch of n images. */
+size_t gpfq_conv2d_scratch(const gpfq_conv_geom *g, size_t n);
+/* x (n, in_c, in_h, in_w), weight (out_c, in_c/groups, kh, kw), bias (out_c) or NULL,
+ * y (n, out_c, out_h, out_w). im2col + sgemm; 1x1 stride-1 unpadded convs skip im2col. */
+void gpfq_conv2d(const gpfq_conv_geom *g, const float *x, const float *weight, const float *bias,
+                 size_t n, float *y, float *scratch);
+void gpfq_conv2d_ref(const gpfq_conv_geom *g, const float *x, const float *weight,
+                     const float *bias, size_t n, float *y);
+
+/* Unfolds one image x (in_c, in_h, in_w), channels [c0, c0 + cg), into
+ * col (cg*kh*kw, out_h*out_w); row r = (c*kh + i)*kw + j, zero outside the image. */
+void gpfq_im2col(const gpfq_conv_geom *g, const float *x, int c0, int cg, float *col,
+                 size_t col_stride);
+
+/* y = (x - mean) / sqrt(var + eps) * gamma + beta per channel; x and y may alias. */
+void gpfq_batchnorm2d(const float *x, const float *gamma, const float *beta, const float *mean,
+                      const float *var, float eps, size_t n, int c, size_t hw, float *y);
+
+void gpfq_relu(const float *x, size_t count, float *y);
+void gpfq_add(const float *a, const float *b, size_t count, float *y);
+
+/* Pools: x (n, c, in_h, in_w) -> y (n, c, out_h, out_w); geom.out_c = in_c. */
+void gpfq_maxpool2d(const gpfq_conv_geom *g, const float *x, size_t n, float *y);
+void gpfq_avgpool2d(const gpfq_conv_geom *g, int count_include_pad, const float *x, size_t n,
+                    float *y);
+void gpfq_adaptive_avgpool2d(const float *x, size_t n, int c, int in_h, int in_w, int out_h,
+                             int out_w, float *y);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,67 @@
+/*
+ * `gpfq env`: version, BLAS kernel and threads, and the MPI world as this
+ * process sees it. Under mpirun every rank reports its host to rank 0, which
+ * prints the list: a quick proof that the MPI toolchain works.
+ */
+#include "cli.h"
+
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char env_usage[] =
+    "usage: gpfq env\n"
+    "\n"
+    "Prints the gpfq version, the OpenBLAS kernel and threads, and the\n"
+    "MPI ranks with their hosts. Run it under mpirun to check MPI.\n";
+
+static int mpi_check(int rc, const char *what) {
+    if (rc == MPI_SUCCESS) return 1;
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    fprintf(stderr, "gpfq env: error: %s failed: %s\n", what, msg);
+    return 0;
+}
+
+int cmd_env(int argc, char **argv) {
+    if (argc > 1) {
+        if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+            fputs(env_usage, stdout);
+            return 0;
+        }
+        return cli_usage_error("env", "unexpected argument '%s'", argv[1]);
+    }
+    if (MPI_Init(NULL, NULL) != MPI_SUCCESS) {
+        fprintf(stderr, "gpfq env: error: MPI_Init failed\n");
+        return EXIT_RUNTIME;
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    int rank = 0, size = 1, len = 0, ok = 1;
+    char host[MPI_MAX_PROCESSOR_NAME] = "";
+    ok = ok && mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &rank), "MPI_Comm_rank");
+    ok = ok && mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &size), "MPI_Comm_size");
+    ok = ok && mpi_check(MPI_Get_processor_name(host, &len), "MPI_Get_processor_name");
+    char all[64][MPI_MAX_PROCESSOR_NAME];
+    int gathered = size <= 64;
+    if (ok && gathered)
+        ok = mpi_check(MPI_Gather(host, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all,
+                                  MPI_MAX_PROCESSOR_NAME, MPI_CHAR, 0, MPI_COMM_WORLD),
+                       "MPI_Gather");
+    if (ok && rank == 0) {
+        int version = 0, subversion = 0;
+        MPI_Get_version(&version, &subversion);
+        char library[MPI_MAX_LIBRARY_VERSION_STRING];
+        int lib_len = 0;
+        MPI_Get_library_version(library, &lib_len);
+        char *newline = strchr(library, '\n');
+        if (newline) *newline = '\0';
+        printf("gpfq     %s\n", GPFQ_VERSION);
+        printf("blas     OpenBLAS, %s kernel, %d thread(s)\n", cli_blas_core(), cli_blas_threads());
+        printf("mpi      MPI %d.%d, %s\n", version, subversion, library);
+        printf("ranks    %d\n", size);
+        for (int r = 0; gathered && r < size; r++) printf("rank %-3d %s\n", r, all[r]);
+    }
+    MPI_Finalize();
+    return ok ? 0 : EXIT_RUNTIME;
+}

@@ -1,0 +1,104 @@
+/*
+ * The `gpfq` command: dispatches subcommands and holds the helpers they share.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* OpenBLAS extensions, declared here to avoid depending on openblas_config.h */
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
+char *openblas_get_corename(void);
+
+static const char usage[] =
+    "usage: gpfq <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  eval      evaluate a model's top-1/top-5 accuracy on a data set's test split\n"
+    "  info      print a model file's layers, shapes and parameter counts\n"
+    "  env       print the version, BLAS kernel and MPI ranks (run under mpirun to check MPI)\n"
+    "  help      print this message\n"
+    "  version   print the version\n"
+    "\n"
+    "Run 'gpfq <command> --help' for a command's options.\n";
+
+int cli_fail(const char *cmd, const char *msg) {
+    fflush(stdout);
+    fprintf(stderr, "gpfq %s: error: %s\n", cmd, msg ? msg : gpfq_last_error());
+    return EXIT_RUNTIME;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list args;
+    fflush(stdout);
+    fprintf(stderr, "gpfq %s: ", cmd);
+    va_start(args, fmt);
+    vfprintf(stderr, fmt, args);
+    va_end(args);
+    fprintf(stderr, "\nRun 'gpfq %s --help' for the options.\n", cmd);
+    return EXIT_USAGE;
+}
+
+int cli_parse_size(const char *cmd, const char *flag, const char *text, long min, long max,
+                   long *out) {
+    char *end = NULL;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (errno || end == text || *end != '\0' || value < min || value > max) {
+        cli_usage_error(cmd, "%s expects a whole number from %ld to %ld, got '%s'", flag, min, max,
+                        text);
+        return 0;
+    }
+    *out = value;
+    return 1;
+}
+
+void cli_set_threads(int threads) {
+    if (threads > 0) openblas_set_num_threads(threads);
+}
+
+int cli_blas_threads(void) {
+    return openblas_get_num_threads();
+}
+
+const char *cli_blas_core(void) {
+    return openblas_get_corename();
+}
+
+void cli_human_count(double value, char *buf, size_t size) {
+    if (value >= 1e6)
+        snprintf(buf, size, "%.2fM", value / 1e6);
+    else if (value >= 1e3)
+        snprintf(buf, size, "%.1fk", value / 1e3);
+    else
+        snprintf(buf, size, "%.0f", value);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("gpfq %s\n", GPFQ_VERSION);
+        return 0;
+    }
+    static const struct {
+        const char *name;
+        int (*run)(int, char **);
+    } commands[] = {{"eval", cmd_eval}, {"info", cmd_info}, {"env", cmd_env}};
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "gpfq: unknown command '%s'\n\n%s", cmd, usage);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,98 @@
+/*
+ * Per-thread error messages, allocation helpers and the assertion handler.
+ */
+#include "gpfq/status.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { GPFQ_ERROR_CAPACITY = 2048 };
+
+static _Thread_local char error_message[GPFQ_ERROR_CAPACITY];
+
+const char *gpfq_last_error(void) {
+    return error_message;
+}
+
+void gpfq_clear_error(void) {
+    error_message[0] = '\0';
+}
+
+gpfq_status gpfq_fail(gpfq_status status, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(error_message, sizeof error_message, fmt, args);
+    va_end(args);
+    return status;
+}
+
+gpfq_status gpfq_fail_context(gpfq_status status, const char *fmt, ...) {
+    char prefix[GPFQ_ERROR_CAPACITY];
+    char previous[GPFQ_ERROR_CAPACITY];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, args);
+    va_end(args);
+    memcpy(previous, error_message, sizeof previous);
+    /* truncation is acceptable: the message is for people */
+    size_t used = strlen(prefix);
+    if (used >= sizeof error_message) used = sizeof error_message - 1;
+    memcpy(error_message, prefix, used);
+    size_t rest = strlen(previous);
+    if (rest > sizeof error_message - 1 - used) rest = sizeof error_message - 1 - used;
+    memcpy(error_message + used, previous, rest);
+    error_message[used + rest] = '\0';
+    return status;
+}
+
+const char *gpfq_status_name(gpfq_status status) {
+    switch (status) {
+    case GPFQ_OK:
+        return "ok";
+    case GPFQ_ERR_ARG:
+        return "invalid argument";
+    case GPFQ_ERR_IO:
+        return "I/O error";
+    case GPFQ_ERR_FORMAT:
+        return "format error";
+    case GPFQ_ERR_NOMEM:
+        return "out of memory";
+    case GPFQ_ERR_NUMERIC:
+        return "numeric error";
+    case GPFQ_ERR_STATE:
+        return "invalid state";
+    }
+    return "unknown error";
+}
+
+void *gpfq_malloc(size_t bytes, const char *what) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) gpfq_fail(GPFQ_ERR_NOMEM, "out of memory allocating %zu bytes for %s", bytes, what);
+    return p;
+}
+
+void *gpfq_calloc(size_t count, size_t size, const char *what) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p)
+        gpfq_fail(GPFQ_ERR_NOMEM, "out of memory allocating %zu x %zu bytes for %s", count, size,
+                  what);
+    return p;
+}
+
+int gpfq_mul_size(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) {
+        gpfq_fail(GPFQ_ERR_ARG, "size overflow: %zu x %zu", a, b);
+        return 0;
+    }
+    *out = a * b;
+    return 1;
+}
+
+void gpfq_assert_fail(const char *expr, const char *file, int line) {
+    fflush(stdout);
+    fprintf(stderr, "gpfq: internal error: assertion '%s' failed at %s:%d\n", expr, file, line);
+    abort();
+}

@@ -1,0 +1,298 @@
+/*
+ * Data set readers: IDX (through zlib, which reads gzip and plain files alike)
+ * and CIFAR-10 binary batches, plus batch normalization to float.
+ */
+#include "gpfq/data.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+enum { IDX_IMAGES_MAGIC = 0x00000803, IDX_LABELS_MAGIC = 0x00000801 };
+enum { CIFAR_SIDE = 32, CIFAR_RECORD = 1 + 3 * 32 * 32 };
+
+void gpfq_dataset_free(gpfq_dataset *data) {
+    if (!data) return;
+    free(data->images);
+    free(data->labels);
+    memset(data, 0, sizeof *data);
+}
+
+static uint32_t be32(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* Reads exactly `bytes` or fails with a "truncated" message. */
+static gpfq_status gz_read_exact(gzFile f, const char *path, void *buf, size_t bytes,
+                                 const char *what) {
+    size_t done = 0;
+    while (done < bytes) {
+        unsigned chunk = bytes - done > (1u << 30) ? (1u << 30) : (unsigned)(bytes - done);
+        int got = gzread(f, (char *)buf + done, chunk);
+        if (got < 0) {
+            int err;
+            const char *msg = gzerror(f, &err);
+            return gpfq_fail(GPFQ_ERR_FORMAT, "%s: cannot read %s: %s", path, what, msg);
+        }
+        if (got == 0)
+            return gpfq_fail(GPFQ_ERR_FORMAT,
+                             "%s: file is truncated: expected %zu bytes of %s, found %zu", path,
+                             bytes, what, done);
+        done += (size_t)got;
+    }
+    return GPFQ_OK;
+}
+
+static gpfq_status gz_open(const char *path, gzFile *out) {
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return gpfq_fail(GPFQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode))
+        return gpfq_fail(GPFQ_ERR_IO, "%s: is a directory, expected a data file", path);
+    *out = gzopen(path, "rb");
+    if (!*out) return gpfq_fail(GPFQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    return GPFQ_OK;
+}
+
+/* Reads an IDX header: magic and `ndims` big-endian sizes. */
+static gpfq_status idx_header(gzFile f, const char *path, uint32_t magic, int ndims,
+                              uint32_t *dims) {
+    unsigned char head[16];
+    GPFQ_TRY(gz_read_exact(f, path, head, 4 + 4 * (size_t)ndims, "the IDX header"));
+    uint32_t got = be32(head);
+    if (got != magic)
+        return gpfq_fail(GPFQ_ERR_FORMAT,
+                         "%s: wrong magic number 0x%08x, expected 0x%08x (an IDX %s file)", path,
+                         got, magic, magic == IDX_IMAGES_MAGIC ? "image" : "label");
+    for (int i = 0; i < ndims; i++) dims[i] = be32(head + 4 + 4 * i);
+    return GPFQ_OK;
+}
+
+static gpfq_status check_trailing(gzFile f, const char *path) {
+    char extra;
+    if (gzread(f, &extra, 1) == 1)
+        return gpfq_fail(GPFQ_ERR_FORMAT, "%s: file has bytes after the data its header announces",
+                         path);
+    return GPFQ_OK;
+}
+
+static gpfq_status read_idx_images(const char *path, gpfq_dataset *out) {
+    gzFile f;
+    GPFQ_TRY(gz_open(path, &f));
+    uint32_t dims[3] = {0, 0, 0};
+    gpfq_status st = idx_header(f, path, IDX_IMAGES_MAGIC, 3, dims);
+    if (st == GPFQ_OK && (dims[1] == 0 || dims[2] == 0 || dims[1] > 4096 || dims[2] > 4096))
+        st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: image size %ux%u is not plausible", path, dims[1],
+                       dims[2]);
+    size_t bytes = 0;
+    if (st == GPFQ_OK) {
+        bytes = (size_t)dims[0] * dims[1] * dims[2];
+        out->n = dims[0];
+        out->c = 1;
+        out->h = (int)dims[1];
+        out->w = (int)dims[2];
+        out->images = gpfq_malloc(bytes, "images");
+        if (!out->images) st = GPFQ_ERR_NOMEM;
+    }
+    if (st == GPFQ_OK) st = gz_read_exact(f, path, out->images, bytes, "image data");
+    if (st == GPFQ_OK) st = check_trailing(f, path);
+    gzclose(f);
+    return st;
+}
+
+static gpfq_status check_labels(const char *path, const uint8_t *labels, size_t n,
+                                int num_classes) {
+    for (size_t i = 0; i < n; i++)
+        if (labels[i] >= num_classes)
+            return gpfq_fail(GPFQ_ERR_FORMAT, "%s: label %d of image %zu is out of range (0..%d)",
+                             path, labels[i], i, num_classes - 1);
+    return GPFQ_OK;
+}
+
+static gpfq_status read_idx_labels(const char *path, gpfq_dataset *out) {
+    gzFile f;
+    GPFQ_TRY(gz_open(path, &f));
+    uint32_t count = 0;
+    gpfq_status st = idx_header(f, path, IDX_LABELS_MAGIC, 1, &count);
+    if (st == GPFQ_OK && count != out->n)
+        st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: holds %u labels but the image file has %zu images",
+                       path, count, out->n);
+    if (st == GPFQ_OK && !(out->labels = gpfq_malloc(out->n, "labels"))) st = GPFQ_ERR_NOMEM;
+    if (st == GPFQ_OK) st = gz_read_exact(f, path, out->labels, out->n, "labels");
+    if (st == GPFQ_OK) st = check_trailing(f, path);
+    if (st == GPFQ_OK) st = check_labels(path, out->labels, out->n, out->num_classes);
+    gzclose(f);
+    return st;
+}
+
+gpfq_status gpfq_idx_load(const char *images_path, const char *labels_path, int num_classes,
+                          gpfq_dataset *out) {
+    memset(out, 0, sizeof *out);
+    out->num_classes = num_classes;
+    gpfq_status st = read_idx_images(images_path, out);
+    if (st == GPFQ_OK) st = read_idx_labels(labels_path, out);
+    if (st != GPFQ_OK) gpfq_dataset_free(out);
+    return st;
+}
+
+static gpfq_status read_cifar_file(const char *path, gpfq_dataset *out, size_t *capacity) {
+    gzFile f;
+    GPFQ_TRY(gz_open(path, &f));
+    unsigned char *record = malloc(CIFAR_RECORD);
+    gpfq_status st = record ? GPFQ_OK : gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
+    const size_t image_bytes = CIFAR_RECORD - 1;
+    size_t in_file = 0;
+    while (st == GPFQ_OK) {
+        int got = gzread(f, record, CIFAR_RECORD);
+        if (got == 0) break;
+        if (got != CIFAR_RECORD) {
+            st = gpfq_fail(GPFQ_ERR_FORMAT,
+                           "%s: file is truncated: record %zu has %d of %d bytes (CIFAR-10 "
+                           "records are 1 label byte + 3072 pixel bytes)",
+                           path, in_file, got < 0 ? 0 : got, CIFAR_RECORD);
+            break;
+        }
+        if (record[0] >= out->num_classes) {
+            st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: label %d of record %zu is out of range (0..%d)",
+                           path, record[0], in_file, out->num_classes - 1);
+            break;
+        }
+        if (out->n == *capacity) {
+            size_t grown = *capacity ? *capacity * 2 : 10000;
+            uint8_t *images = realloc(out->images, grown * image_bytes);
+            if (images) out->images = images;
+            uint8_t *labels = images ? realloc(out->labels, grown) : NULL;
+            if (labels) out->labels = labels;
+            if (!images || !labels) {
+                st = gpfq_fail(GPFQ_ERR_NOMEM, "out of memory reading %s", path);
+                break;
+            }
+            *capacity = grown;
+        }
+        out->labels[out->n] = record[0];
+        memcpy(out->images + out->n * image_bytes, record + 1, image_bytes);
+        out->n++;
+        in_file++;
+    }
+    if (st == GPFQ_OK && in_file == 0)
+        st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: holds no CIFAR-10 records (empty file)", path);
+    free(record);
+    gzclose(f);
+    return st;
+}
+
+gpfq_status gpfq_cifar10_load(const char *const *paths, int n_paths, gpfq_dataset *out) {
+    memset(out, 0, sizeof *out);
+    out->c = 3;
+    out->h = out->w = CIFAR_SIDE;
+    out->num_classes = 10;
+    size_t capacity = 0;
+    gpfq_status st = GPFQ_OK;
+    for (int i = 0; st == GPFQ_OK && i < n_paths; i++)
+        st = read_cifar_file(paths[i], out, &capacity);
+    if (st != GPFQ_OK) gpfq_dataset_free(out);
+    return st;
+}
+
+const char *gpfq_dataset_canonical(const char *name) {
+    static const struct {
+        const char *alias, *canonical;
+    } names[] = {
+        {"fashion-mnist", "fashion-mnist"},
+        {"fashion_mnist", "fashion-mnist"},
+        {"fashionmnist", "fashion-mnist"},
+        {"fmnist", "fashion-mnist"},
+        {"fashion", "fashion-mnist"},
+        {"mnist", "mnist"},
+        {"cifar10", "cifar10"},
+        {"cifar-10", "cifar10"},
+        {"cifar_10", "cifar10"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcasecmp(name, names[i].alias) == 0) return names[i].canonical;
+    return NULL;
+}
+
+const char *gpfq_dataset_default_dir(const char *name) {
+    const char *canonical = gpfq_dataset_canonical(name);
+    if (canonical && strcmp(canonical, "fashion-mnist") == 0) return GPFQ_FASHION_MNIST_DIR;
+    return NULL;
+}
+
+static int file_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* dir/stem, or dir/stem.gz when only that exists. */
+static void idx_path(const char *dir, const char *stem, char *out, size_t size) {
+    snprintf(out, size, "%s/%s", dir, stem);
+    if (file_exists(out)) return;
+    snprintf(out, size, "%s/%s.gz", dir, stem);
+}
+
+gpfq_status gpfq_dataset_open(const char *name, const char *dir, gpfq_split split,
+                              gpfq_dataset *out) {
+    memset(out, 0, sizeof *out);
+    const char *canonical = gpfq_dataset_canonical(name);
+    if (!canonical)
+        return gpfq_fail(GPFQ_ERR_ARG,
+                         "unknown data set '%s'; known: fashion-mnist, mnist, cifar10", name);
+    if (!dir) dir = gpfq_dataset_default_dir(canonical);
+    if (!dir)
+        return gpfq_fail(GPFQ_ERR_ARG,
+                         "data set '%s' has no default location; give its directory with "
+                         "--data-dir",
+                         canonical);
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return gpfq_fail(GPFQ_ERR_IO, "data directory %s: %s%s", dir,
+                         stat(dir, &sb) != 0 ? strerror(errno) : "not a directory",
+                         strcmp(canonical, "fashion-mnist") == 0
+                             ? " (install Debian's dataset-fashion-mnist package)"
+                             : "");
+    char images[4096], labels[4096];
+    if (strcmp(canonical, "cifar10") == 0) {
+        char names[5][4096];
+        const char *paths[5];
+        int n = 0;
+        if (split == GPFQ_SPLIT_TEST) {
+            snprintf(names[n], sizeof names[n], "%s/test_batch.bin", dir);
+            paths[n] = names[n];
+            n++;
+        } else {
+            for (int b = 1; b <= 5; b++, n++) {
+                snprintf(names[n], sizeof names[n], "%s/data_batch_%d.bin", dir, b);
+                paths[n] = names[n];
+            }
+        }
+        return gpfq_cifar10_load(paths, n, out);
+    }
+    const char *prefix = split == GPFQ_SPLIT_TEST ? "t10k" : "train";
+    char stem[64];
+    snprintf(stem, sizeof stem, "%s-images-idx3-ubyte", prefix);
+    idx_path(dir, stem, images, sizeof images);
+    snprintf(stem, sizeof stem, "%s-labels-idx1-ubyte", prefix);
+    idx_path(dir, stem, labels, sizeof labels);
+    return gpfq_idx_load(images, labels, 10, out);
+}
+
+void gpfq_dataset_batch(const gpfq_dataset *data, const float *mean, const float *std, size_t first,
+                        const size_t *indices, size_t count, float *out) {
+    const size_t plane = (size_t)data->h * data->w;
+    const size_t image = plane * (size_t)data->c;
+    for (size_t i = 0; i < count; i++) {
+        size_t src = indices ? indices[i] : first + i;
+        const uint8_t *pixels = data->images + src * image;
+        float *dst = out + i * image;
+        for (int c = 0; c < data->c; c++)
+            for (size_t k = 0; k < plane; k++) {
+                float x = (float)pixels[c * plane + k] / 255.0f;
+                dst[c * plane + k] = (x - mean[c]) / std[c];
+            }
+    }
+}

@@ -1,0 +1,227 @@
+/*
+ * The planned forward pass (see gpfq/forward.h): buffer assignment by liveness,
+ * then one dispatch per node into the kernels of src/ops.
+ */
+#include "gpfq/forward.h"
+#include "gpfq/ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct gpfq_forward {
+    const gpfq_model *model;
+    size_t max_batch;
+    int n_buffers;
+    float **buffers; /* (n_buffers) each (max_batch * buffer_floats[b]) */
+    size_t *buffer_floats;
+    int *node_buffer;  /* (n_nodes) buffer holding each node's output */
+    int *node_inplace; /* (n_nodes) 1 when the node writes over its input */
+    float *scratch;    /* (max over conv nodes of gpfq_node_scratch) */
+    size_t scratch_floats;
+};
+
+static gpfq_conv_geom node_geom(const gpfq_node *node) {
+    gpfq_conv_geom g = {
+        .in_c = node->in_shape.c,
+        .in_h = node->in_shape.h,
+        .in_w = node->in_shape.w,
+        .out_c = node->out_shape.c,
+        .out_h = node->out_shape.h,
+        .out_w = node->out_shape.w,
+        .kernel_h = node->kernel[0],
+        .kernel_w = node->kernel[1],
+        .stride_h = node->stride[0],
+        .stride_w = node->stride[1],
+        .pad_h = node->padding[0],
+        .pad_w = node->padding[1],
+        .dilation_h = node->dilation[0],
+        .dilation_w = node->dilation[1],
+        .groups = node->groups,
+    };
+    return g;
+}
+
+size_t gpfq_node_scratch(const gpfq_node *node, size_t n) {
+    if (node->op != GPFQ_OP_CONV2D) return 0;
+    gpfq_conv_geom g = node_geom(node);
+    return gpfq_conv2d_scratch(&g, n);
+}
+
+void gpfq_node_forward(const gpfq_node *node, const float *const *inputs, size_t n, float *output,
+                       float *scratch) {
+    const float *x = inputs[0];
+    const size_t in_count = n * gpfq_shape_size(node->in_shape);
+    gpfq_conv_geom g = node_geom(node);
+    switch (node->op) {
+    case GPFQ_OP_LINEAR:
+        gpfq_linear(x, node->weight, node->bias, n, gpfq_shape_size(node->in_shape),
+                    (size_t)node->out_shape.c, output);
+        return;
+    case GPFQ_OP_CONV2D:
+        gpfq_conv2d(&g, x, node->weight, node->bias, n, output, scratch);
+        return;
+    case GPFQ_OP_BATCHNORM2D:
+        gpfq_batchnorm2d(x, node->weight, node->bias, node->running_mean, node->running_var,
+                         node->eps, n, node->in_shape.c,
+                         (size_t)node->in_shape.h * node->in_shape.w, output);
+        return;
+    case GPFQ_OP_RELU:
+        gpfq_relu(x, in_count, output);
+        return;
+    case GPFQ_OP_MAXPOOL2D:
+        gpfq_maxpool2d(&g, x, n, output);
+        return;
+    case GPFQ_OP_AVGPOOL2D:
+        gpfq_avgpool2d(&g, node->count_include_pad, x, n, output);
+        return;
+    case GPFQ_OP_ADAPTIVE_AVGPOOL2D:
+        gpfq_adaptive_avgpool2d(x, n, node->in_shape.c, node->in_shape.h, node->in_shape.w,
+                                node->out_shape.h, node->out_shape.w, output);
+        return;
+    case GPFQ_OP_ADD:
+        gpfq_add(x, inputs[1], in_count, output);
+        return;
+    case GPFQ_OP_FLATTEN:
+    case GPFQ_OP_IDENTITY:
+    case GPFQ_OP_DROPOUT:
+        if (output != x) memmove(output, x, in_count * sizeof(float));
+        return;
+    case GPFQ_OP_COUNT:
+        break;
+    }
+    GPFQ_ASSERT(!"unknown op");
+}
+
+static int is_alias(gpfq_op op) {
+    return op == GPFQ_OP_FLATTEN || op == GPFQ_OP_IDENTITY || op == GPFQ_OP_DROPOUT;
+}
+
+static int can_run_inplace(gpfq_op op) {
+    return op == GPFQ_OP_RELU || op == GPFQ_OP_BATCHNORM2D || op == GPFQ_OP_ADD;
+}
+
+/* Assigns buffers by simulating the pass: pending[b] counts reads still to come. */
+static gpfq_status plan_buffers(gpfq_forward *fwd) {
+    const gpfq_model *m = fwd->model;
+    const int n = m->n_nodes;
+    int *readers = calloc((size_t)n, sizeof(int));
+    int *pending = calloc((size_t)n + 1, sizeof(int));
+    fwd->node_buffer = calloc((size_t)n, sizeof(int));
+    fwd->node_inplace = calloc((size_t)n, sizeof(int));
+    fwd->buffer_floats = calloc((size_t)n + 1, sizeof(size_t));
+    if (!readers || !pending || !fwd->node_buffer || !fwd->node_inplace || !fwd->buffer_floats) {
+        free(readers);
+        free(pending);
+        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory planning a forward pass");
+    }
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < m->nodes[i].n_inputs; k++)
+            if (m->nodes[i].inputs[k] >= 0) readers[m->nodes[i].inputs[k]]++;
+    readers[n - 1]++; /* the logits stay alive after the pass */
+
+    int n_buffers = 0;
+    for (int i = 0; i < n; i++) {
+        const gpfq_node *node = &m->nodes[i];
+        int src = node->inputs[0];
+        int src_buf = src >= 0 ? fwd->node_buffer[src] : -1;
+        int buf = -1;
+        if (is_alias(node->op) && src_buf >= 0) {
+            buf = src_buf;
+            fwd->node_inplace[i] = 1;
+        } else if (can_run_inplace(node->op) && src_buf >= 0 && pending[src_buf] == 1 &&
+                   !(node->op == GPFQ_OP_ADD && node->inputs[1] == src)) {
+            buf = src_buf;
+            fwd->node_inplace[i] = 1;
+        } else {
+            for (int b = 0; b < n_buffers && buf < 0; b++)
+                if (pending[b] == 0) buf = b;
+            if (buf < 0) buf = n_buffers++;
+        }
+        for (int k = 0; k < node->n_inputs; k++)
+            if (node->inputs[k] >= 0) pending[fwd->node_buffer[node->inputs[k]]]--;
+        pending[buf] += readers[i];
+        fwd->node_buffer[i] = buf;
+        size_t need = gpfq_shape_size(node->out_shape);
+        if (need > fwd->buffer_floats[buf]) fwd->buffer_floats[buf] = need;
+    }
+    fwd->n_buffers = n_buffers;
+    free(readers);
+    free(pending);
+    return GPFQ_OK;
+}
+
+gpfq_status gpfq_forward_create(const gpfq_model *model, size_t max_batch, gpfq_forward **out) {
+    *out = NULL;
+    if (max_batch == 0) return gpfq_fail(GPFQ_ERR_ARG, "the batch size must be at least 1");
+    gpfq_forward *fwd = gpfq_calloc(1, sizeof *fwd, "a forward pass");
+    if (!fwd) return GPFQ_ERR_NOMEM;
+    fwd->model = model;
+    fwd->max_batch = max_batch;
+    gpfq_status st = plan_buffers(fwd);
+    if (st == GPFQ_OK &&
+        !(fwd->buffers = gpfq_calloc((size_t)fwd->n_buffers, sizeof(float *), "buffers")))
+        st = GPFQ_ERR_NOMEM;
+    for (int b = 0; st == GPFQ_OK && b < fwd->n_buffers; b++) {
+        size_t floats;
+        if (!gpfq_mul_size(fwd->buffer_floats[b], max_batch, &floats))
+            st = GPFQ_ERR_ARG;
+        else if (!(fwd->buffers[b] = gpfq_malloc(floats * sizeof(float), "activations")))
+            st = GPFQ_ERR_NOMEM;
+    }
+    for (int i = 0; st == GPFQ_OK && i < model->n_nodes; i++) {
+        size_t need = gpfq_node_scratch(&model->nodes[i], max_batch);
+        if (need > fwd->scratch_floats) fwd->scratch_floats = need;
+    }
+    if (st == GPFQ_OK && fwd->scratch_floats &&
+        !(fwd->scratch = gpfq_malloc(fwd->scratch_floats * sizeof(float), "conv scratch")))
+        st = GPFQ_ERR_NOMEM;
+    if (st != GPFQ_OK) {
+        gpfq_forward_free(fwd);
+        return st;
+    }
+    *out = fwd;
+    return GPFQ_OK;
+}
+
+void gpfq_forward_free(gpfq_forward *fwd) {
+    if (!fwd) return;
+    for (int b = 0; fwd->buffers && b < fwd->n_buffers; b++) free(fwd->buffers[b]);
+    free(fwd->buffers);
+    free(fwd->buffer_floats);
+    free(fwd->node_buffer);
+    free(fwd->node_inplace);
+    free(fwd->scratch);
+    free(fwd);
+}
+
+size_t gpfq_forward_bytes(const gpfq_forward *fwd) {
+    size_t total = fwd->scratch_floats;
+    for (int b = 0; b < fwd->n_buffers; b++) total += fwd->buffer_floats[b] * fwd->max_batch;
+    return total * sizeof(float);
+}
+
+gpfq_status gpfq_forward_run_hooked(gpfq_forward *fwd, const float *input, size_t n,
+                                    const float **logits, gpfq_node_hook hook, void *ctx) {
+    if (n > fwd->max_batch)
+        return gpfq_fail(GPFQ_ERR_ARG, "batch of %zu images exceeds the planned %zu", n,
+                         fwd->max_batch);
+    const gpfq_model *m = fwd->model;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const gpfq_node *node = &m->nodes[i];
+        const float *inputs[GPFQ_MAX_INPUTS] = {NULL, NULL};
+        for (int k = 0; k < node->n_inputs; k++)
+            inputs[k] =
+                node->inputs[k] >= 0 ? fwd->buffers[fwd->node_buffer[node->inputs[k]]] : input;
+        float *output = fwd->buffers[fwd->node_buffer[i]];
+        if (!(is_alias(node->op) && fwd->node_inplace[i]))
+            gpfq_node_forward(node, inputs, n, output, fwd->scratch);
+        if (hook) hook(ctx, i, output, n);
+    }
+    *logits = fwd->buffers[fwd->node_buffer[m->n_nodes - 1]];
+    return GPFQ_OK;
+}
+
+gpfq_status gpfq_forward_run(gpfq_forward *fwd, const float *input, size_t n,
+                             const float **logits) {
+    return gpfq_forward_run_hooked(fwd, input, n, logits, NULL, NULL);
+}

@@ -1,0 +1,158 @@
+/*
+ * 2-D convolution as im2col + cblas_sgemm.
+ *
+ * Small feature maps make one GEMM per image too thin to run BLAS well, so images
+ * are unfolded side by side into one column matrix (a chunk of `images_per_gemm`
+ * images at a time) and the product is scattered back to NCHW. A 1x1, stride-1,
+ * unpadded conv needs no unfolding: the image already is the column matrix.
+ */
+#include "gpfq/ops.h"
+
+#include <cblas.h>
+#include <string.h>
+
+/* Aim for at least this many GEMM columns per product. */
+enum { GPFQ_CONV_MIN_COLUMNS = 1024 };
+
+int gpfq_window_out(int in, int kernel, int stride, int pad, int dilation, int ceil_mode) {
+    long span = (long)dilation * (kernel - 1) + 1;
+    long room = (long)in + 2L * pad - span;
+    if (room < 0 || stride <= 0) return -1;
+    long out = ceil_mode ? (room + stride - 1) / stride + 1 : room / stride + 1;
+    /* PyTorch: with ceil_mode, the last window must start inside the input or left padding. */
+    if (ceil_mode && (out - 1) * stride >= (long)in + pad) out--;
+    return (int)out;
+}
+
+static int is_pointwise(const gpfq_conv_geom *g) {
+    return g->kernel_h == 1 && g->kernel_w == 1 && g->stride_h == 1 && g->stride_w == 1 &&
+           g->pad_h == 0 && g->pad_w == 0 && g->groups == 1;
+}
+
+static size_t images_per_gemm(const gpfq_conv_geom *g, size_t n) {
+    size_t pixels = (size_t)g->out_h * g->out_w;
+    size_t per = (GPFQ_CONV_MIN_COLUMNS + pixels - 1) / pixels;
+    if (per < 1) per = 1;
+    return per < n ? per : n;
+}
+
+size_t gpfq_conv2d_scratch(const gpfq_conv_geom *g, size_t n) {
+    if (is_pointwise(g) || n == 0) return 0;
+    size_t chunk = images_per_gemm(g, n);
+    size_t pixels = (size_t)g->out_h * g->out_w;
+    size_t rows = (size_t)(g->in_c / g->groups) * g->kernel_h * g->kernel_w;
+    size_t col = rows * pixels * chunk;
+    /* a staging product (out_c/groups, chunk*pixels) when chunk > 1 */
+    size_t staging = chunk > 1 ? (size_t)(g->out_c / g->groups) * pixels * chunk : 0;
+    return col + staging;
+}
+
+void gpfq_im2col(const gpfq_conv_geom *g, const float *x, int c0, int cg, float *col,
+                 size_t col_stride) {
+    const int oh = g->out_h, ow = g->out_w, ih = g->in_h, iw = g->in_w;
+    for (int c = 0; c < cg; c++) {
+        const float *plane = x + (size_t)(c0 + c) * ih * iw;
+        for (int ki = 0; ki < g->kernel_h; ki++) {
+            for (int kj = 0; kj < g->kernel_w; kj++) {
+                float *row = col + ((size_t)(c * g->kernel_h + ki) * g->kernel_w + kj) * col_stride;
+                for (int oy = 0; oy < oh; oy++) {
+                    int sy = oy * g->stride_h - g->pad_h + ki * g->dilation_h;
+                    float *dst = row + (size_t)oy * ow;
+                    if (sy < 0 || sy >= ih) {
+                        memset(dst, 0, sizeof(float) * (size_t)ow);
+                        continue;
+                    }
+                    const float *src = plane + (size_t)sy * iw;
+                    int sx0 = -g->pad_w + kj * g->dilation_w;
+                    if (g->stride_w == 1 && sx0 >= 0 && sx0 + ow <= iw) {
+                        memcpy(dst, src + sx0, sizeof(float) * (size_t)ow);
+                        continue;
+                    }
+                    for (int ox = 0; ox < ow; ox++) {
+                        int sx = sx0 + ox * g->stride_w;
+                        dst[ox] = (sx >= 0 && sx < iw) ? src[sx] : 0.0f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void add_bias(const float *bias, size_t n, int channels, size_t pixels, float *y) {
+    if (!bias) return;
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < channels; c++) {
+            float *p = y + (i * channels + c) * pixels;
+            for (size_t k = 0; k < pixels; k++) p[k] += bias[c];
+        }
+}
+
+void gpfq_conv2d(const gpfq_conv_geom *g, const float *x, const float *weight, const float *bias,
+                 size_t n, float *y, float *scratch) {
+    const size_t pixels = (size_t)g->out_h * g->out_w;
+    const size_t in_size = (size_t)g->in_c * g->in_h * g->in_w;
+    const size_t out_size = (size_t)g->out_c * pixels;
+    const int cg = g->in_c / g->groups, og = g->out_c / g->groups;
+    const int rows = cg * g->kernel_h * g->kernel_w;
+
+    if (is_pointwise(g)) {
+        for (size_t i = 0; i < n; i++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->out_c, (int)pixels, g->in_c,
+                        1.0f, weight, g->in_c, x + i * in_size, (int)pixels, 0.0f, y + i * out_size,
+                        (int)pixels);
+        add_bias(bias, n, g->out_c, pixels, y);
+        return;
+    }
+
+    const size_t chunk = images_per_gemm(g, n);
+    float *col = scratch;
+    float *staging = scratch + (size_t)rows * pixels * chunk;
+    for (size_t first = 0; first < n; first += chunk) {
+        size_t count = n - first < chunk ? n - first : chunk;
+        size_t columns = count * pixels;
+        for (int grp = 0; grp < g->groups; grp++) {
+            for (size_t i = 0; i < count; i++)
+                gpfq_im2col(g, x + (first + i) * in_size, grp * cg, cg, col + i * pixels, columns);
+            const float *wg = weight + (size_t)grp * og * rows;
+            if (count == 1) {
+                float *dst = y + first * out_size + (size_t)grp * og * pixels;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, og, (int)pixels, rows, 1.0f,
+                            wg, rows, col, (int)pixels, 0.0f, dst, (int)pixels);
+                continue;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, og, (int)columns, rows, 1.0f, wg,
+                        rows, col, (int)columns, 0.0f, staging, (int)columns);
+            for (size_t i = 0; i < count; i++)
+                for (int o = 0; o < og; o++)
+                    memcpy(y + (first + i) * out_size + ((size_t)grp * og + o) * pixels,
+                           staging + (size_t)o * columns + i * pixels, sizeof(float) * pixels);
+        }
+    }
+    add_bias(bias, n, g->out_c, pixels, y);
+}
+
+void gpfq_conv2d_ref(const gpfq_conv_geom *g, const float *x, const float *weight,
+                     const float *bias, size_t n, float *y) {
+    const int cg = g->in_c / g->groups, og = g->out_c / g->groups;
+    for (size_t i = 0; i < n; i++)
+        for (int o = 0; o < g->out_c; o++) {
+            int grp = o / og;
+            for (int oy = 0; oy < g->out_h; oy++)
+                for (int ox = 0; ox < g->out_w; ox++) {
+                    double acc = bias ? bias[o] : 0.0;
+                    for (int c = 0; c < cg; c++)
+                        for (int ki = 0; ki < g->kernel_h; ki++)
+                            for (int kj = 0; kj < g->kernel_w; kj++) {
+                                int sy = oy * g->stride_h - g->pad_h + ki * g->dilation_h;
+                                int sx = ox * g->stride_w - g->pad_w + kj * g->dilation_w;
+                                if (sy < 0 || sy >= g->in_h || sx < 0 || sx >= g->in_w) continue;
+                                size_t xi =
+                                    ((i * g->in_c + grp * cg + c) * g->in_h + sy) * g->in_w + sx;
+                                size_t wi =
+                                    (((size_t)o * cg + c) * g->kernel_h + ki) * g->kernel_w + kj;
+                                acc += (double)x[xi] * weight[wi];
+                            }
+                    y[((i * g->out_c + o) * g->out_h + oy) * g->out_w + ox] = (float)acc;
+                }
+        }
+}

@@ -1,0 +1,29 @@
+/*
+ * Element-wise ops: inference BatchNorm, ReLU and the residual add.
+ */
+#include "gpfq/ops.h"
+
+#include <math.h>
+
+void gpfq_batchnorm2d(const float *x, const float *gamma, const float *beta, const float *mean,
+                      const float *var, float eps, size_t n, int c, size_t hw, float *y) {
+    for (int ch = 0; ch < c; ch++) {
+        /* the same folding PyTorch's CPU kernel does: y = x * alpha + shift */
+        float inv_std = 1.0f / sqrtf(var[ch] + eps);
+        float alpha = gamma ? gamma[ch] * inv_std : inv_std;
+        float shift = (beta ? beta[ch] : 0.0f) - mean[ch] * alpha;
+        for (size_t i = 0; i < n; i++) {
+            const float *src = x + (i * c + ch) * hw;
+            float *dst = y + (i * c + ch) * hw;
+            for (size_t k = 0; k < hw; k++) dst[k] = src[k] * alpha + shift;
+        }
+    }
+}
+
+void gpfq_relu(const float *x, size_t count, float *y) {
+    for (size_t i = 0; i < count; i++) y[i] = x[i] > 0.0f ? x[i] : (x[i] != x[i] ? x[i] : 0.0f);
+}
+
+void gpfq_add(const float *a, const float *b, size_t count, float *y) {
+    for (size_t i = 0; i < count; i++) y[i] = a[i] + b[i];
+}

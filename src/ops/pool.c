@@ -1,0 +1,85 @@
+/*
+ * Pooling: max, average (with PyTorch's padding and ceil_mode rules), and
+ * adaptive average with PyTorch's uneven window bounds.
+ */
+#include "gpfq/ops.h"
+
+#include <float.h>
+
+void gpfq_maxpool2d(const gpfq_conv_geom *g, const float *x, size_t n, float *y) {
+    const size_t planes = n * (size_t)g->in_c;
+    for (size_t p = 0; p < planes; p++) {
+        const float *src = x + p * g->in_h * g->in_w;
+        float *dst = y + p * g->out_h * g->out_w;
+        for (int oy = 0; oy < g->out_h; oy++)
+            for (int ox = 0; ox < g->out_w; ox++) {
+                float best = -FLT_MAX;
+                int seen = 0;
+                for (int ki = 0; ki < g->kernel_h; ki++) {
+                    int sy = oy * g->stride_h - g->pad_h + ki * g->dilation_h;
+                    if (sy < 0 || sy >= g->in_h) continue;
+                    for (int kj = 0; kj < g->kernel_w; kj++) {
+                        int sx = ox * g->stride_w - g->pad_w + kj * g->dilation_w;
+                        if (sx < 0 || sx >= g->in_w) continue;
+                        float v = src[sy * g->in_w + sx];
+                        /* NaN propagates, as in PyTorch */
+                        if (!seen || v > best || v != v) best = v;
+                        seen = 1;
+                    }
+                }
+                dst[oy * g->out_w + ox] = best;
+            }
+    }
+}
+
+static int min_int(int a, int b) {
+    return a < b ? a : b;
+}
+static int max_int(int a, int b) {
+    return a > b ? a : b;
+}
+
+void gpfq_avgpool2d(const gpfq_conv_geom *g, int count_include_pad, const float *x, size_t n,
+                    float *y) {
+    const size_t planes = n * (size_t)g->in_c;
+    for (size_t p = 0; p < planes; p++) {
+        const float *src = x + p * g->in_h * g->in_w;
+        float *dst = y + p * g->out_h * g->out_w;
+        for (int oy = 0; oy < g->out_h; oy++)
+            for (int ox = 0; ox < g->out_w; ox++) {
+                /* PyTorch's divisor: the window clipped to the padded input, or to the input */
+                int y0 = oy * g->stride_h - g->pad_h, x0 = ox * g->stride_w - g->pad_w;
+                int y1 = min_int(y0 + g->kernel_h, g->in_h + g->pad_h);
+                int x1 = min_int(x0 + g->kernel_w, g->in_w + g->pad_w);
+                int padded_area = (y1 - y0) * (x1 - x0);
+                y0 = max_int(y0, 0);
+                x0 = max_int(x0, 0);
+                y1 = min_int(y1, g->in_h);
+                x1 = min_int(x1, g->in_w);
+                float sum = 0.0f;
+                for (int sy = y0; sy < y1; sy++)
+                    for (int sx = x0; sx < x1; sx++) sum += src[sy * g->in_w + sx];
+                int divisor = count_include_pad ? padded_area : (y1 - y0) * (x1 - x0);
+                dst[oy * g->out_w + ox] = divisor > 0 ? sum / (float)divisor : 0.0f;
+            }
+    }
+}
+
+void gpfq_adaptive_avgpool2d(const float *x, size_t n, int c, int in_h, int in_w, int out_h,
+                             int out_w, float *y) {
+    const size_t planes = n * (size_t)c;
+    for (size_t p = 0; p < planes; p++) {
+        const float *src = x + p * in_h * in_w;
+        float *dst = y + p * out_h * out_w;
+        for (int oy = 0; oy < out_h; oy++) {
+            int y0 = (oy * in_h) / out_h, y1 = ((oy + 1) * in_h + out_h - 1) / out_h;
+            for (int ox = 0; ox < out_w; ox++) {
+                int x0 = (ox * in_w) / out_w, x1 = ((ox + 1) * in_w + out_w - 1) / out_w;
+                float sum = 0.0f;
+                for (int sy = y0; sy < y1; sy++)
+                    for (int sx = x0; sx < x1; sx++) sum += src[sy * in_w + sx];
+                dst[oy * out_w + ox] = sum / (float)((y1 - y0) * (x1 - x0));
+            }
+        }
+    }
+}
