@@ -138,6 +138,9 @@ static gpfq_status read_node_fields(hid_t g, gpfq_model *model, int index, gpfq_
         st = gpfq_fail(GPFQ_ERR_FORMAT, "attribute 'name' is longer than %d bytes",
                        GPFQ_NAME_MAX - 1);
     if (st == GPFQ_OK) strcpy(node->name, name);
+    for (int j = 0; st == GPFQ_OK && j < index; j++)
+        if (strcmp(model->nodes[j].name, node->name) == 0)
+            st = gpfq_fail(GPFQ_ERR_FORMAT, "attribute 'name' repeats the name of node %d", j);
     if (st == GPFQ_OK) st = gpfq_h5_attr_string(g, "op", &op);
     if (st == GPFQ_OK && (node->op = gpfq_op_from_name(op)) == GPFQ_OP_COUNT)
         st = gpfq_fail(GPFQ_ERR_FORMAT,

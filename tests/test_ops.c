@@ -1,0 +1,176 @@
+/*
+ * Every op and the small whole models against PyTorch: each fixture under
+ * tests/fixtures is a model file whose /check group holds a batch and the
+ * logits torch computed (tools/make_fixtures.py). Then the fast kernels against
+ * their _ref twins on random geometries, and the planned forward pass against a
+ * naive node-by-node pass with one buffer per node.
+ *
+ * Tolerances: |gpfq - torch| <= 1e-5 + 1e-5 |torch| per value (float32 sums of
+ * at most a few thousand terms, both sides single precision), and the same
+ * against the double-accumulating _ref kernels.
+ */
+#include "check.h"
+
+#include "gpfq/gpfq.h"
+
+#include <dirent.h>
+
+static const double FIXTURE_ATOL = 1e-5, FIXTURE_RTOL = 1e-5;
+static const double REF_ATOL = 1e-5, REF_RTOL = 1e-5;
+
+static int argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+/* The forward pass without planning: one buffer per node, nothing in place. */
+static float *naive_forward(const gpfq_model *m, const float *input, size_t n) {
+    float **outs = calloc((size_t)m->n_nodes, sizeof(float *));
+    for (int i = 0; i < m->n_nodes; i++) {
+        const gpfq_node *node = &m->nodes[i];
+        const float *ins[2] = {NULL, NULL};
+        for (int k = 0; k < node->n_inputs; k++)
+            ins[k] = node->inputs[k] < 0 ? input : outs[node->inputs[k]];
+        outs[i] = malloc(n * gpfq_shape_size(node->out_shape) * sizeof(float));
+        size_t scratch_n = gpfq_node_scratch(node, n);
+        float *scratch = scratch_n ? malloc(scratch_n * sizeof(float)) : NULL;
+        gpfq_node_forward(node, ins, n, outs[i], scratch);
+        free(scratch);
+    }
+    float *result = outs[m->n_nodes - 1];
+    for (int i = 0; i < m->n_nodes - 1; i++) free(outs[i]);
+    free(outs);
+    return result;
+}
+
+static void check_fixture(const char *path) {
+    gpfq_model *m = NULL;
+    gpfq_status st = gpfq_model_load(path, &m);
+    CHECK(st == GPFQ_OK, "%s: %s", path, gpfq_last_error());
+    if (st != GPFQ_OK) return;
+    float *input = NULL, *expected = NULL;
+    size_t n = 0;
+    st = gpfq_model_load_check(path, m, &input, &expected, &n);
+    CHECK(st == GPFQ_OK, "%s: %s", path, gpfq_last_error());
+    if (st == GPFQ_OK) {
+        gpfq_forward *fwd = NULL;
+        const float *logits = NULL;
+        CHECK(gpfq_forward_create(m, n, &fwd) == GPFQ_OK, "%s", gpfq_last_error());
+        CHECK(gpfq_forward_run(fwd, input, n, &logits) == GPFQ_OK, "%s", gpfq_last_error());
+        size_t count = n * (size_t)m->num_classes;
+        double max_abs;
+        double excess = check_excess(logits, expected, count, FIXTURE_ATOL, FIXTURE_RTOL, &max_abs);
+        CHECK(excess <= 0, "%s: max abs error %.3g against torch exceeds the tolerance", path,
+              max_abs);
+        /* the same predictions as torch on every image */
+        for (size_t i = 0; i < n; i++)
+            CHECK(argmax(logits + i * m->num_classes, m->num_classes) ==
+                      argmax(expected + i * m->num_classes, m->num_classes),
+                  "%s: image %zu predicts a different class than torch", path, i);
+        /* planning (buffer reuse, in-place ops, aliases) changes nothing */
+        float *naive = naive_forward(m, input, n);
+        CHECK(memcmp(naive, logits, count * sizeof(float)) == 0,
+              "%s: planned and naive forward passes differ", path);
+        free(naive);
+        /* a batch of one gives the same logits as the full batch */
+        gpfq_forward *single = NULL;
+        CHECK(gpfq_forward_create(m, 1, &single) == GPFQ_OK, "%s", gpfq_last_error());
+        const float *one = NULL;
+        gpfq_forward_run(single, input, 1, &one);
+        excess = check_excess(one, expected, (size_t)m->num_classes, FIXTURE_ATOL, FIXTURE_RTOL,
+                              &max_abs);
+        CHECK(excess <= 0, "%s: batch of one: max abs error %.3g", path, max_abs);
+        gpfq_forward_free(single);
+        gpfq_forward_free(fwd);
+        printf("  %-40s %zu images, max abs error %.2g\n", strrchr(path, '/') + 1, n, max_abs);
+    }
+    free(input);
+    free(expected);
+    gpfq_model_free(m);
+}
+
+static int fixture_count(const char *dir) {
+    DIR *d = opendir(dir);
+    CHECK(d != NULL, "cannot open fixtures directory %s", dir);
+    if (!d) return 0;
+    int count = 0;
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 4 || strcmp(e->d_name + len - 3, ".h5") != 0) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        check_fixture(path);
+        count++;
+    }
+    closedir(d);
+    return count;
+}
+
+static void fill(float *v, size_t n, unsigned long long *state) {
+    for (size_t i = 0; i < n; i++) v[i] = check_rand(state);
+}
+
+static void check_conv_against_ref(gpfq_conv_geom g, size_t n, unsigned long long *state) {
+    g.out_h = gpfq_window_out(g.in_h, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, 0);
+    g.out_w = gpfq_window_out(g.in_w, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, 0);
+    size_t xs = n * g.in_c * g.in_h * g.in_w, ys = n * g.out_c * g.out_h * g.out_w;
+    size_t ws = (size_t)g.out_c * (g.in_c / g.groups) * g.kernel_h * g.kernel_w;
+    float *x = malloc(xs * 4), *w = malloc(ws * 4), *b = malloc(g.out_c * 4);
+    float *y = malloc(ys * 4), *yr = malloc(ys * 4);
+    size_t scratch_n = gpfq_conv2d_scratch(&g, n);
+    float *scratch = malloc((scratch_n + 1) * 4);
+    fill(x, xs, state);
+    fill(w, ws, state);
+    fill(b, g.out_c, state);
+    gpfq_conv2d(&g, x, w, b, n, y, scratch);
+    gpfq_conv2d_ref(&g, x, w, b, n, yr);
+    double max_abs;
+    double excess =
+        check_excess(y, yr, ys, REF_ATOL * g.in_c * g.kernel_h * g.kernel_w, REF_RTOL, &max_abs);
+    CHECK(excess <= 0, "conv %dx%dx%d k%dx%d s%d p%d d%d g%d n%zu: max abs error %.3g", g.in_c,
+          g.in_h, g.in_w, g.kernel_h, g.kernel_w, g.stride_h, g.pad_h, g.dilation_h, g.groups, n,
+          max_abs);
+    free(x), free(w), free(b), free(y), free(yr), free(scratch);
+}
+
+static void check_kernels(void) {
+    unsigned long long state = 42;
+    /* in_c,in_h,in_w, out_c,oh,ow, kh,kw, sh,sw, ph,pw, dh,dw, groups */
+    const gpfq_conv_geom cases[] = {
+        {3, 9, 9, 4, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},     /* padded 3x3 */
+        {4, 7, 6, 6, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1},     /* 1x1 fast path */
+        {4, 8, 8, 6, 0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 1},     /* 1x1 strided */
+        {6, 11, 10, 6, 0, 0, 3, 5, 2, 1, 1, 2, 1, 1, 3},   /* groups, asymmetric */
+        {4, 12, 12, 8, 0, 0, 3, 3, 1, 1, 2, 2, 2, 2, 4},   /* dilation, depthwise-ish */
+        {16, 28, 28, 32, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* one image per GEMM */
+        {64, 4, 4, 64, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* many images per GEMM */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        check_conv_against_ref(cases[i], 1, &state);
+        check_conv_against_ref(cases[i], 5, &state);
+        check_conv_against_ref(cases[i], 70, &state);
+    }
+    const size_t n = 37, in = 300, out = 23;
+    float *x = malloc(n * in * 4), *w = malloc(out * in * 4), *b = malloc(out * 4);
+    float *y = malloc(n * out * 4), *yr = malloc(n * out * 4);
+    fill(x, n * in, &state);
+    fill(w, out * in, &state);
+    fill(b, out, &state);
+    gpfq_linear(x, w, b, n, in, out, y);
+    gpfq_linear_ref(x, w, b, n, in, out, yr);
+    double max_abs;
+    CHECK(check_excess(y, yr, n * out, REF_ATOL * in, REF_RTOL, &max_abs) <= 0,
+          "linear: max abs error %.3g", max_abs);
+    free(x), free(w), free(b), free(y), free(yr);
+}
+
+int main(int argc, char **argv) {
+    const char *dir = argc > 1 ? argv[1] : "tests/fixtures";
+    int fixtures = fixture_count(dir);
+    CHECK(fixtures >= 30, "expected at least 30 fixtures in %s, found %d", dir, fixtures);
+    check_kernels();
+    return check_report("test_ops");
+}
