@@ -29,6 +29,7 @@
 #include "gpfq/forward.h"
 #include "gpfq/model.h"
 #include "gpfq/ops.h"
+#include "gpfq/quant.h"
 #include "gpfq/status.h"
 
 #define GPFQ_VERSION "0.1.0"

@@ -1,0 +1,178 @@
+/*
+ * Quantization: alphabets, scalar quantizers, GPFQ for one layer, and the
+ * network driver (quantize every Linear and Conv2d in order).
+ *
+ * Notation for one layer (see docs/gpfq.md): W is N x d (N neurons or output
+ * channels, d inputs; a conv weight O x C/g x kh x kw is viewed as O x (C/g*kh*kw)).
+ * X and Y are the layer's inputs in the float network and in the network whose
+ * earlier layers are already quantized, stored TRANSPOSED as Xt, Yt: d x m
+ * (rows are input coordinates, columns are the m calibration rows: images for a
+ * Linear layer, image patches for a conv).
+ */
+#ifndef GPFQ_QUANT_H
+#define GPFQ_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gpfq/data.h"
+#include "gpfq/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    GPFQ_QUANTIZER_NEAREST,    /* MSQ rounding to the nearest level */
+    GPFQ_QUANTIZER_L1,         /* soft threshold by lambda, then nearest */
+    GPFQ_QUANTIZER_L0,         /* hard threshold: levels +-(lambda + k delta) */
+    GPFQ_QUANTIZER_STOCHASTIC, /* unbiased random rounding, seeded */
+} gpfq_quantizer;
+
+/* The levels of one layer. Integer codes c in [-levels, levels] (L0: |c| <= levels + 1). */
+typedef struct {
+    gpfq_quantizer kind;
+    int bits;
+    int levels;       /* K = 2^(bits-1) */
+    float delta;      /* step */
+    float reg_lambda; /* threshold for L1/L0; 0 otherwise */
+    float radius;     /* mean over rows of the percentile of |W[i,:]| */
+    uint64_t seed;    /* stochastic rounding: the stream of this layer */
+} gpfq_alphabet;
+
+/* Builds a layer's alphabet from its weights W (rows x cols): K = 2^(bits-1),
+ * rad = mean over rows of the `percentile` quantile (in (0, 1], linear
+ * interpolation as torch.quantile) of |W[i,:]|, delta = scalar * rad / K, or
+ * (scalar * rad - lambda) / K for L0. Fails when delta would not be positive. */
+gpfq_status gpfq_alphabet_make(const float *weight, size_t rows, size_t cols, int bits,
+                               double scalar, double percentile, gpfq_quantizer kind,
+                               double reg_lambda, uint64_t seed, gpfq_alphabet *out);
+
+/* The code of real value z. `stream` and `index` pick the random number for
+ * stochastic rounding (counter-based, so any evaluation order draws the same). */
+int gpfq_quantize_code(const gpfq_alphabet *a, float z, uint64_t stream);
+/* The real value of a code. */
+float gpfq_code_value(const gpfq_alphabet *a, int code);
+
+/* Counter-based uniform in [0, 1) for (seed, stream). */
+double gpfq_uniform(uint64_t seed, uint64_t stream);
+
+/* Which algorithm quantizes a layer. */
+typedef enum {
+    GPFQ_FORM_AUTO,   /* the cheaper of GRAM and UBLOCK by a flop count */
+    GPFQ_FORM_GRAM,   /* G = Y^T X, H = Y^T Y, blocked: O(m d^2 + N d^2) */
+    GPFQ_FORM_UBLOCK, /* the U form blocked into GEMMs: O(N m d) */
+    GPFQ_FORM_REF,    /* the plain U-form loop, rank-1 updates */
+} gpfq_form;
+
+const char *gpfq_form_name(gpfq_form form);
+
+typedef struct {
+    double error;          /* ||X W^T - Y Q^T||_F */
+    double relative_error; /* error / ||X W^T||_F */
+    double seconds;
+    gpfq_form form; /* the form that ran */
+} gpfq_layer_stats;
+
+/* GPFQ for one layer: weight (N, d), Xt and Yt (d, m). Writes codes (N, d) and,
+ * when `quantized` is not NULL, their values (N, d). `block` is the column
+ * block size of the fast forms (0: default). Stochastic rounding draws from
+ * stream (row * d + column) of the alphabet's seed. */
+gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float *Xt,
+                            const float *Yt, size_t m, const gpfq_alphabet *a, gpfq_form form,
+                            size_t block, short *codes, float *quantized, gpfq_layer_stats *stats);
+
+/* The plain U-form loop (the reference implementation's). */
+void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *Xt, const float *Yt,
+                         size_t m, const gpfq_alphabet *a, short *codes);
+
+/* MSQ: every weight to its level, no data. */
+void gpfq_msq_layer(const float *weight, size_t N, size_t d, const gpfq_alphabet *a, short *codes);
+
+/* ||W Xt - Q Yt||_F and ||W Xt||_F over the m columns (Q: quantized values). */
+gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t N, size_t d,
+                             const float *Xt, const float *Yt, size_t m, double *error,
+                             double *reference_norm);
+
+/* ---- the network driver ---- */
+
+typedef enum { GPFQ_METHOD_GPFQ, GPFQ_METHOD_MSQ } gpfq_method;
+
+typedef enum {
+    GPFQ_CALIB_SHARED,    /* one calibration set; quantized activations advance layer by layer */
+    GPFQ_CALIB_PER_LAYER, /* a fresh batch per layer, both networks re-run (the reference) */
+} gpfq_calib_mode;
+
+typedef struct {
+    gpfq_method method;
+    int bits;
+    double mlp_scalar, cnn_scalar;         /* alphabet scalars of Linear and Conv2d layers */
+    double mlp_percentile, cnn_percentile; /* in (0, 1] */
+    gpfq_quantizer quantizer;
+    double reg_lambda;
+    size_t calib_images; /* bs: images per calibration batch */
+    gpfq_calib_mode calib_mode;
+    double retain_rate;        /* share of conv patches kept per image */
+    int with_replacement;      /* draw patch indices with replacement (the reference) */
+    int unfold_stride_kernel;  /* unfold conv inputs with stride = kernel (the reference) */
+    int fold_batchnorm;        /* fold BatchNorm into the preceding conv first */
+    int bias_correction;       /* add mean(X W^T - Y Q^T) to the bias */
+    int keep_last_float;       /* leave the last quantizable layer in float */
+    const char *const *ignore; /* node names to leave in float */
+    int n_ignore;
+    uint64_t seed;
+    gpfq_form form;
+    size_t block;
+} gpfq_quant_options;
+
+/* The defaults (documented in docs/gpfq.md): GPFQ, 4 bits, scalar 1.16,
+ * percentile 1, nearest, bs 256, shared calibration, retain 0.25 without
+ * replacement, the layer's own stride, seed 0. */
+void gpfq_quant_options_default(gpfq_quant_options *o);
+
+/* Checks an options set; the message names the option. */
+gpfq_status gpfq_quant_options_check(const gpfq_quant_options *o);
+
+typedef struct {
+    int node;
+    char name[GPFQ_NAME_MAX];
+    size_t rows, cols; /* N, d */
+    size_t samples;    /* m */
+    double delta;
+    double error, relative_error;
+    double sparsity; /* share of zero codes */
+    double seconds;
+    int skipped; /* left in float */
+} gpfq_layer_report;
+
+typedef struct {
+    gpfq_model *model;         /* the quantized model (weights replaced by code values) */
+    short **codes;             /* (n_nodes), codes of each quantized node or NULL */
+    gpfq_layer_report *layers; /* (n_layers) */
+    int n_layers;
+    double seconds;
+} gpfq_quant_result;
+
+typedef void (*gpfq_layer_fn)(void *ctx, const gpfq_layer_report *layer, int index, int total);
+
+/* Quantizes every Linear and Conv2d of `model` (which is not modified) with
+ * calibration images drawn from `train`. */
+gpfq_status gpfq_quantize_model(const gpfq_model *model, const gpfq_dataset *train,
+                                const gpfq_quant_options *o, gpfq_quant_result *result,
+                                gpfq_layer_fn on_layer, void *ctx);
+
+void gpfq_quant_result_free(gpfq_quant_result *r);
+
+/* Share of zeros among all Linear/Conv2d weights and biases (the reference's sparsity). */
+double gpfq_model_sparsity(const gpfq_model *model);
+
+/* A hash of all codes of a result (for comparing runs). */
+uint64_t gpfq_codes_hash(const gpfq_quant_result *r);
+
+int gpfq_node_is_quantizable(const gpfq_node *node);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

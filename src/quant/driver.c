@@ -1,0 +1,551 @@
+/*
+ * The network driver: quantizes every Linear and Conv2d in network order.
+ *
+ * Two node-by-node executors ("steppers") run the float and the partly
+ * quantized network over the same calibration images; before layer j they hold
+ * the layer's input in both networks (X and Y), and once layer j is quantized
+ * both advance past it. In the shared calibration mode one pair of steppers
+ * walks the whole network once; in the per-layer mode (the reference's) a fresh
+ * batch is drawn and both networks are re-run for every layer.
+ */
+#include "gpfq/quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpfq/eval.h"
+#include "gpfq/forward.h"
+#include "gpfq/ops.h"
+
+/* ---- random streams: every draw is a function of (seed, purpose, index) ---- */
+
+enum { STREAM_IMAGES = 1, STREAM_PATCHES = 2, STREAM_ROUNDING = 3 };
+
+static uint64_t mix(uint64_t a, uint64_t b) {
+    uint64_t x = a * 0x9E3779B97F4A7C15ULL ^ (b + 0x632BE59BD9B4E019ULL + (a << 6) + (a >> 2));
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+/* A uniform integer in [0, n) from stream (key, counter). */
+static size_t draw_below(uint64_t key, uint64_t counter, size_t n) {
+    return (size_t)(gpfq_uniform(key, counter) * (double)n) % n;
+}
+
+/* k distinct indices of [0, n) (partial Fisher-Yates), or k draws with replacement. */
+static void sample_indices(uint64_t key, size_t n, size_t k, int replacement, size_t *out,
+                           size_t *pool) {
+    if (replacement) {
+        for (size_t i = 0; i < k; i++) out[i] = draw_below(key, i, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) pool[i] = i;
+    for (size_t i = 0; i < k; i++) {
+        size_t j = i + draw_below(key, i, n - i);
+        size_t tmp = pool[i];
+        pool[i] = pool[j];
+        pool[j] = tmp;
+        out[i] = pool[i];
+    }
+}
+
+/* ---- options ---- */
+
+void gpfq_quant_options_default(gpfq_quant_options *o) {
+    memset(o, 0, sizeof *o);
+    o->method = GPFQ_METHOD_GPFQ;
+    o->bits = 4;
+    o->mlp_scalar = o->cnn_scalar = 1.16;
+    o->mlp_percentile = o->cnn_percentile = 1.0;
+    o->quantizer = GPFQ_QUANTIZER_NEAREST;
+    o->calib_images = 256;
+    o->calib_mode = GPFQ_CALIB_SHARED;
+    o->retain_rate = 0.25;
+    o->form = GPFQ_FORM_AUTO;
+}
+
+gpfq_status gpfq_quant_options_check(const gpfq_quant_options *o) {
+    if (o->bits < 1 || o->bits > 15)
+        return gpfq_fail(GPFQ_ERR_ARG, "bits must be from 1 to 15, got %d", o->bits);
+    if (!(o->mlp_scalar > 0) || !(o->cnn_scalar > 0))
+        return gpfq_fail(GPFQ_ERR_ARG, "the alphabet scalar must be > 0, got %g (mlp) / %g (cnn)",
+                         o->mlp_scalar, o->cnn_scalar);
+    if (!(o->mlp_percentile > 0 && o->mlp_percentile <= 1) ||
+        !(o->cnn_percentile > 0 && o->cnn_percentile <= 1))
+        return gpfq_fail(GPFQ_ERR_ARG, "the percentile must be in (0, 1], got %g (mlp) / %g (cnn)",
+                         o->mlp_percentile, o->cnn_percentile);
+    if (!(o->reg_lambda >= 0) || !isfinite(o->reg_lambda))
+        return gpfq_fail(GPFQ_ERR_ARG, "lambda must be >= 0, got %g", o->reg_lambda);
+    if (o->calib_images < 1)
+        return gpfq_fail(GPFQ_ERR_ARG, "the calibration batch size must be at least 1");
+    if (!(o->retain_rate > 0 && o->retain_rate <= 1))
+        return gpfq_fail(GPFQ_ERR_ARG, "the retain rate must be in (0, 1], got %g", o->retain_rate);
+    return GPFQ_OK;
+}
+
+int gpfq_node_is_quantizable(const gpfq_node *node) {
+    return node->op == GPFQ_OP_LINEAR || node->op == GPFQ_OP_CONV2D;
+}
+
+double gpfq_model_sparsity(const gpfq_model *model) {
+    size_t zeros = 0, total = 0;
+    for (int i = 0; i < model->n_nodes; i++) {
+        const gpfq_node *node = &model->nodes[i];
+        if (!gpfq_node_is_quantizable(node)) continue;
+        for (size_t k = 0; k < node->weight_count; k++) zeros += node->weight[k] == 0.0f;
+        total += node->weight_count;
+        if (node->bias) {
+            for (int k = 0; k < node->out_shape.c; k++) zeros += node->bias[k] == 0.0f;
+            total += (size_t)node->out_shape.c;
+        }
+    }
+    return total ? (double)zeros / (double)total : 0.0;
+}
+
+/* ---- the node-by-node executor ---- */
+
+typedef struct {
+    const gpfq_model *model;
+    size_t n;
+    const float *input; /* (n, C, H, W) */
+    float **out;        /* (n_nodes), freed when their last reader has run */
+    int *pending;       /* (n_nodes) readers still to run */
+    int next;           /* first node not yet computed */
+    float *scratch;
+    size_t scratch_floats;
+} stepper;
+
+static void stepper_free(stepper *s) {
+    if (s->out)
+        for (int i = 0; i < s->model->n_nodes; i++) free(s->out[i]);
+    free(s->out);
+    free(s->pending);
+    free(s->scratch);
+    memset(s, 0, sizeof *s);
+}
+
+static gpfq_status stepper_init(stepper *s, const gpfq_model *m, const float *input, size_t n) {
+    memset(s, 0, sizeof *s);
+    s->model = m;
+    s->n = n;
+    s->input = input;
+    s->out = calloc((size_t)m->n_nodes, sizeof(float *));
+    s->pending = calloc((size_t)m->n_nodes, sizeof(int));
+    for (int i = 0; i < m->n_nodes; i++) {
+        size_t need = gpfq_node_scratch(&m->nodes[i], n);
+        if (need > s->scratch_floats) s->scratch_floats = need;
+    }
+    s->scratch = s->scratch_floats ? malloc(s->scratch_floats * sizeof(float)) : NULL;
+    if (!s->out || !s->pending || (s->scratch_floats && !s->scratch)) {
+        stepper_free(s);
+        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for calibration activations");
+    }
+    for (int i = 0; i < m->n_nodes; i++)
+        for (int k = 0; k < m->nodes[i].n_inputs; k++)
+            if (m->nodes[i].inputs[k] >= 0) s->pending[m->nodes[i].inputs[k]]++;
+    return GPFQ_OK;
+}
+
+static const float *stepper_value(const stepper *s, int node) {
+    return node < 0 ? s->input : s->out[node];
+}
+
+/* Computes nodes next .. upto-1. */
+static gpfq_status stepper_advance(stepper *s, int upto) {
+    const gpfq_model *m = s->model;
+    for (; s->next < upto; s->next++) {
+        const int i = s->next;
+        const gpfq_node *node = &m->nodes[i];
+        size_t floats = s->n * gpfq_shape_size(node->out_shape);
+        s->out[i] = malloc(floats * sizeof(float));
+        if (!s->out[i])
+            return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for the activations of node '%s'",
+                             node->name);
+        const float *inputs[GPFQ_MAX_INPUTS] = {NULL, NULL};
+        for (int k = 0; k < node->n_inputs; k++) inputs[k] = stepper_value(s, node->inputs[k]);
+        gpfq_node_forward(node, inputs, s->n, s->out[i], s->scratch);
+        for (int k = 0; k < node->n_inputs; k++) {
+            int src = node->inputs[k];
+            if (src >= 0 && --s->pending[src] == 0) {
+                free(s->out[src]);
+                s->out[src] = NULL;
+            }
+        }
+    }
+    return GPFQ_OK;
+}
+
+/* ---- layer matrices ---- */
+
+typedef struct {
+    size_t groups;
+    size_t rows_per_group; /* N / groups */
+    size_t d;              /* inputs per neuron */
+    size_t m;              /* calibration columns */
+    float *Xt, *Yt;        /* (groups, d, m) */
+} layer_data;
+
+static void layer_data_free(layer_data *L) {
+    free(L->Xt);
+    free(L->Yt);
+    memset(L, 0, sizeof *L);
+}
+
+/* Conv unfolding geometry: the layer's padding and dilation, its own stride or
+ * (reference) a stride equal to the kernel. */
+static gpfq_conv_geom unfold_geom(const gpfq_node *node, int stride_kernel) {
+    gpfq_conv_geom g = {
+        .in_c = node->in_shape.c,
+        .in_h = node->in_shape.h,
+        .in_w = node->in_shape.w,
+        .out_c = node->out_shape.c,
+        .kernel_h = node->kernel[0],
+        .kernel_w = node->kernel[1],
+        .stride_h = stride_kernel ? node->kernel[0] : node->stride[0],
+        .stride_w = stride_kernel ? node->kernel[1] : node->stride[1],
+        .pad_h = node->padding[0],
+        .pad_w = node->padding[1],
+        .dilation_h = node->dilation[0],
+        .dilation_w = node->dilation[1],
+        .groups = node->groups,
+    };
+    g.out_h = gpfq_window_out(g.in_h, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, 0);
+    g.out_w = gpfq_window_out(g.in_w, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, 0);
+    return g;
+}
+
+static gpfq_status build_layer_data(const gpfq_node *node, int layer, const float *x,
+                                    const float *y, size_t n, const gpfq_quant_options *o,
+                                    layer_data *L) {
+    memset(L, 0, sizeof *L);
+    const size_t N = (size_t)node->weight_dims[0];
+    if (node->op == GPFQ_OP_LINEAR) {
+        L->groups = 1;
+        L->rows_per_group = N;
+        L->d = (size_t)node->weight_dims[1];
+        L->m = n;
+        L->Xt = gpfq_malloc(L->d * n * sizeof(float), "layer inputs X");
+        L->Yt = gpfq_malloc(L->d * n * sizeof(float), "layer inputs Y");
+        if (!L->Xt || !L->Yt) {
+            layer_data_free(L);
+            return GPFQ_ERR_NOMEM;
+        }
+        for (size_t i = 0; i < n; i++)
+            for (size_t t = 0; t < L->d; t++) {
+                L->Xt[t * n + i] = x[i * L->d + t];
+                L->Yt[t * n + i] = y[i * L->d + t];
+            }
+        return GPFQ_OK;
+    }
+    gpfq_conv_geom g = unfold_geom(node, o->unfold_stride_kernel);
+    if (g.out_h < 1 || g.out_w < 1)
+        return gpfq_fail(GPFQ_ERR_ARG, "layer '%s': the kernel does not fit its input", node->name);
+    const size_t patches = (size_t)g.out_h * g.out_w;
+    size_t keep = (size_t)(o->retain_rate * (double)patches + 1.0);
+    if (!o->with_replacement && keep > patches) keep = patches;
+    const int cg = g.in_c / g.groups;
+    L->groups = (size_t)g.groups;
+    L->rows_per_group = N / L->groups;
+    L->d = (size_t)cg * g.kernel_h * g.kernel_w;
+    L->m = n * keep;
+    size_t floats = L->groups * L->d * L->m;
+    L->Xt = gpfq_malloc(floats * sizeof(float), "layer patches X");
+    L->Yt = gpfq_malloc(floats * sizeof(float), "layer patches Y");
+    float *colx = gpfq_malloc(L->d * patches * sizeof(float), "an unfolded image");
+    float *coly = gpfq_malloc(L->d * patches * sizeof(float), "an unfolded image");
+    size_t *picked = malloc(keep * sizeof(size_t)), *pool = malloc(patches * sizeof(size_t));
+    gpfq_status st = (L->Xt && L->Yt && colx && coly && picked && pool) ? GPFQ_OK : GPFQ_ERR_NOMEM;
+    const size_t image = gpfq_shape_size(node->in_shape);
+    const uint64_t key = mix(mix(o->seed, STREAM_PATCHES), (uint64_t)layer);
+    for (size_t i = 0; st == GPFQ_OK && i < n; i++) {
+        sample_indices(mix(key, i), patches, keep, o->with_replacement, picked, pool);
+        for (size_t grp = 0; grp < L->groups; grp++) {
+            gpfq_im2col(&g, x + i * image, (int)grp * cg, cg, colx, patches);
+            gpfq_im2col(&g, y + i * image, (int)grp * cg, cg, coly, patches);
+            float *xt = L->Xt + grp * L->d * L->m, *yt = L->Yt + grp * L->d * L->m;
+            for (size_t t = 0; t < L->d; t++)
+                for (size_t j = 0; j < keep; j++) {
+                    xt[t * L->m + i * keep + j] = colx[t * patches + picked[j]];
+                    yt[t * L->m + i * keep + j] = coly[t * patches + picked[j]];
+                }
+        }
+    }
+    free(colx), free(coly), free(picked), free(pool);
+    if (st != GPFQ_OK) layer_data_free(L);
+    return st;
+}
+
+/* bias += mean over columns of (W Xt - Q Yt), per neuron of each group */
+static gpfq_status correct_bias(gpfq_node *qnode, const float *weight, const layer_data *L) {
+    const size_t N = L->groups * L->rows_per_group;
+    if (!qnode->bias && !(qnode->bias = gpfq_calloc(N, sizeof(float), "a bias")))
+        return GPFQ_ERR_NOMEM;
+    double *mx = calloc(L->d, sizeof(double)), *my = calloc(L->d, sizeof(double));
+    if (!mx || !my) {
+        free(mx), free(my);
+        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for bias correction");
+    }
+    for (size_t grp = 0; grp < L->groups; grp++) {
+        const float *xt = L->Xt + grp * L->d * L->m, *yt = L->Yt + grp * L->d * L->m;
+        for (size_t t = 0; t < L->d; t++) {
+            double sx = 0, sy = 0;
+            for (size_t k = 0; k < L->m; k++) sx += xt[t * L->m + k], sy += yt[t * L->m + k];
+            mx[t] = sx / (double)L->m;
+            my[t] = sy / (double)L->m;
+        }
+        for (size_t r = 0; r < L->rows_per_group; r++) {
+            size_t row = grp * L->rows_per_group + r;
+            double shift = 0;
+            for (size_t t = 0; t < L->d; t++)
+                shift += weight[row * L->d + t] * mx[t] - qnode->weight[row * L->d + t] * my[t];
+            qnode->bias[row] += (float)shift;
+        }
+    }
+    free(mx), free(my);
+    return GPFQ_OK;
+}
+
+/* ---- BatchNorm folding ---- */
+
+static int count_readers(const gpfq_model *m, int node) {
+    int readers = 0;
+    for (int i = 0; i < m->n_nodes; i++)
+        for (int k = 0; k < m->nodes[i].n_inputs; k++) readers += m->nodes[i].inputs[k] == node;
+    return readers;
+}
+
+/* Folds every BatchNorm whose input is a conv read by nothing else into the
+ * conv; the BatchNorm becomes an identity. */
+static gpfq_status fold_batchnorm(gpfq_model *m) {
+    for (int i = 0; i < m->n_nodes; i++) {
+        gpfq_node *bn = &m->nodes[i];
+        int src = bn->inputs[0];
+        if (bn->op != GPFQ_OP_BATCHNORM2D || src < 0) continue;
+        gpfq_node *conv = &m->nodes[src];
+        if (conv->op != GPFQ_OP_CONV2D || count_readers(m, src) != 1) continue;
+        const int channels = conv->out_shape.c;
+        const size_t per = conv->weight_count / (size_t)channels;
+        if (!conv->bias && !(conv->bias = gpfq_calloc((size_t)channels, sizeof(float), "a bias")))
+            return GPFQ_ERR_NOMEM;
+        for (int c = 0; c < channels; c++) {
+            float alpha = bn->weight[c] / sqrtf(bn->running_var[c] + bn->eps);
+            for (size_t k = 0; k < per; k++) conv->weight[(size_t)c * per + k] *= alpha;
+            conv->bias[c] = bn->bias[c] + (conv->bias[c] - bn->running_mean[c]) * alpha;
+        }
+        free(bn->weight), free(bn->bias), free(bn->running_mean), free(bn->running_var);
+        bn->weight = bn->bias = bn->running_mean = bn->running_var = NULL;
+        bn->weight_count = 0;
+        bn->weight_rank = 0;
+        bn->op = GPFQ_OP_IDENTITY;
+    }
+    return GPFQ_OK;
+}
+
+/* ---- the driver ---- */
+
+static int is_ignored(const gpfq_quant_options *o, const char *name) {
+    for (int i = 0; i < o->n_ignore; i++)
+        if (strcmp(o->ignore[i], name) == 0) return 1;
+    return 0;
+}
+
+void gpfq_quant_result_free(gpfq_quant_result *r) {
+    if (r->codes && r->model)
+        for (int i = 0; i < r->model->n_nodes; i++) free(r->codes[i]);
+    free(r->codes);
+    free(r->layers);
+    gpfq_model_free(r->model);
+    memset(r, 0, sizeof *r);
+}
+
+uint64_t gpfq_codes_hash(const gpfq_quant_result *r) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a over every code and step */
+    for (int i = 0; i < r->model->n_nodes; i++) {
+        const gpfq_node *node = &r->model->nodes[i];
+        if (!r->codes[i]) continue;
+        const unsigned char *bytes = (const unsigned char *)r->codes[i];
+        for (size_t k = 0; k < node->weight_count * sizeof(short); k++)
+            h = (h ^ bytes[k]) * 1099511628211ULL;
+        const unsigned char *step = (const unsigned char *)&node->weight_step;
+        for (size_t k = 0; k < sizeof(float); k++) h = (h ^ step[k]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+typedef struct {
+    const gpfq_model *fmodel; /* float (BatchNorm folded when asked) */
+    gpfq_model *qmodel;       /* being quantized */
+    const gpfq_dataset *train;
+    const gpfq_quant_options *o;
+    size_t n;        /* calibration images per batch */
+    size_t *indices; /* (n) */
+    size_t *pool;    /* (train->n) */
+    float *images;   /* (n, C, H, W) */
+} driver;
+
+static void draw_images(driver *dr, uint64_t stream) {
+    sample_indices(mix(mix(dr->o->seed, STREAM_IMAGES), stream), dr->train->n, dr->n, 0,
+                   dr->indices, dr->pool);
+    gpfq_dataset_batch(dr->train, dr->fmodel->mean, dr->fmodel->std, 0, dr->indices, dr->n,
+                       dr->images);
+}
+
+static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, const float *y,
+                                 gpfq_quant_result *res, gpfq_layer_report *rep) {
+    const gpfq_quant_options *o = dr->o;
+    const gpfq_node *fnode = &dr->fmodel->nodes[j];
+    gpfq_node *qnode = &dr->qmodel->nodes[j];
+    const int linear = fnode->op == GPFQ_OP_LINEAR;
+    const size_t N = (size_t)fnode->weight_dims[0];
+    const size_t d_all = fnode->weight_count / N;
+    gpfq_alphabet a;
+    GPFQ_TRY(
+        gpfq_alphabet_make(fnode->weight, N, d_all, o->bits, linear ? o->mlp_scalar : o->cnn_scalar,
+                           linear ? o->mlp_percentile : o->cnn_percentile, o->quantizer,
+                           o->reg_lambda, mix(mix(o->seed, STREAM_ROUNDING), (uint64_t)layer), &a));
+    short *codes = gpfq_malloc(fnode->weight_count * sizeof(short), "codes");
+    if (!codes) return GPFQ_ERR_NOMEM;
+    res->codes[j] = codes;
+    rep->delta = a.delta;
+    rep->rows = N;
+    rep->cols = d_all;
+    const double start = gpfq_now();
+    if (o->method == GPFQ_METHOD_MSQ) {
+        gpfq_msq_layer(fnode->weight, N, d_all, &a, codes);
+        for (size_t k = 0; k < fnode->weight_count; k++)
+            qnode->weight[k] = gpfq_code_value(&a, codes[k]);
+        rep->error = rep->relative_error = NAN;
+    } else {
+        layer_data L;
+        GPFQ_TRY(build_layer_data(fnode, layer, x, y, dr->n, o, &L));
+        rep->samples = L.m;
+        double err2 = 0, ref2 = 0;
+        gpfq_status st = GPFQ_OK;
+        for (size_t grp = 0; st == GPFQ_OK && grp < L.groups; grp++) {
+            const size_t offset = grp * L.rows_per_group * L.d;
+            gpfq_layer_stats stats;
+            st = gpfq_gpfq_layer(fnode->weight + offset, L.rows_per_group, L.d,
+                                 L.Xt + grp * L.d * L.m, L.Yt + grp * L.d * L.m, L.m, &a, o->form,
+                                 o->block, codes + offset, qnode->weight + offset, &stats);
+            err2 += stats.error * stats.error;
+            double ref = stats.relative_error > 0 ? stats.error / stats.relative_error : 0;
+            ref2 += ref * ref;
+        }
+        if (st == GPFQ_OK && o->bias_correction) st = correct_bias(qnode, fnode->weight, &L);
+        layer_data_free(&L);
+        GPFQ_TRY(st);
+        rep->error = sqrt(err2);
+        rep->relative_error = ref2 > 0 ? sqrt(err2 / ref2) : 0.0;
+    }
+    rep->seconds = gpfq_now() - start;
+    size_t zeros = 0;
+    for (size_t k = 0; k < fnode->weight_count; k++) zeros += codes[k] == 0;
+    rep->sparsity = (double)zeros / (double)fnode->weight_count;
+    qnode->quantized = 1;
+    qnode->weight_step = a.delta;
+    qnode->weight_offset = a.kind == GPFQ_QUANTIZER_L0 ? a.reg_lambda : 0.0f;
+    for (size_t k = 0; k < fnode->weight_count; k++)
+        if (!isfinite(qnode->weight[k]))
+            return gpfq_fail(GPFQ_ERR_NUMERIC, "layer '%s': quantized weights are not finite",
+                             fnode->name);
+    if (!isfinite(rep->error) && o->method == GPFQ_METHOD_GPFQ)
+        return gpfq_fail(GPFQ_ERR_NUMERIC,
+                         "layer '%s': the quantization error is not finite (NaN or Inf in the "
+                         "activations?)",
+                         fnode->name);
+    return GPFQ_OK;
+}
+
+static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn on_layer,
+                              void *ctx) {
+    const gpfq_quant_options *o = dr->o;
+    const gpfq_model *fm = dr->fmodel;
+    const int need_data = o->method == GPFQ_METHOD_GPFQ;
+    stepper fs = {0}, qs = {0};
+    gpfq_status st = GPFQ_OK;
+    if (need_data && o->calib_mode == GPFQ_CALIB_SHARED) {
+        draw_images(dr, 0);
+        st = stepper_init(&fs, fm, dr->images, dr->n);
+        if (st == GPFQ_OK) st = stepper_init(&qs, dr->qmodel, dr->images, dr->n);
+    }
+    for (int layer = 0; st == GPFQ_OK && layer < res->n_layers; layer++) {
+        gpfq_layer_report *rep = &res->layers[layer];
+        const int j = rep->node;
+        const gpfq_node *node = &fm->nodes[j];
+        if (!rep->skipped) {
+            const float *x = NULL, *y = NULL;
+            if (need_data && o->calib_mode == GPFQ_CALIB_PER_LAYER) {
+                stepper_free(&fs);
+                stepper_free(&qs);
+                draw_images(dr, (uint64_t)layer + 1);
+                st = stepper_init(&fs, fm, dr->images, dr->n);
+                if (st == GPFQ_OK) st = stepper_init(&qs, dr->qmodel, dr->images, dr->n);
+            }
+            if (st == GPFQ_OK && need_data) st = stepper_advance(&fs, j);
+            if (st == GPFQ_OK && need_data) st = stepper_advance(&qs, j);
+            if (st == GPFQ_OK && need_data) {
+                x = stepper_value(&fs, node->inputs[0]);
+                y = stepper_value(&qs, node->inputs[0]);
+            }
+            if (st == GPFQ_OK) st = quantize_node(dr, j, layer, x, y, res, rep);
+        }
+        if (st == GPFQ_OK && on_layer) on_layer(ctx, rep, layer, res->n_layers);
+    }
+    stepper_free(&fs);
+    stepper_free(&qs);
+    return st;
+}
+
+gpfq_status gpfq_quantize_model(const gpfq_model *model, const gpfq_dataset *train,
+                                const gpfq_quant_options *o, gpfq_quant_result *result,
+                                gpfq_layer_fn on_layer, void *ctx) {
+    memset(result, 0, sizeof *result);
+    GPFQ_TRY(gpfq_quant_options_check(o));
+    const double start = gpfq_now();
+    if (o->method == GPFQ_METHOD_GPFQ) GPFQ_TRY(gpfq_eval_check(model, train));
+    for (int i = 0; i < o->n_ignore; i++)
+        if (gpfq_model_find(model, o->ignore[i]) < 0)
+            return gpfq_fail(GPFQ_ERR_ARG, "--ignore names '%s', which is not a node of the model",
+                             o->ignore[i]);
+    gpfq_model *fmodel = NULL;
+    GPFQ_TRY(gpfq_model_clone(model, &fmodel));
+    gpfq_status st = o->fold_batchnorm ? fold_batchnorm(fmodel) : GPFQ_OK;
+    if (st == GPFQ_OK) st = gpfq_model_clone(fmodel, &result->model);
+    driver dr = {.fmodel = fmodel, .qmodel = result->model, .train = train, .o = o};
+    dr.n = train && o->calib_images > train->n ? train->n : o->calib_images;
+    if (st == GPFQ_OK) {
+        result->codes = gpfq_calloc((size_t)model->n_nodes, sizeof(short *), "codes");
+        result->layers = gpfq_calloc((size_t)model->n_nodes, sizeof(gpfq_layer_report), "reports");
+        if (o->method == GPFQ_METHOD_GPFQ) {
+            dr.indices = malloc(dr.n * sizeof(size_t));
+            dr.pool = malloc(train->n * sizeof(size_t));
+            dr.images = malloc(dr.n * gpfq_shape_size(model->input_shape) * sizeof(float));
+            if (!dr.indices || !dr.pool || !dr.images)
+                st = gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for %zu calibration images", dr.n);
+        }
+        if (!result->codes || !result->layers) st = GPFQ_ERR_NOMEM;
+    }
+    int last = -1;
+    for (int i = 0; st == GPFQ_OK && i < fmodel->n_nodes; i++) {
+        if (!gpfq_node_is_quantizable(&fmodel->nodes[i])) continue;
+        gpfq_layer_report *rep = &result->layers[result->n_layers++];
+        rep->node = last = i;
+        snprintf(rep->name, sizeof rep->name, "%s", fmodel->nodes[i].name);
+        rep->skipped = is_ignored(o, rep->name);
+        rep->error = rep->relative_error = rep->delta = NAN;
+    }
+    if (st == GPFQ_OK && last >= 0 && o->keep_last_float)
+        result->layers[result->n_layers - 1].skipped = 1;
+    if (st == GPFQ_OK) st = run_layers(&dr, result, on_layer, ctx);
+    free(dr.indices), free(dr.pool), free(dr.images);
+    gpfq_model_free(fmodel);
+    if (st != GPFQ_OK) {
+        gpfq_quant_result_free(result);
+        return st;
+    }
+    result->seconds = gpfq_now() - start;
+    return GPFQ_OK;
+}

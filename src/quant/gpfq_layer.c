@@ -1,0 +1,238 @@
+/*
+ * GPFQ for one layer, in three forms that give the same codes (up to float
+ * rounding at exact ties):
+ *
+ * - ref: the reference's loop. U (N x m) += W[:,t] X[:,t]^T; the argument of
+ *   column t is U Y[:,t] / ||Y[:,t]||^2; U -= Q[:,t] Y[:,t]^T. Rank-1 updates,
+ *   memory-bound, O(N m d).
+ *
+ * - gram: without U. With G = Y^T X and H = Y^T Y (d x d), the argument of column t
+ *   is (sum_{s<=t} G[t,s] W[:,s] - sum_{s<t} H[t,s] Q[:,s]) / H[t,t]. The W part
+ *   is one product with the lower triangle of G; the Q part is brought in block by
+ *   block with one GEMM per block, and only inside a block of B columns does the
+ *   work go column by column. O(m d^2 + N d^2), all BLAS-3.
+ *
+ * - ublock: the U form blocked. For a block of columns starting at t0, the
+ *   arguments need U_{t0} Y_block (one GEMM), the block's own small Grams, and the
+ *   same in-block sweep; then U advances by two GEMMs. O(N m d), all BLAS-3:
+ *   cheaper than gram when N < d/2, the common case for convs (d = C k k).
+ *
+ * The fast forms work on transposed matrices (Wt, Qt: d x N) so that "column t
+ * of W" is a contiguous row.
+ */
+#include "gpfq/quant.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpfq/eval.h"
+
+enum { GPFQ_DEFAULT_BLOCK = 128 };
+
+void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *Xt, const float *Yt,
+                         size_t m, const gpfq_alphabet *a, short *codes) {
+    float *U = calloc(N * m, sizeof(float));
+    GPFQ_ASSERT(U != NULL);
+    for (size_t t = 0; t < d; t++) {
+        const float *x = Xt + t * m, *y = Yt + t * m;
+        float norm = 0.0f;
+        for (size_t k = 0; k < m; k++) norm += y[k] * y[k];
+        for (size_t i = 0; i < N; i++) {
+            float *u = U + i * m;
+            const float w = weight[i * d + t];
+            float dot = 0.0f;
+            for (size_t k = 0; k < m; k++) {
+                u[k] += w * x[k];
+                dot += u[k] * y[k];
+            }
+            int code = norm == 0.0f ? 0 : gpfq_quantize_code(a, dot / norm, i * d + t);
+            codes[i * d + t] = (short)code;
+            const float q = gpfq_code_value(a, code);
+            for (size_t k = 0; k < m; k++) u[k] -= q * y[k];
+        }
+    }
+    free(U);
+}
+
+/* The sequential part shared by the fast forms. On entry P (B x N) holds, for
+ * each column t of the block, the argument numerators without the in-block Q
+ * terms; H is the d x d (gram) or B x B (ublock) matrix with leading dimension
+ * ldh, positioned at the block's diagonal. Writes Qt and codes (transposed: row
+ * t0 + r, column i is stored at codes[i * d + t0 + r]). */
+static void sweep_block(float *P, size_t B, size_t N, const float *H, size_t ldh, size_t t0,
+                        size_t d, const gpfq_alphabet *a, float *Qt, short *codes) {
+    for (size_t r = 0; r < B; r++) {
+        float *p = P + r * N;
+        const float *h = H + r * ldh;
+        for (size_t s = 0; s < r; s++) {
+            const float hs = h[s];
+            if (hs == 0.0f) continue;
+            const float *q = Qt + (t0 + s) * N;
+            for (size_t i = 0; i < N; i++) p[i] -= hs * q[i];
+        }
+        const float norm = h[r];
+        float *qrow = Qt + (t0 + r) * N;
+        for (size_t i = 0; i < N; i++) {
+            int code = norm == 0.0f ? 0 : gpfq_quantize_code(a, p[i] / norm, i * d + t0 + r);
+            codes[i * d + t0 + r] = (short)code;
+            qrow[i] = gpfq_code_value(a, code);
+        }
+    }
+}
+
+/* Wt (d x N) = W^T */
+static void transpose(const float *src, size_t rows, size_t cols, float *dst) {
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < cols; j++) dst[j * rows + i] = src[i * cols + j];
+}
+
+static gpfq_status layer_gram(const float *Wt, size_t N, size_t d, const float *Xt, const float *Yt,
+                              size_t m, const gpfq_alphabet *a, size_t block, float *Qt,
+                              short *codes) {
+    float *G = gpfq_malloc(d * d * sizeof(float), "the Gram matrix G");
+    float *H = gpfq_malloc(d * d * sizeof(float), "the Gram matrix H");
+    float *P = gpfq_malloc(d * N * sizeof(float), "the GPFQ arguments");
+    if (!G || !H || !P) {
+        free(G), free(H), free(P);
+        return GPFQ_ERR_NOMEM;
+    }
+    /* G = Y^T X = Yt Xt^T; H = Yt Yt^T (lower triangle is what is read) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d, (int)d, (int)m, 1.0f, Yt, (int)m,
+                Xt, (int)m, 0.0f, G, (int)d);
+    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)d, (int)m, 1.0f, Yt, (int)m, 0.0f, H,
+                (int)d);
+    /* P = tril(G) Wt: row t = sum_{s<=t} G[t,s] W[:,s] */
+    for (size_t t = 0; t < d; t++)
+        for (size_t s = t + 1; s < d; s++) G[t * d + s] = 0.0f;
+    memcpy(P, Wt, d * N * sizeof(float));
+    cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, (int)d, (int)N,
+                1.0f, G, (int)d, P, (int)N);
+    for (size_t t0 = 0; t0 < d; t0 += block) {
+        size_t B = d - t0 < block ? d - t0 : block;
+        /* bring in every earlier block at once: P_b -= H[b, :t0] Qt[:t0] */
+        if (t0 > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)N, (int)t0, -1.0f,
+                        H + t0 * d, (int)d, Qt, (int)N, 1.0f, P + t0 * N, (int)N);
+        sweep_block(P + t0 * N, B, N, H + t0 * d + t0, d, t0, d, a, Qt, codes);
+    }
+    free(G), free(H), free(P);
+    return GPFQ_OK;
+}
+
+static gpfq_status layer_ublock(const float *Wt, size_t N, size_t d, const float *Xt,
+                                const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
+                                float *Qt, short *codes) {
+    float *U = gpfq_calloc(N * m, sizeof(float), "the GPFQ residual U");
+    float *P = gpfq_malloc(block * N * sizeof(float), "the GPFQ arguments");
+    float *Gb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
+    float *Hb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
+    if (!U || !P || !Gb || !Hb) {
+        free(U), free(P), free(Gb), free(Hb);
+        return GPFQ_ERR_NOMEM;
+    }
+    for (size_t t0 = 0; t0 < d; t0 += block) {
+        const size_t B = d - t0 < block ? d - t0 : block;
+        const float *Xb = Xt + t0 * m, *Yb = Yt + t0 * m;
+        const float *Wb = Wt + t0 * N;
+        /* P (B x N) = Y_b^T U^T, the residual seen by each column of the block */
+        if (t0 > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)N, (int)m, 1.0f, Yb,
+                        (int)m, U, (int)m, 0.0f, P, (int)N);
+        else
+            memset(P, 0, B * N * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)B, (int)m, 1.0f, Yb,
+                    (int)m, Xb, (int)m, 0.0f, Gb, (int)B);
+        cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)B, (int)m, 1.0f, Yb, (int)m, 0.0f,
+                    Hb, (int)B);
+        for (size_t r = 0; r < B; r++)
+            for (size_t s = r + 1; s < B; s++) Gb[r * B + s] = 0.0f;
+        /* P += tril(Gb) W_b^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)N, (int)B, 1.0f, Gb,
+                    (int)B, Wb, (int)N, 1.0f, P, (int)N);
+        sweep_block(P, B, N, Hb, B, t0, d, a, Qt, codes);
+        if (t0 + B < d) {
+            /* U += W_b X_b - Q_b Y_b, with W_b = Wb^T (N x B) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)m, (int)B, 1.0f, Wb,
+                        (int)N, Xb, (int)m, 1.0f, U, (int)m);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)m, (int)B, -1.0f,
+                        Qt + t0 * N, (int)N, Yb, (int)m, 1.0f, U, (int)m);
+        }
+    }
+    free(U), free(P), free(Gb), free(Hb);
+    return GPFQ_OK;
+}
+
+static gpfq_form choose_form(size_t N, size_t d, size_t m, size_t block) {
+    double gram = 1.5 * (double)m * d * d + (double)N * d * d;
+    double ublock = 3.0 * (double)N * m * d + 1.5 * (double)m * d * block;
+    return gram <= ublock ? GPFQ_FORM_GRAM : GPFQ_FORM_UBLOCK;
+}
+
+gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t N, size_t d,
+                             const float *Xt, const float *Yt, size_t m, double *error,
+                             double *reference_norm) {
+    /* in chunks of columns to bound memory */
+    const size_t chunk = m < 8192 ? m : 8192;
+    float *E = gpfq_malloc(N * chunk * sizeof(float), "the layer error");
+    float *R = gpfq_malloc(N * chunk * sizeof(float), "the layer output");
+    if (!E || !R) {
+        free(E), free(R);
+        return GPFQ_ERR_NOMEM;
+    }
+    double err = 0.0, ref = 0.0;
+    for (size_t c0 = 0; c0 < m; c0 += chunk) {
+        const size_t c = m - c0 < chunk ? m - c0 : chunk;
+        /* R = W Xt[:, c0:c0+c]; E = R - Q Yt[:, c0:c0+c] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)c, (int)d, 1.0f, weight,
+                    (int)d, Xt + c0, (int)m, 0.0f, R, (int)c);
+        memcpy(E, R, N * c * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)c, (int)d, -1.0f,
+                    quantized, (int)d, Yt + c0, (int)m, 1.0f, E, (int)c);
+        for (size_t k = 0; k < N * c; k++) {
+            err += (double)E[k] * E[k];
+            ref += (double)R[k] * R[k];
+        }
+    }
+    free(E), free(R);
+    *error = sqrt(err);
+    *reference_norm = sqrt(ref);
+    return GPFQ_OK;
+}
+
+gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float *Xt,
+                            const float *Yt, size_t m, const gpfq_alphabet *a, gpfq_form form,
+                            size_t block, short *codes, float *quantized, gpfq_layer_stats *stats) {
+    const double start = gpfq_now();
+    if (block == 0) block = GPFQ_DEFAULT_BLOCK;
+    if (block > d) block = d;
+    if (form == GPFQ_FORM_AUTO) form = choose_form(N, d, m, block);
+    gpfq_status st = GPFQ_OK;
+    if (form == GPFQ_FORM_REF) {
+        gpfq_gpfq_layer_ref(weight, N, d, Xt, Yt, m, a, codes);
+    } else {
+        float *Wt = gpfq_malloc(d * N * sizeof(float), "transposed weights");
+        float *Qt = gpfq_malloc(d * N * sizeof(float), "transposed codes");
+        if (!Wt || !Qt) st = GPFQ_ERR_NOMEM;
+        if (st == GPFQ_OK) {
+            transpose(weight, N, d, Wt);
+            st = form == GPFQ_FORM_GRAM ? layer_gram(Wt, N, d, Xt, Yt, m, a, block, Qt, codes)
+                                        : layer_ublock(Wt, N, d, Xt, Yt, m, a, block, Qt, codes);
+        }
+        free(Wt), free(Qt);
+    }
+    if (st != GPFQ_OK) return st;
+    float *values = quantized ? quantized : gpfq_malloc(N * d * sizeof(float), "quantized weights");
+    if (!values) return GPFQ_ERR_NOMEM;
+    for (size_t k = 0; k < N * d; k++) values[k] = gpfq_code_value(a, codes[k]);
+    if (stats) {
+        stats->form = form;
+        stats->seconds = gpfq_now() - start;
+        double ref = 0.0;
+        st = gpfq_layer_error(weight, values, N, d, Xt, Yt, m, &stats->error, &ref);
+        stats->relative_error = ref > 0 ? stats->error / ref : 0.0;
+    }
+    if (!quantized) free(values);
+    return st;
+}

@@ -1,0 +1,248 @@
+/*
+ * GPFQ and its quantizers.
+ *
+ * - The scalar quantizers against their formulas, tie rule included.
+ * - The fast forms (gram, ublock) against the plain U-form _ref on random layers,
+ *   Linear- and conv-shaped, several sizes and blocks, all four quantizers. With
+ *   small-integer data and a power-of-two step every float operation is exact,
+ *   so the codes must be identical. With real-valued data they may differ only
+ *   where float rounding moves an argument across a rounding boundary: at most
+ *   2% of rows may differ, and the layer errors agree to 1e-3 (relative).
+ * - The network driver on a small CNN: same seed, same codes; ref and fast forms
+ *   agree; MSQ matches the nearest rounding of every weight.
+ */
+#include "check.h"
+
+#include "gpfq/gpfq.h"
+
+static gpfq_alphabet alphabet(gpfq_quantizer kind, int bits, float delta, float lambda) {
+    gpfq_alphabet a = {.kind = kind,
+                       .bits = bits,
+                       .levels = 1 << (bits - 1),
+                       .delta = delta,
+                       .reg_lambda = lambda,
+                       .seed = 1234};
+    return a;
+}
+
+static void test_quantizers(void) {
+    gpfq_alphabet a = alphabet(GPFQ_QUANTIZER_NEAREST, 3, 1.0f, 0.0f); /* K = 4 */
+    CHECK(gpfq_quantize_code(&a, 1.5f, 0) == 2, "+1.5 rounds to 2");
+    CHECK(gpfq_quantize_code(&a, -1.5f, 0) == -1, "-1.5 rounds to -1 (the reference's tie rule)");
+    CHECK(gpfq_quantize_code(&a, -1.6f, 0) == -2, "-1.6");
+    CHECK(gpfq_quantize_code(&a, 0.49f, 0) == 0 && gpfq_quantize_code(&a, -0.5f, 0) == 0, "zero");
+    CHECK(gpfq_quantize_code(&a, 9.0f, 0) == 4 && gpfq_quantize_code(&a, -9.0f, 0) == -4, "clip");
+    a = alphabet(GPFQ_QUANTIZER_L1, 3, 1.0f, 0.7f);
+    CHECK(gpfq_quantize_code(&a, 0.69f, 0) == 0 && gpfq_quantize_code(&a, -1.1f, 0) == 0,
+          "L1 shrinks by lambda first");
+    CHECK(gpfq_quantize_code(&a, 2.3f, 0) == 2 && gpfq_quantize_code(&a, -2.3f, 0) == -2, "L1");
+    a = alphabet(GPFQ_QUANTIZER_L0, 3, 1.0f, 0.7f);
+    CHECK(gpfq_quantize_code(&a, 0.7f, 0) == 0 && gpfq_quantize_code(&a, -0.7f, 0) == 0,
+          "L0 zeroes |z| <= lambda");
+    CHECK(gpfq_quantize_code(&a, 0.75f, 0) == 1 && gpfq_code_value(&a, 1) == 0.7f,
+          "L0 keeps lambda as the smallest level");
+    CHECK(gpfq_quantize_code(&a, -2.3f, 0) == -3 && gpfq_code_value(&a, -3) == -2.7f,
+          "L0: -(lambda + 2 delta)");
+    CHECK(gpfq_quantize_code(&a, 99.0f, 0) == 5 && gpfq_code_value(&a, 5) == 4.7f, "L0 clip");
+    a = alphabet(GPFQ_QUANTIZER_STOCHASTIC, 3, 1.0f, 0.0f);
+    double mean = 0;
+    int outside = 0;
+    for (int i = 0; i < 20000; i++) {
+        int c = gpfq_quantize_code(&a, 1.3f, (uint64_t)i);
+        outside += c != 1 && c != 2;
+        mean += c;
+    }
+    mean /= 20000;
+    CHECK(outside == 0 && fabs(mean - 1.3) < 0.02, "stochastic rounding is unbiased: mean %g",
+          mean);
+    CHECK(gpfq_quantize_code(&a, 1.3f, 77) == gpfq_quantize_code(&a, 1.3f, 77), "seeded");
+    CHECK(gpfq_quantize_code(&a, 7.5f, 3) == 4 && gpfq_quantize_code(&a, -7.5f, 3) == -4,
+          "stochastic clip");
+
+    /* alphabet: rad = mean of row maxima (percentile 1) or torch.quantile's interpolation */
+    const float w[2 * 5] = {0.1f, -0.4f, 0.2f, 0.3f, 0.0f, 1.0f, 0.5f, -0.25f, 0.75f, 0.0f};
+    gpfq_alphabet b;
+    CHECK(gpfq_alphabet_make(w, 2, 5, 4, 1.16, 1.0, GPFQ_QUANTIZER_NEAREST, 0, 0, &b) == GPFQ_OK,
+          "%s", gpfq_last_error());
+    CHECK(fabsf(b.radius - 0.7f) < 1e-7f && b.levels == 8 &&
+              fabsf(b.delta - 1.16f * 0.7f / 8) < 1e-7f,
+          "rad %g delta %g", b.radius, b.delta);
+    /* row 0 sorted |w|: 0 .1 .2 .3 .4 -> q(0.9) at pos 3.6 = .36; row 1: 0 .25 .5 .75 1 -> .9 */
+    gpfq_alphabet_make(w, 2, 5, 4, 1.0, 0.9, GPFQ_QUANTIZER_NEAREST, 0, 0, &b);
+    CHECK(fabsf(b.radius - 0.63f) < 1e-6f, "percentile radius %g", b.radius);
+    gpfq_alphabet_make(w, 2, 5, 2, 2.0, 1.0, GPFQ_QUANTIZER_L0, 0.2, 0, &b);
+    CHECK(fabsf(b.delta - (2.0f * 0.7f - 0.2f) / 2) < 1e-7f, "L0 step (C rad - lambda) / K");
+    CHECK(gpfq_alphabet_make(w, 2, 5, 2, 1.0, 1.0, GPFQ_QUANTIZER_L0, 0.7, 0, &b) == GPFQ_ERR_ARG,
+          "L0 lambda >= C rad is refused");
+    CHECK_CONTAINS(gpfq_last_error(), "use a lambda below");
+}
+
+/* Fills with small integers (exact) or uniform reals. */
+static void fill(float *v, size_t n, int exact, float scale, unsigned long long *state) {
+    for (size_t i = 0; i < n; i++) {
+        float r = check_rand(state);
+        v[i] = exact ? floorf(r * 3.5f + 0.5f) : r * scale;
+    }
+}
+
+static void compare_forms(size_t N, size_t d, size_t m, gpfq_quantizer kind, int exact,
+                          size_t block, unsigned long long *state) {
+    float *W = malloc(N * d * 4), *Xt = malloc(d * m * 4), *Yt = malloc(d * m * 4);
+    fill(W, N * d, 0, 1.0f, state);
+    if (exact)
+        for (size_t i = 0; i < N * d; i++) W[i] = floorf(W[i] * 8.0f) / 8.0f;
+    fill(Xt, d * m, exact, 1.0f, state);
+    fill(Yt, d * m, exact, 1.0f, state);
+    for (size_t i = 0; i < d * m; i++) Yt[i] = exact ? Yt[i] : 0.9f * Xt[i] + 0.1f * Yt[i];
+    if (m > 3)
+        for (size_t k = 0; k < m; k++) Yt[2 * m + k] = 0.0f; /* a dead input: ||Y[:,t]|| = 0 */
+    gpfq_alphabet a;
+    if (exact) {
+        a = alphabet(kind, 4, 0.25f,
+                     kind == GPFQ_QUANTIZER_L1 || kind == GPFQ_QUANTIZER_L0 ? 0.125f : 0.0f);
+    } else {
+        gpfq_alphabet_make(W, N, d, 3, 1.16, 1.0, kind, 0.05, 99, &a);
+    }
+    short *ref = malloc(N * d * 2), *fast = malloc(N * d * 2);
+    float *qref = malloc(N * d * 4), *qfast = malloc(N * d * 4);
+    gpfq_layer_stats sref, sfast;
+    CHECK(gpfq_gpfq_layer(W, N, d, Xt, Yt, m, &a, GPFQ_FORM_REF, block, ref, qref, &sref) ==
+              GPFQ_OK,
+          "%s", gpfq_last_error());
+    const gpfq_form forms[2] = {GPFQ_FORM_GRAM, GPFQ_FORM_UBLOCK};
+    for (int f = 0; f < 2; f++) {
+        gpfq_gpfq_layer(W, N, d, Xt, Yt, m, &a, forms[f], block, fast, qfast, &sfast);
+        size_t rows_differing = 0;
+        for (size_t i = 0; i < N; i++)
+            rows_differing += memcmp(ref + i * d, fast + i * d, d * sizeof(short)) != 0;
+        const char *what = exact ? "exact" : "real";
+        if (exact)
+            CHECK(rows_differing == 0, "%s %s N%zu d%zu m%zu kind %d block %zu: %zu rows differ",
+                  gpfq_form_name(forms[f]), what, N, d, m, kind, block, rows_differing);
+        else
+            CHECK(rows_differing * 50 <= N, "%s %s N%zu d%zu m%zu kind %d: %zu of %zu rows differ",
+                  gpfq_form_name(forms[f]), what, N, d, m, kind, rows_differing, N);
+        double rel = fabs(sfast.error - sref.error) / (sref.error > 0 ? sref.error : 1);
+        CHECK(rel <= (exact ? 1e-6 : 1e-3), "%s N%zu d%zu m%zu kind %d: errors %g vs %g",
+              gpfq_form_name(forms[f]), N, d, m, kind, sfast.error, sref.error);
+    }
+    /* GPFQ should beat rounding each weight on its own (MSQ) on the same data */
+    short *msq = malloc(N * d * 2);
+    float *qmsq = malloc(N * d * 4);
+    gpfq_msq_layer(W, N, d, &a, msq);
+    for (size_t i = 0; i < N * d; i++) qmsq[i] = gpfq_code_value(&a, msq[i]);
+    double err_msq, norm;
+    gpfq_layer_error(W, qmsq, N, d, Xt, Yt, m, &err_msq, &norm);
+    if (!exact && kind == GPFQ_QUANTIZER_NEAREST)
+        CHECK(sref.error < err_msq, "GPFQ error %g is not below MSQ's %g", sref.error, err_msq);
+    free(W), free(Xt), free(Yt), free(ref), free(fast), free(qref), free(qfast), free(msq),
+        free(qmsq);
+}
+
+static void test_forms(void) {
+    unsigned long long state = 7;
+    const gpfq_quantizer kinds[4] = {GPFQ_QUANTIZER_NEAREST, GPFQ_QUANTIZER_L1, GPFQ_QUANTIZER_L0,
+                                     GPFQ_QUANTIZER_STOCHASTIC};
+    /* N, d, m: Linear-shaped (m = images) and conv-shaped (d = C k k, m = patches) */
+    const size_t shapes[][3] = {{10, 20, 50}, {32, 64, 90}, {6, 25, 100}, {16, 54, 97}, {3, 9, 7}};
+    const size_t blocks[] = {0, 1, 8, 13};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int k = 0; k < 4; k++) {
+            compare_forms(shapes[s][0], shapes[s][1], shapes[s][2], kinds[k], 1,
+                          blocks[(s + k) % 4], &state);
+            compare_forms(shapes[s][0], shapes[s][1], shapes[s][2], kinds[k], 0, 0, &state);
+        }
+    compare_forms(120, 150, 512, GPFQ_QUANTIZER_NEAREST, 0, 0, &state);
+    compare_forms(64, 576, 600, GPFQ_QUANTIZER_L0, 0, 64, &state);
+}
+
+static void test_driver(const char *fixtures) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/model_lenet_small.h5", fixtures);
+    gpfq_model *m = NULL;
+    CHECK(gpfq_model_load(path, &m) == GPFQ_OK, "%s", gpfq_last_error());
+    if (!m) return;
+    /* a synthetic training set of 300 images */
+    gpfq_dataset train = {.n = 300, .c = 1, .h = 28, .w = 28, .num_classes = 10};
+    train.images = malloc(300 * 784);
+    train.labels = malloc(300);
+    unsigned long long state = 3;
+    for (size_t i = 0; i < 300 * 784; i++)
+        train.images[i] = (uint8_t)((check_rand(&state) + 1) * 127);
+    for (size_t i = 0; i < 300; i++) train.labels[i] = (uint8_t)(i % 10);
+
+    gpfq_quant_options o;
+    gpfq_quant_options_default(&o);
+    o.calib_images = 64;
+    o.bits = 3;
+    gpfq_quant_result a, b, c;
+    CHECK(gpfq_quantize_model(m, &train, &o, &a, NULL, NULL) == GPFQ_OK, "%s", gpfq_last_error());
+    CHECK(gpfq_quantize_model(m, &train, &o, &b, NULL, NULL) == GPFQ_OK, "%s", gpfq_last_error());
+    CHECK(a.n_layers == 5 && gpfq_codes_hash(&a) == gpfq_codes_hash(&b),
+          "same seed, same codes (%d layers)", a.n_layers);
+    o.seed = 1;
+    gpfq_quantize_model(m, &train, &o, &c, NULL, NULL);
+    CHECK(gpfq_codes_hash(&a) != gpfq_codes_hash(&c), "another seed draws other images");
+    gpfq_quant_result_free(&c);
+    o.seed = 0;
+    o.form = GPFQ_FORM_REF;
+    gpfq_quantize_model(m, &train, &o, &c, NULL, NULL);
+    for (int l = 0; l < a.n_layers; l++)
+        CHECK(fabs(a.layers[l].relative_error - c.layers[l].relative_error) < 1e-3,
+              "layer %d: fast %g vs ref %g", l, a.layers[l].relative_error,
+              c.layers[l].relative_error);
+    /* every weight is its code times the layer's step */
+    for (int l = 0; l < a.n_layers; l++) {
+        const gpfq_node *node = &a.model->nodes[a.layers[l].node];
+        int ok = node->quantized;
+        for (size_t k = 0; ok && k < node->weight_count; k++)
+            ok = node->weight[k] == (float)a.codes[a.layers[l].node][k] * node->weight_step;
+        CHECK(ok, "layer %d weights are codes * step", l);
+    }
+    gpfq_quant_result_free(&b);
+    gpfq_quant_result_free(&c);
+
+    /* per-layer calibration, reference unfolding, bias correction, keep-last, ignore */
+    o.form = GPFQ_FORM_AUTO;
+    o.calib_mode = GPFQ_CALIB_PER_LAYER;
+    o.unfold_stride_kernel = 1;
+    o.with_replacement = 1;
+    o.bias_correction = 1;
+    o.keep_last_float = 1;
+    const char *ignore[] = {"conv2"};
+    o.ignore = ignore;
+    o.n_ignore = 1;
+    CHECK(gpfq_quantize_model(m, &train, &o, &b, NULL, NULL) == GPFQ_OK, "%s", gpfq_last_error());
+    CHECK(b.layers[1].skipped && b.layers[4].skipped && !b.layers[0].skipped, "skips");
+    CHECK(memcmp(b.model->nodes[3].weight, m->nodes[3].weight, m->nodes[3].weight_count * 4) == 0,
+          "an ignored layer keeps its float weights");
+    gpfq_quant_result_free(&b);
+    const char *bad[] = {"nosuch"};
+    o.ignore = bad;
+    CHECK(gpfq_quantize_model(m, &train, &o, &b, NULL, NULL) == GPFQ_ERR_ARG, "unknown ignore");
+    CHECK_CONTAINS(gpfq_last_error(), "'nosuch'");
+
+    /* MSQ needs no data and rounds each weight on its own */
+    gpfq_quant_options_default(&o);
+    o.method = GPFQ_METHOD_MSQ;
+    CHECK(gpfq_quantize_model(m, NULL, &o, &b, NULL, NULL) == GPFQ_OK, "%s", gpfq_last_error());
+    const gpfq_node *fc1 = &b.model->nodes[7];
+    gpfq_alphabet al;
+    gpfq_alphabet_make(m->nodes[7].weight, 32, 200, 4, 1.16, 1.0, GPFQ_QUANTIZER_NEAREST, 0, 0,
+                       &al);
+    CHECK(fc1->weight_step == al.delta &&
+              fc1->weight[5] ==
+                  gpfq_code_value(&al, gpfq_quantize_code(&al, m->nodes[7].weight[5], 0)),
+          "MSQ rounds to the nearest level");
+    gpfq_quant_result_free(&b);
+    gpfq_quant_result_free(&a);
+    gpfq_dataset_free(&train);
+    gpfq_model_free(m);
+}
+
+int main(int argc, char **argv) {
+    test_quantizers();
+    test_forms();
+    test_driver(argc > 1 ? argv[1] : "tests/fixtures");
+    return check_report("test_gpfq");
+}
