@@ -103,7 +103,7 @@ static void compare_forms(size_t N, size_t d, size_t m, gpfq_quantizer kind, int
     } else {
         gpfq_alphabet_make(W, N, d, 3, 1.16, 1.0, kind, 0.05, 99, &a);
     }
-    short *ref = malloc(N * d * 2), *fast = malloc(N * d * 2);
+    int32_t *ref = malloc(N * d * sizeof(int32_t)), *fast = malloc(N * d * sizeof(int32_t));
     float *qref = malloc(N * d * 4), *qfast = malloc(N * d * 4);
     gpfq_layer_stats sref, sfast;
     CHECK(gpfq_gpfq_layer(W, N, d, Xt, Yt, m, &a, GPFQ_FORM_REF, block, ref, qref, &sref) ==
@@ -114,7 +114,7 @@ static void compare_forms(size_t N, size_t d, size_t m, gpfq_quantizer kind, int
         gpfq_gpfq_layer(W, N, d, Xt, Yt, m, &a, forms[f], block, fast, qfast, &sfast);
         size_t rows_differing = 0;
         for (size_t i = 0; i < N; i++)
-            rows_differing += memcmp(ref + i * d, fast + i * d, d * sizeof(short)) != 0;
+            rows_differing += memcmp(ref + i * d, fast + i * d, d * sizeof(int32_t)) != 0;
         const char *what = exact ? "exact" : "real";
         if (exact)
             CHECK(rows_differing == 0, "%s %s N%zu d%zu m%zu kind %d block %zu: %zu rows differ",
@@ -127,7 +127,7 @@ static void compare_forms(size_t N, size_t d, size_t m, gpfq_quantizer kind, int
               gpfq_form_name(forms[f]), N, d, m, kind, sfast.error, sref.error);
     }
     /* GPFQ should beat rounding each weight on its own (MSQ) on the same data */
-    short *msq = malloc(N * d * 2);
+    int32_t *msq = malloc(N * d * sizeof(int32_t));
     float *qmsq = malloc(N * d * 4);
     gpfq_msq_layer(W, N, d, &a, msq);
     for (size_t i = 0; i < N * d; i++) qmsq[i] = gpfq_code_value(&a, msq[i]);

@@ -85,7 +85,7 @@ static void replace_weight(hid_t f, const char *group, const hsize_t *dims, int 
     float *w = calloc(n, sizeof(float));
     for (size_t i = 0; i < n; i++) w[i] = fill;
     if (as_int) {
-        short *s = calloc(n, sizeof(short));
+        int32_t *s = calloc(n, sizeof(int32_t));
         hid_t space = H5Screate_simple(rank, dims, NULL);
         hid_t ds =
             H5Dcreate2(g, "weight", H5T_STD_I16LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -218,10 +218,10 @@ static void test_round_trip(const char *dir) {
     }
 
     /* quantize the first conv by hand to codes in -3..3 with step 0.05 */
-    const short *codes[64] = {0};
+    const int32_t *codes[64] = {0};
     gpfq_node *conv = &m->nodes[0];
-    short *c0 = malloc(conv->weight_count * sizeof(short));
-    for (size_t i = 0; i < conv->weight_count; i++) c0[i] = (short)((int)(i % 7) - 3);
+    int32_t *c0 = malloc(conv->weight_count * sizeof(int32_t));
+    for (size_t i = 0; i < conv->weight_count; i++) c0[i] = (int32_t)((int)(i % 7) - 3);
     codes[0] = c0;
     conv->quantized = 1;
     conv->weight_step = 0.05f;
@@ -231,7 +231,7 @@ static void test_round_trip(const char *dir) {
     if (back) {
         int same = back->nodes[0].quantized;
         for (size_t i = 0; i < conv->weight_count; i++)
-            same = same && back->nodes[0].weight[i] == (float)(c0[i] * 0.05);
+            same = same && back->nodes[0].weight[i] == (float)c0[i] * 0.05f;
         CHECK(same, "codes * step give the weights back");
         gpfq_model_free(back);
     }
@@ -240,7 +240,7 @@ static void test_round_trip(const char *dir) {
     gpfq_model_save(m, broken, codes);
     CHECK(gpfq_model_load(broken, &back) == GPFQ_OK, "reload L0 codes: %s", gpfq_last_error());
     if (back) {
-        CHECK(back->nodes[0].weight[0] == (float)(-((double)0.02f + (double)0.05f * 2)) &&
+        CHECK(back->nodes[0].weight[0] == -(0.02f + 0.05f * 2.0f) &&
                   back->nodes[0].weight[3] == 0.0f && back->nodes[0].weight[4] == 0.02f,
               "L0 codes decode");
         gpfq_model_free(back);

@@ -9,6 +9,7 @@
 #define GPFQ_MODEL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "gpfq/status.h"
 
@@ -106,7 +107,7 @@ gpfq_status gpfq_model_load(const char *path, gpfq_model **out);
 
 /* Writes a model file (float weights, or codes for nodes marked quantized when
  * `codes` is given for them: codes[i] is NULL or (weight_count) int16 codes of node i). */
-gpfq_status gpfq_model_save(const gpfq_model *model, const char *path, const short *const *codes);
+gpfq_status gpfq_model_save(const gpfq_model *model, const char *path, const int32_t *const *codes);
 
 /* Infers shapes and checks every node; sets in_shape/out_shape. */
 gpfq_status gpfq_model_validate(gpfq_model *model, const char *where);

@@ -80,14 +80,14 @@ typedef struct {
  * stream (row * d + column) of the alphabet's seed. */
 gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float *Xt,
                             const float *Yt, size_t m, const gpfq_alphabet *a, gpfq_form form,
-                            size_t block, short *codes, float *quantized, gpfq_layer_stats *stats);
+                            size_t block, int32_t *codes, float *quantized, gpfq_layer_stats *stats);
 
 /* The plain U-form loop (the reference implementation's). */
 void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *Xt, const float *Yt,
-                         size_t m, const gpfq_alphabet *a, short *codes);
+                         size_t m, const gpfq_alphabet *a, int32_t *codes);
 
 /* MSQ: every weight to its level, no data. */
-void gpfq_msq_layer(const float *weight, size_t N, size_t d, const gpfq_alphabet *a, short *codes);
+void gpfq_msq_layer(const float *weight, size_t N, size_t d, const gpfq_alphabet *a, int32_t *codes);
 
 /* ||W Xt - Q Yt||_F and ||W Xt||_F over the m columns (Q: quantized values). */
 gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t N, size_t d,
@@ -147,7 +147,7 @@ typedef struct {
 
 typedef struct {
     gpfq_model *model;         /* the quantized model (weights replaced by code values) */
-    short **codes;             /* (n_nodes), codes of each quantized node or NULL */
+    int32_t **codes;             /* (n_nodes), codes of each quantized node or NULL */
     gpfq_layer_report *layers; /* (n_layers) */
     int n_layers;
     double seconds;

@@ -19,6 +19,7 @@ static const char usage[] =
     "usage: gpfq <command> [options]\n"
     "\n"
     "commands:\n"
+    "  quantize  quantize a model with GPFQ (or MSQ), evaluate it and save it\n"
     "  eval      evaluate a model's top-1/top-5 accuracy on a data set's test split\n"
     "  info      print a model file's layers, shapes and parameter counts\n"
     "  env       print the version, BLAS kernel and MPI ranks (run under mpirun to check MPI)\n"
@@ -96,7 +97,8 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*run)(int, char **);
-    } commands[] = {{"eval", cmd_eval}, {"info", cmd_info}, {"env", cmd_env}};
+    } commands[] = {
+        {"eval", cmd_eval}, {"info", cmd_info}, {"env", cmd_env}, {"quantize", cmd_quantize}};
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "gpfq: unknown command '%s'\n\n%s", cmd, usage);

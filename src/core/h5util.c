@@ -176,8 +176,8 @@ gpfq_status gpfq_h5_read_floats(hid_t loc, const char *name, float **out, size_t
     return read_dataset(loc, name, H5T_FLOAT, H5T_NATIVE_FLOAT, sizeof(float), (void **)out, count);
 }
 
-gpfq_status gpfq_h5_read_shorts(hid_t loc, const char *name, short **out, size_t *count) {
-    return read_dataset(loc, name, H5T_INTEGER, H5T_NATIVE_SHORT, sizeof(short), (void **)out,
+gpfq_status gpfq_h5_read_ints(hid_t loc, const char *name, int32_t **out, size_t *count) {
+    return read_dataset(loc, name, H5T_INTEGER, H5T_NATIVE_INT32, sizeof(int32_t), (void **)out,
                         count);
 }
 
@@ -234,7 +234,17 @@ gpfq_status gpfq_h5_write_floats(hid_t loc, const char *name, const float *data,
     return write_dataset(loc, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, data, rank, dims);
 }
 
-gpfq_status gpfq_h5_write_shorts(hid_t loc, const char *name, const short *data, int rank,
-                                 const hsize_t *dims) {
-    return write_dataset(loc, name, H5T_STD_I16LE, H5T_NATIVE_SHORT, data, rank, dims);
+gpfq_status gpfq_h5_write_ints(hid_t loc, const char *name, const int32_t *data, int rank,
+                               const hsize_t *dims) {
+    size_t n = 1;
+    for (int i = 0; i < rank; i++) n *= (size_t)dims[i];
+    int32_t largest = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t mag = data[i] < 0 ? -data[i] : data[i];
+        if (mag > largest) largest = mag;
+    }
+    hid_t file_type = largest <= 127 ? H5T_STD_I8LE
+                      : largest <= 32767 ? H5T_STD_I16LE
+                                         : H5T_STD_I32LE;
+    return write_dataset(loc, name, file_type, H5T_NATIVE_INT32, data, rank, dims);
 }

@@ -7,6 +7,7 @@
 #define GPFQ_H5UTIL_H
 
 #include <hdf5.h>
+#include <stdint.h>
 
 #include "gpfq/status.h"
 
@@ -32,8 +33,8 @@ gpfq_status gpfq_h5_dataset_dims(hid_t loc, const char *name, int *rank, hsize_t
                                  int max_rank);
 /* Reads a floating-point dataset as float32 into a new buffer of *count values. */
 gpfq_status gpfq_h5_read_floats(hid_t loc, const char *name, float **out, size_t *count);
-/* Reads an integer dataset as int16 into a new buffer of *count values. */
-gpfq_status gpfq_h5_read_shorts(hid_t loc, const char *name, short **out, size_t *count);
+/* Reads an integer dataset as int32 into a new buffer of *count values. */
+gpfq_status gpfq_h5_read_ints(hid_t loc, const char *name, int32_t **out, size_t *count);
 
 gpfq_status gpfq_h5_write_attr_string(hid_t obj, const char *name, const char *value);
 gpfq_status gpfq_h5_write_attr_ints(hid_t obj, const char *name, const int *values, int count);
@@ -42,7 +43,8 @@ gpfq_status gpfq_h5_write_attr_doubles(hid_t obj, const char *name, const double
 gpfq_status gpfq_h5_write_attr_floats(hid_t obj, const char *name, const float *values, int count);
 gpfq_status gpfq_h5_write_floats(hid_t loc, const char *name, const float *data, int rank,
                                  const hsize_t *dims);
-gpfq_status gpfq_h5_write_shorts(hid_t loc, const char *name, const short *data, int rank,
+/* Writes int32 values in the smallest of int8, int16 and int32 that holds them all. */
+gpfq_status gpfq_h5_write_ints(hid_t loc, const char *name, const int32_t *data, int rank,
                                  const hsize_t *dims);
 
 #endif

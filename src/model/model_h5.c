@@ -51,10 +51,10 @@ static gpfq_status read_vector(hid_t g, const char *name, size_t count, float **
 }
 
 static gpfq_status codes_to_weight(hid_t g, gpfq_node *node) {
-    short *codes = NULL;
+    int32_t *codes = NULL;
     size_t n = 0;
     double step = 0.0, offset = 0.0;
-    GPFQ_TRY(gpfq_h5_read_shorts(g, "weight_codes", &codes, &n));
+    GPFQ_TRY(gpfq_h5_read_ints(g, "weight_codes", &codes, &n));
     gpfq_status st = gpfq_h5_attr_doubles(g, "weight_step", &step, 1);
     if (st == GPFQ_OK && gpfq_h5_has_attr(g, "weight_offset"))
         st = gpfq_h5_attr_doubles(g, "weight_offset", &offset, 1);
@@ -64,12 +64,13 @@ static gpfq_status codes_to_weight(hid_t g, gpfq_node *node) {
     if (st == GPFQ_OK && !(node->weight = gpfq_malloc(n * sizeof(float), "weights")))
         st = GPFQ_ERR_NOMEM;
     if (st == GPFQ_OK) {
+        /* in float, as the quantizer computes its levels */
+        const float fstep = (float)step, foffset = (float)offset;
         for (size_t i = 0; i < n; i++) {
-            int c = codes[i];
-            double value = offset > 0.0
-                               ? (c == 0 ? 0.0 : (c > 0 ? 1 : -1) * (offset + step * (abs(c) - 1)))
-                               : c * step;
-            node->weight[i] = (float)value;
+            int32_t c = codes[i];
+            float mag = foffset > 0.0f ? (c == 0 ? 0.0f : foffset + fstep * (float)(abs(c) - 1))
+                                       : fstep * (float)abs(c);
+            node->weight[i] = c < 0 ? -mag : mag;
         }
         node->weight_count = n;
         node->quantized = 1;
@@ -305,7 +306,7 @@ gpfq_status gpfq_model_load(const char *path, gpfq_model **out) {
 }
 
 static gpfq_status write_node(hid_t g, const gpfq_model *model, const gpfq_node *node,
-                              const short *codes) {
+                              const int32_t *codes) {
     char inputs[2 * GPFQ_NAME_MAX + 8] = "";
     for (int k = 0; k < node->n_inputs; k++) {
         int src = node->inputs[k];
@@ -328,7 +329,7 @@ static gpfq_status write_node(hid_t g, const gpfq_model *model, const gpfq_node 
     case GPFQ_OP_LINEAR:
         if (codes) {
             double step = node->weight_step, offset = node->weight_offset;
-            GPFQ_TRY(gpfq_h5_write_shorts(g, "weight_codes", codes, node->weight_rank, dims));
+            GPFQ_TRY(gpfq_h5_write_ints(g, "weight_codes", codes, node->weight_rank, dims));
             GPFQ_TRY(gpfq_h5_write_attr_doubles(g, "weight_step", &step, 1));
             GPFQ_TRY(gpfq_h5_write_attr_doubles(g, "weight_offset", &offset, 1));
         } else {
@@ -359,7 +360,7 @@ static gpfq_status write_node(hid_t g, const gpfq_model *model, const gpfq_node 
     }
 }
 
-static gpfq_status write_model(hid_t file, const gpfq_model *model, const short *const *codes) {
+static gpfq_status write_model(hid_t file, const gpfq_model *model, const int32_t *const *codes) {
     int version = 1;
     int shape[3] = {model->input_shape.c, model->input_shape.h, model->input_shape.w};
     GPFQ_TRY(gpfq_h5_write_attr_string(file, "gpfq_format", "gpfq-model"));
@@ -393,7 +394,7 @@ static gpfq_status write_model(hid_t file, const gpfq_model *model, const short 
     return st;
 }
 
-gpfq_status gpfq_model_save(const gpfq_model *model, const char *path, const short *const *codes) {
+gpfq_status gpfq_model_save(const gpfq_model *model, const char *path, const int32_t *const *codes) {
     gpfq_h5_quiet();
     /* write to a temporary name and rename, so a crash never leaves half a model */
     char tmp[4096];

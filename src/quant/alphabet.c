@@ -25,8 +25,8 @@ gpfq_status gpfq_alphabet_make(const float *weight, size_t rows, size_t cols, in
                                double scalar, double percentile, gpfq_quantizer kind,
                                double reg_lambda, uint64_t seed, gpfq_alphabet *out) {
     memset(out, 0, sizeof *out);
-    if (bits < 1 || bits > 15)
-        return gpfq_fail(GPFQ_ERR_ARG, "bits must be from 1 to 15, got %d", bits);
+    if (bits < 1 || bits > 16)
+        return gpfq_fail(GPFQ_ERR_ARG, "bits must be from 1 to 16, got %d", bits);
     if (!(scalar > 0)) return gpfq_fail(GPFQ_ERR_ARG, "the scalar must be > 0, got %g", scalar);
     if (!(percentile > 0 && percentile <= 1))
         return gpfq_fail(GPFQ_ERR_ARG, "the percentile must be in (0, 1], got %g", percentile);
@@ -122,14 +122,17 @@ int gpfq_quantize_code(const gpfq_alphabet *a, float z, uint64_t stream) {
 }
 
 float gpfq_code_value(const gpfq_alphabet *a, int code) {
-    if (a->kind != GPFQ_QUANTIZER_L0) return (float)code * a->delta;
+    if (a->kind != GPFQ_QUANTIZER_L0) {
+        float mag = a->delta * (float)abs(code); /* the loader's formula, sign-symmetric */
+        return code < 0 ? -mag : mag;
+    }
     if (code == 0) return 0.0f;
     float mag = a->reg_lambda + a->delta * (float)(abs(code) - 1);
     return code < 0 ? -mag : mag;
 }
 
-void gpfq_msq_layer(const float *weight, size_t N, size_t d, const gpfq_alphabet *a, short *codes) {
-    for (size_t i = 0; i < N * d; i++) codes[i] = (short)gpfq_quantize_code(a, weight[i], i);
+void gpfq_msq_layer(const float *weight, size_t N, size_t d, const gpfq_alphabet *a, int32_t *codes) {
+    for (size_t i = 0; i < N * d; i++) codes[i] = (int32_t)gpfq_quantize_code(a, weight[i], i);
 }
 
 const char *gpfq_form_name(gpfq_form form) {

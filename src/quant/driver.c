@@ -68,8 +68,8 @@ void gpfq_quant_options_default(gpfq_quant_options *o) {
 }
 
 gpfq_status gpfq_quant_options_check(const gpfq_quant_options *o) {
-    if (o->bits < 1 || o->bits > 15)
-        return gpfq_fail(GPFQ_ERR_ARG, "bits must be from 1 to 15, got %d", o->bits);
+    if (o->bits < 1 || o->bits > 16)
+        return gpfq_fail(GPFQ_ERR_ARG, "bits must be from 1 to 16, got %d", o->bits);
     if (!(o->mlp_scalar > 0) || !(o->cnn_scalar > 0))
         return gpfq_fail(GPFQ_ERR_ARG, "the alphabet scalar must be > 0, got %g (mlp) / %g (cnn)",
                          o->mlp_scalar, o->cnn_scalar);
@@ -367,7 +367,7 @@ uint64_t gpfq_codes_hash(const gpfq_quant_result *r) {
         const gpfq_node *node = &r->model->nodes[i];
         if (!r->codes[i]) continue;
         const unsigned char *bytes = (const unsigned char *)r->codes[i];
-        for (size_t k = 0; k < node->weight_count * sizeof(short); k++)
+        for (size_t k = 0; k < node->weight_count * sizeof(int32_t); k++)
             h = (h ^ bytes[k]) * 1099511628211ULL;
         const unsigned char *step = (const unsigned char *)&node->weight_step;
         for (size_t k = 0; k < sizeof(float); k++) h = (h ^ step[k]) * 1099511628211ULL;
@@ -406,7 +406,7 @@ static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, c
         gpfq_alphabet_make(fnode->weight, N, d_all, o->bits, linear ? o->mlp_scalar : o->cnn_scalar,
                            linear ? o->mlp_percentile : o->cnn_percentile, o->quantizer,
                            o->reg_lambda, mix(mix(o->seed, STREAM_ROUNDING), (uint64_t)layer), &a));
-    short *codes = gpfq_malloc(fnode->weight_count * sizeof(short), "codes");
+    int32_t *codes = gpfq_malloc(fnode->weight_count * sizeof(int32_t), "codes");
     if (!codes) return GPFQ_ERR_NOMEM;
     res->codes[j] = codes;
     rep->delta = a.delta;
@@ -517,7 +517,7 @@ gpfq_status gpfq_quantize_model(const gpfq_model *model, const gpfq_dataset *tra
     driver dr = {.fmodel = fmodel, .qmodel = result->model, .train = train, .o = o};
     dr.n = train && o->calib_images > train->n ? train->n : o->calib_images;
     if (st == GPFQ_OK) {
-        result->codes = gpfq_calloc((size_t)model->n_nodes, sizeof(short *), "codes");
+        result->codes = gpfq_calloc((size_t)model->n_nodes, sizeof(int32_t *), "codes");
         result->layers = gpfq_calloc((size_t)model->n_nodes, sizeof(gpfq_layer_report), "reports");
         if (o->method == GPFQ_METHOD_GPFQ) {
             dr.indices = malloc(dr.n * sizeof(size_t));

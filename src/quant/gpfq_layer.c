@@ -32,7 +32,7 @@
 enum { GPFQ_DEFAULT_BLOCK = 128 };
 
 void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *Xt, const float *Yt,
-                         size_t m, const gpfq_alphabet *a, short *codes) {
+                         size_t m, const gpfq_alphabet *a, int32_t *codes) {
     float *U = calloc(N * m, sizeof(float));
     GPFQ_ASSERT(U != NULL);
     for (size_t t = 0; t < d; t++) {
@@ -48,7 +48,7 @@ void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *X
                 dot += u[k] * y[k];
             }
             int code = norm == 0.0f ? 0 : gpfq_quantize_code(a, dot / norm, i * d + t);
-            codes[i * d + t] = (short)code;
+            codes[i * d + t] = (int32_t)code;
             const float q = gpfq_code_value(a, code);
             for (size_t k = 0; k < m; k++) u[k] -= q * y[k];
         }
@@ -62,7 +62,7 @@ void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *X
  * ldh, positioned at the block's diagonal. Writes Qt and codes (transposed: row
  * t0 + r, column i is stored at codes[i * d + t0 + r]). */
 static void sweep_block(float *P, size_t B, size_t N, const float *H, size_t ldh, size_t t0,
-                        size_t d, const gpfq_alphabet *a, float *Qt, short *codes) {
+                        size_t d, const gpfq_alphabet *a, float *Qt, int32_t *codes) {
     for (size_t r = 0; r < B; r++) {
         float *p = P + r * N;
         const float *h = H + r * ldh;
@@ -76,7 +76,7 @@ static void sweep_block(float *P, size_t B, size_t N, const float *H, size_t ldh
         float *qrow = Qt + (t0 + r) * N;
         for (size_t i = 0; i < N; i++) {
             int code = norm == 0.0f ? 0 : gpfq_quantize_code(a, p[i] / norm, i * d + t0 + r);
-            codes[i * d + t0 + r] = (short)code;
+            codes[i * d + t0 + r] = (int32_t)code;
             qrow[i] = gpfq_code_value(a, code);
         }
     }
@@ -90,7 +90,7 @@ static void transpose(const float *src, size_t rows, size_t cols, float *dst) {
 
 static gpfq_status layer_gram(const float *Wt, size_t N, size_t d, const float *Xt, const float *Yt,
                               size_t m, const gpfq_alphabet *a, size_t block, float *Qt,
-                              short *codes) {
+                              int32_t *codes) {
     float *G = gpfq_malloc(d * d * sizeof(float), "the Gram matrix G");
     float *H = gpfq_malloc(d * d * sizeof(float), "the Gram matrix H");
     float *P = gpfq_malloc(d * N * sizeof(float), "the GPFQ arguments");
@@ -123,7 +123,7 @@ static gpfq_status layer_gram(const float *Wt, size_t N, size_t d, const float *
 
 static gpfq_status layer_ublock(const float *Wt, size_t N, size_t d, const float *Xt,
                                 const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
-                                float *Qt, short *codes) {
+                                float *Qt, int32_t *codes) {
     float *U = gpfq_calloc(N * m, sizeof(float), "the GPFQ residual U");
     float *P = gpfq_malloc(block * N * sizeof(float), "the GPFQ arguments");
     float *Gb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
@@ -203,7 +203,7 @@ gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t
 
 gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float *Xt,
                             const float *Yt, size_t m, const gpfq_alphabet *a, gpfq_form form,
-                            size_t block, short *codes, float *quantized, gpfq_layer_stats *stats) {
+                            size_t block, int32_t *codes, float *quantized, gpfq_layer_stats *stats) {
     const double start = gpfq_now();
     if (block == 0) block = GPFQ_DEFAULT_BLOCK;
     if (block > d) block = d;
