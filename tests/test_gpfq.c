@@ -156,6 +156,45 @@ static void test_forms(void) {
     compare_forms(64, 576, 600, GPFQ_QUANTIZER_L0, 0, 64, &state);
 }
 
+typedef struct {
+    const gpfq_model *model;
+    float *data[16];
+} float_cache;
+
+static void cache_sink(void *ctx, int layer, int node, const float *data, size_t n) {
+    float_cache *c = ctx;
+    size_t bytes = n * gpfq_shape_size(c->model->nodes[node].in_shape) * sizeof(float);
+    c->data[layer] = malloc(bytes);
+    memcpy(c->data[layer], data, bytes);
+}
+
+static const float *cache_source(void *ctx, int layer, int node, size_t n) {
+    (void)node, (void)n;
+    return ((float_cache *)ctx)->data[layer];
+}
+
+/* The float inputs computed once and handed in give the same codes as running
+ * the float network inside every quantization. */
+static void test_cached_inputs(const gpfq_model *m, const gpfq_dataset *train,
+                               gpfq_calib_mode mode) {
+    gpfq_quant_options o;
+    gpfq_quant_options_default(&o);
+    o.calib_images = 40;
+    o.calib_mode = mode;
+    o.calib_seed = 5;
+    float_cache cache = {m, {0}};
+    CHECK(gpfq_float_inputs(m, train, &o, cache_sink, &cache) == GPFQ_OK, "%s", gpfq_last_error());
+    gpfq_quant_result a, b;
+    gpfq_quantize_model(m, train, &o, &a, NULL, NULL);
+    CHECK(gpfq_quantize_model_with(m, train, &o, cache_source, &cache, &b, NULL, NULL) == GPFQ_OK,
+          "%s", gpfq_last_error());
+    CHECK(gpfq_codes_hash(&a) == gpfq_codes_hash(&b),
+          "cached float inputs change the codes (mode %d)", mode);
+    gpfq_quant_result_free(&a);
+    gpfq_quant_result_free(&b);
+    for (int i = 0; i < 16; i++) free(cache.data[i]);
+}
+
 static void test_driver(const char *fixtures) {
     char path[512];
     snprintf(path, sizeof path, "%s/model_lenet_small.h5", fixtures);
@@ -236,6 +275,8 @@ static void test_driver(const char *fixtures) {
           "MSQ rounds to the nearest level");
     gpfq_quant_result_free(&b);
     gpfq_quant_result_free(&a);
+    test_cached_inputs(m, &train, GPFQ_CALIB_SHARED);
+    test_cached_inputs(m, &train, GPFQ_CALIB_PER_LAYER);
     gpfq_dataset_free(&train);
     gpfq_model_free(m);
 }

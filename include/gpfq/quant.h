@@ -80,14 +80,16 @@ typedef struct {
  * stream (row * d + column) of the alphabet's seed. */
 gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float *Xt,
                             const float *Yt, size_t m, const gpfq_alphabet *a, gpfq_form form,
-                            size_t block, int32_t *codes, float *quantized, gpfq_layer_stats *stats);
+                            size_t block, int32_t *codes, float *quantized,
+                            gpfq_layer_stats *stats);
 
 /* The plain U-form loop (the reference implementation's). */
 void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *Xt, const float *Yt,
                          size_t m, const gpfq_alphabet *a, int32_t *codes);
 
 /* MSQ: every weight to its level, no data. */
-void gpfq_msq_layer(const float *weight, size_t N, size_t d, const gpfq_alphabet *a, int32_t *codes);
+void gpfq_msq_layer(const float *weight, size_t N, size_t d, const gpfq_alphabet *a,
+                    int32_t *codes);
 
 /* ||W Xt - Q Yt||_F and ||W Xt||_F over the m columns (Q: quantized values). */
 gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t N, size_t d,
@@ -120,7 +122,8 @@ typedef struct {
     int keep_last_float;       /* leave the last quantizable layer in float */
     const char *const *ignore; /* node names to leave in float */
     int n_ignore;
-    uint64_t seed;
+    uint64_t seed;       /* patch sampling and stochastic rounding */
+    uint64_t calib_seed; /* which training images calibrate */
     gpfq_form form;
     size_t block;
 } gpfq_quant_options;
@@ -147,7 +150,7 @@ typedef struct {
 
 typedef struct {
     gpfq_model *model;         /* the quantized model (weights replaced by code values) */
-    int32_t **codes;             /* (n_nodes), codes of each quantized node or NULL */
+    int32_t **codes;           /* (n_nodes), codes of each quantized node or NULL */
     gpfq_layer_report *layers; /* (n_layers) */
     int n_layers;
     double seconds;
@@ -160,6 +163,29 @@ typedef void (*gpfq_layer_fn)(void *ctx, const gpfq_layer_report *layer, int ind
 gpfq_status gpfq_quantize_model(const gpfq_model *model, const gpfq_dataset *train,
                                 const gpfq_quant_options *o, gpfq_quant_result *result,
                                 gpfq_layer_fn on_layer, void *ctx);
+
+/* The float network's inputs to its quantizable layers on the calibration
+ * images, which do not depend on the quantization parameters: a sweep computes
+ * them once (gpfq_float_inputs) and hands them to every task. `layer` counts the
+ * quantizable layers in order; the data is (n, in_shape of the node). */
+typedef const float *(*gpfq_float_input_fn)(void *ctx, int layer, int node, size_t n);
+typedef void (*gpfq_float_sink_fn)(void *ctx, int layer, int node, const float *data, size_t n);
+
+/* Like gpfq_quantize_model, reading X from `source` instead of running the float
+ * network (source may be NULL). */
+gpfq_status gpfq_quantize_model_with(const gpfq_model *model, const gpfq_dataset *train,
+                                     const gpfq_quant_options *o, gpfq_float_input_fn source,
+                                     void *source_ctx, gpfq_quant_result *result,
+                                     gpfq_layer_fn on_layer, void *ctx);
+
+/* Runs the float network over the calibration images of `o` (calib_images,
+ * calib_mode, calib_seed, fold_batchnorm) and hands each quantizable layer's
+ * input to `sink`. */
+gpfq_status gpfq_float_inputs(const gpfq_model *model, const gpfq_dataset *train,
+                              const gpfq_quant_options *o, gpfq_float_sink_fn sink, void *ctx);
+
+/* Number of calibration images a run of `o` uses on `train`. */
+size_t gpfq_calib_count(const gpfq_quant_options *o, const gpfq_dataset *train);
 
 void gpfq_quant_result_free(gpfq_quant_result *r);
 

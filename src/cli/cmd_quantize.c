@@ -257,7 +257,7 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
             break;
         case OPT_SEED:
             ok = cli_parse_size("quantize", "--seed", optarg, 0, LONG_MAX, &value);
-            a->q.seed = (uint64_t)value;
+            a->q.seed = a->q.calib_seed = (uint64_t)value;
             break;
         case OPT_METHOD: {
             static const char *const methods[] = {"gpfq", "msq"};

@@ -131,7 +131,8 @@ float gpfq_code_value(const gpfq_alphabet *a, int code) {
     return code < 0 ? -mag : mag;
 }
 
-void gpfq_msq_layer(const float *weight, size_t N, size_t d, const gpfq_alphabet *a, int32_t *codes) {
+void gpfq_msq_layer(const float *weight, size_t N, size_t d, const gpfq_alphabet *a,
+                    int32_t *codes) {
     for (size_t i = 0; i < N * d; i++) codes[i] = (int32_t)gpfq_quantize_code(a, weight[i], i);
 }
 

@@ -380,6 +380,8 @@ typedef struct {
     gpfq_model *qmodel;       /* being quantized */
     const gpfq_dataset *train;
     const gpfq_quant_options *o;
+    gpfq_float_input_fn source; /* cached float inputs, or NULL */
+    void *source_ctx;
     size_t n;        /* calibration images per batch */
     size_t *indices; /* (n) */
     size_t *pool;    /* (train->n) */
@@ -387,7 +389,7 @@ typedef struct {
 } driver;
 
 static void draw_images(driver *dr, uint64_t stream) {
-    sample_indices(mix(mix(dr->o->seed, STREAM_IMAGES), stream), dr->train->n, dr->n, 0,
+    sample_indices(mix(mix(dr->o->calib_seed, STREAM_IMAGES), stream), dr->train->n, dr->n, 0,
                    dr->indices, dr->pool);
     gpfq_dataset_batch(dr->train, dr->fmodel->mean, dr->fmodel->std, 0, dr->indices, dr->n,
                        dr->images);
@@ -464,11 +466,12 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
     const gpfq_quant_options *o = dr->o;
     const gpfq_model *fm = dr->fmodel;
     const int need_data = o->method == GPFQ_METHOD_GPFQ;
+    const int run_float = need_data && !dr->source;
     stepper fs = {0}, qs = {0};
     gpfq_status st = GPFQ_OK;
     if (need_data && o->calib_mode == GPFQ_CALIB_SHARED) {
         draw_images(dr, 0);
-        st = stepper_init(&fs, fm, dr->images, dr->n);
+        if (run_float) st = stepper_init(&fs, fm, dr->images, dr->n);
         if (st == GPFQ_OK) st = stepper_init(&qs, dr->qmodel, dr->images, dr->n);
     }
     for (int layer = 0; st == GPFQ_OK && layer < res->n_layers; layer++) {
@@ -481,14 +484,18 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
                 stepper_free(&fs);
                 stepper_free(&qs);
                 draw_images(dr, (uint64_t)layer + 1);
-                st = stepper_init(&fs, fm, dr->images, dr->n);
+                if (run_float) st = stepper_init(&fs, fm, dr->images, dr->n);
                 if (st == GPFQ_OK) st = stepper_init(&qs, dr->qmodel, dr->images, dr->n);
             }
-            if (st == GPFQ_OK && need_data) st = stepper_advance(&fs, j);
+            if (st == GPFQ_OK && run_float) st = stepper_advance(&fs, j);
             if (st == GPFQ_OK && need_data) st = stepper_advance(&qs, j);
             if (st == GPFQ_OK && need_data) {
-                x = stepper_value(&fs, node->inputs[0]);
+                x = run_float ? stepper_value(&fs, node->inputs[0])
+                              : dr->source(dr->source_ctx, layer, j, dr->n);
                 y = stepper_value(&qs, node->inputs[0]);
+                if (!x)
+                    st = gpfq_fail(GPFQ_ERR_STATE, "no cached float inputs for layer '%s'",
+                                   node->name);
             }
             if (st == GPFQ_OK) st = quantize_node(dr, j, layer, x, y, res, rep);
         }
@@ -499,9 +506,57 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
     return st;
 }
 
+size_t gpfq_calib_count(const gpfq_quant_options *o, const gpfq_dataset *train) {
+    return train && o->calib_images > train->n ? train->n : o->calib_images;
+}
+
+gpfq_status gpfq_float_inputs(const gpfq_model *model, const gpfq_dataset *train,
+                              const gpfq_quant_options *o, gpfq_float_sink_fn sink, void *ctx) {
+    GPFQ_TRY(gpfq_quant_options_check(o));
+    GPFQ_TRY(gpfq_eval_check(model, train));
+    gpfq_model *fmodel = NULL;
+    GPFQ_TRY(gpfq_model_clone(model, &fmodel));
+    gpfq_status st = o->fold_batchnorm ? fold_batchnorm(fmodel) : GPFQ_OK;
+    driver dr = {.fmodel = fmodel, .train = train, .o = o, .n = gpfq_calib_count(o, train)};
+    dr.indices = malloc(dr.n * sizeof(size_t));
+    dr.pool = malloc(train->n * sizeof(size_t));
+    dr.images = malloc(dr.n * gpfq_shape_size(model->input_shape) * sizeof(float));
+    if (!dr.indices || !dr.pool || !dr.images)
+        st = gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for %zu calibration images", dr.n);
+    stepper fs = {0};
+    if (st == GPFQ_OK && o->calib_mode == GPFQ_CALIB_SHARED) {
+        draw_images(&dr, 0);
+        st = stepper_init(&fs, fmodel, dr.images, dr.n);
+    }
+    int layer = 0;
+    for (int j = 0; st == GPFQ_OK && j < fmodel->n_nodes; j++) {
+        const gpfq_node *node = &fmodel->nodes[j];
+        if (!gpfq_node_is_quantizable(node)) continue;
+        if (o->calib_mode == GPFQ_CALIB_PER_LAYER) {
+            stepper_free(&fs);
+            draw_images(&dr, (uint64_t)layer + 1);
+            st = stepper_init(&fs, fmodel, dr.images, dr.n);
+        }
+        if (st == GPFQ_OK) st = stepper_advance(&fs, j);
+        if (st == GPFQ_OK) sink(ctx, layer, j, stepper_value(&fs, node->inputs[0]), dr.n);
+        layer++;
+    }
+    stepper_free(&fs);
+    free(dr.indices), free(dr.pool), free(dr.images);
+    gpfq_model_free(fmodel);
+    return st;
+}
+
 gpfq_status gpfq_quantize_model(const gpfq_model *model, const gpfq_dataset *train,
                                 const gpfq_quant_options *o, gpfq_quant_result *result,
                                 gpfq_layer_fn on_layer, void *ctx) {
+    return gpfq_quantize_model_with(model, train, o, NULL, NULL, result, on_layer, ctx);
+}
+
+gpfq_status gpfq_quantize_model_with(const gpfq_model *model, const gpfq_dataset *train,
+                                     const gpfq_quant_options *o, gpfq_float_input_fn source,
+                                     void *source_ctx, gpfq_quant_result *result,
+                                     gpfq_layer_fn on_layer, void *ctx) {
     memset(result, 0, sizeof *result);
     GPFQ_TRY(gpfq_quant_options_check(o));
     const double start = gpfq_now();
@@ -514,8 +569,13 @@ gpfq_status gpfq_quantize_model(const gpfq_model *model, const gpfq_dataset *tra
     GPFQ_TRY(gpfq_model_clone(model, &fmodel));
     gpfq_status st = o->fold_batchnorm ? fold_batchnorm(fmodel) : GPFQ_OK;
     if (st == GPFQ_OK) st = gpfq_model_clone(fmodel, &result->model);
-    driver dr = {.fmodel = fmodel, .qmodel = result->model, .train = train, .o = o};
-    dr.n = train && o->calib_images > train->n ? train->n : o->calib_images;
+    driver dr = {.fmodel = fmodel,
+                 .qmodel = result->model,
+                 .train = train,
+                 .o = o,
+                 .source = source,
+                 .source_ctx = source_ctx,
+                 .n = gpfq_calib_count(o, train)};
     if (st == GPFQ_OK) {
         result->codes = gpfq_calloc((size_t)model->n_nodes, sizeof(int32_t *), "codes");
         result->layers = gpfq_calloc((size_t)model->n_nodes, sizeof(gpfq_layer_report), "reports");

@@ -203,7 +203,8 @@ gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t
 
 gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float *Xt,
                             const float *Yt, size_t m, const gpfq_alphabet *a, gpfq_form form,
-                            size_t block, int32_t *codes, float *quantized, gpfq_layer_stats *stats) {
+                            size_t block, int32_t *codes, float *quantized,
+                            gpfq_layer_stats *stats) {
     const double start = gpfq_now();
     if (block == 0) block = GPFQ_DEFAULT_BLOCK;
     if (block > d) block = d;
