@@ -3,7 +3,8 @@
  * plain) read back exactly, and every malformed case gets its own message.
  *
  * `test_data --write-idx DIR N` writes a tiny Fashion-MNIST-shaped test split
- * (N images, 28x28) into DIR for the command-line tests.
+ * (N images, 28x28) and train split (2N images, labels i % 10) into DIR for the
+ * command-line tests.
  */
 #include "check.h"
 
@@ -158,6 +159,21 @@ static void test_cifar(void) {
     expect_error(gpfq_cifar10_load(paths, 1, &d), GPFQ_ERR_FORMAT, "empty file", "empty CIFAR");
 }
 
+/* Train images: pseudo-random pixels (a fixed LCG), so that every image differs
+ * and a calibration batch depends on which images are drawn. */
+static void write_train_images(const char *path, uint32_t n) {
+    size_t pixels = (size_t)n * 784, size = 16 + pixels;
+    unsigned char *buf = malloc(size);
+    put_be32(buf, 0x803), put_be32(buf + 4, n), put_be32(buf + 8, 28), put_be32(buf + 12, 28);
+    uint32_t state = 12345;
+    for (size_t k = 0; k < pixels; k++) {
+        state = state * 1664525u + 1013904223u;
+        buf[16 + k] = (unsigned char)(state >> 24);
+    }
+    write_bytes(path, buf, size, 1);
+    free(buf);
+}
+
 static int write_idx_dir(const char *dir, uint32_t n) {
     char img[512], lab[512];
     mkdir(dir, 0755);
@@ -165,6 +181,10 @@ static int write_idx_dir(const char *dir, uint32_t n) {
     snprintf(lab, sizeof lab, "%s/t10k-labels-idx1-ubyte", dir);
     write_idx_images(img, 0x803, n, 28, 28, (size_t)n * 784, 1);
     write_idx_labels(lab, 0x801, n, n, -1, 0);
+    snprintf(img, sizeof img, "%s/train-images-idx3-ubyte.gz", dir);
+    snprintf(lab, sizeof lab, "%s/train-labels-idx1-ubyte", dir);
+    write_train_images(img, 2 * n);
+    write_idx_labels(lab, 0x801, 2 * n, (size_t)2 * n, -1, 0);
     return 0;
 }
 

@@ -121,6 +121,12 @@ size_t gpfq_shape_size(gpfq_shape s);
 size_t gpfq_node_param_count(const gpfq_node *node);
 size_t gpfq_model_param_count(const gpfq_model *model);
 
+/* Finds a model: a shipped name (mlp, lenet5, resnet20, resnet18) resolves to
+ * NAME_SUFFIX.h5 (SUFFIX: "fashion" for fashion-mnist, else the data set name)
+ * in $GPFQ_MODEL_DIR, in data/models next to the binary's source tree, or in
+ * ./data/models. Anything containing '/' or ending in .h5 is taken as a path. */
+gpfq_status gpfq_model_resolve(const char *arg, const char *dataset, char *out, size_t size);
+
 /* Reads the optional /check group of a model file: input (n, C, H, W) and the
  * expected logits (n, num_classes) as PyTorch computed them. */
 gpfq_status gpfq_model_load_check(const char *path, const gpfq_model *model, float **input,

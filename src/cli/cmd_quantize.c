@@ -352,44 +352,19 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
         return cli_usage_error("quantize", "-l/--lambda %g needs -reg L1 or -reg L0", lambda);
     if (reg) a->q.quantizer = reg == 1 ? GPFQ_QUANTIZER_L1 : GPFQ_QUANTIZER_L0;
     a->q.reg_lambda = lambda;
+    if (!(a->q.mlp_scalar > 0) || !(a->q.cnn_scalar > 0))
+        return cli_usage_error("quantize",
+                               "-s/--scalar (--mlp-scalar, --cnn-scalar) must be > 0, got %g/%g",
+                               a->q.mlp_scalar, a->q.cnn_scalar);
+    if (!(a->q.mlp_percentile > 0 && a->q.mlp_percentile <= 1) ||
+        !(a->q.cnn_percentile > 0 && a->q.cnn_percentile <= 1))
+        return cli_usage_error("quantize", "-p/--percentile must be in (0, 1], got %g/%g",
+                               a->q.mlp_percentile, a->q.cnn_percentile);
+    if (!(a->q.retain_rate > 0 && a->q.retain_rate <= 1))
+        return cli_usage_error("quantize", "-rr/--retain-rate must be in (0, 1], got %g",
+                               a->q.retain_rate);
     if (gpfq_quant_options_check(&a->q) != GPFQ_OK)
         return cli_usage_error("quantize", "%s", gpfq_last_error());
-    return 0;
-}
-
-/* A model name resolves to data/models/NAME_SUFFIX.h5, looked for in
- * $GPFQ_MODEL_DIR, next to the binary (../data/models, ../../data/models) and
- * in ./data/models. Anything containing '/' or ending in .h5 is a path. */
-static int resolve_model(const char *arg, const char *dataset, char *out, size_t size) {
-    size_t len = strlen(arg);
-    if (strchr(arg, '/') || (len > 3 && strcmp(arg + len - 3, ".h5") == 0)) {
-        snprintf(out, size, "%s", arg);
-        return 1;
-    }
-    const char *canonical = gpfq_dataset_canonical(dataset);
-    const char *suffix = strcmp(canonical, "fashion-mnist") == 0 ? "fashion" : canonical;
-    char exe[PATH_MAX] = "", dirs[4][PATH_MAX];
-    int n_dirs = 0;
-    const char *env = getenv("GPFQ_MODEL_DIR");
-    if (env && *env) snprintf(dirs[n_dirs++], PATH_MAX, "%s", env);
-    ssize_t got = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (got > 0) {
-        exe[got] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) *slash = '\0';
-        snprintf(dirs[n_dirs++], PATH_MAX, "%.3900s/../data/models", exe);
-        snprintf(dirs[n_dirs++], PATH_MAX, "%.3900s/../../data/models", exe);
-    }
-    snprintf(dirs[n_dirs++], PATH_MAX, "data/models");
-    struct stat sb;
-    for (int i = 0; i < n_dirs; i++) {
-        snprintf(out, size, "%.3900s/%s_%s.h5", dirs[i], arg, suffix);
-        if (stat(out, &sb) == 0) return 1;
-    }
-    cli_usage_error("quantize",
-                    "unknown model '%s' for %s: no %s_%s.h5 in data/models (shipped models: mlp, "
-                    "lenet5, resnet20, resnet18 for fashion-mnist), and not a file path",
-                    arg, canonical, arg, suffix);
     return 0;
 }
 
@@ -456,6 +431,10 @@ static int append_log(const quantize_args *a, const char *model_name, const gpfq
 /* Every layer's alphabet, before any work: an L0 lambda too large for a layer
  * is a bad value, reported with the layer's name. */
 static int check_alphabets(const gpfq_model *m, const gpfq_quant_options *o) {
+    for (int i = 0; i < o->n_ignore; i++)
+        if (gpfq_model_find(m, o->ignore[i]) < 0)
+            return cli_usage_error("quantize", "--ignore names '%s', which is not a node of %s",
+                                   o->ignore[i], "the model (see gpfq info)");
     for (int i = 0; i < m->n_nodes; i++) {
         const gpfq_node *node = &m->nodes[i];
         if (!gpfq_node_is_quantizable(node)) continue;
@@ -507,7 +486,8 @@ int cmd_quantize(int argc, char **argv) {
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc < 0 ? 0 : rc;
     char model_path[PATH_MAX];
-    if (!resolve_model(a.model_arg, a.dataset, model_path, sizeof model_path)) return EXIT_USAGE;
+    if (gpfq_model_resolve(a.model_arg, a.dataset, model_path, sizeof model_path) != GPFQ_OK)
+        return cli_usage_error("quantize", "%s", gpfq_last_error());
     cli_set_threads((int)a.threads);
 
     gpfq_model *model = NULL;

@@ -1,0 +1,370 @@
+/*
+ * The results file (see results.h and docs/results-format.md).
+ */
+#include "results.h"
+
+#include "../core/h5util.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { CHUNK_ROWS = 64 };
+
+struct sweep_results {
+    char *path;
+    hid_t file, results, layers;
+    hid_t row_type, layer_type;
+    size_t n_rows, n_layers;
+    /* task ids present, with status, in row order */
+    char (*ids)[17];
+    int *status;
+    size_t capacity;
+};
+
+static hid_t string_type(size_t size) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, size);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    return t;
+}
+
+#define FIELD_STR(type, s, field)                                                                  \
+    do {                                                                                           \
+        hid_t st_ = string_type(sizeof(((s *)0)->field));                                          \
+        H5Tinsert(type, #field, HOFFSET(s, field), st_);                                           \
+        H5Tclose(st_);                                                                             \
+    } while (0)
+#define FIELD(type, s, field, h5type) H5Tinsert(type, #field, HOFFSET(s, field), h5type)
+
+static hid_t make_row_type(void) {
+    hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(sweep_row));
+    FIELD_STR(t, sweep_row, task_id);
+    FIELD_STR(t, sweep_row, method);
+    FIELD(t, sweep_row, bits, H5T_NATIVE_INT32);
+    FIELD(t, sweep_row, mlp_scalar, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_row, cnn_scalar, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_row, mlp_percentile, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_row, cnn_percentile, H5T_NATIVE_DOUBLE);
+    FIELD_STR(t, sweep_row, regularizer);
+    FIELD(t, sweep_row, reg_lambda, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_row, stochastic, H5T_NATIVE_INT32);
+    FIELD(t, sweep_row, seed, H5T_NATIVE_INT64);
+    FIELD(t, sweep_row, calib_images, H5T_NATIVE_INT64);
+    FIELD_STR(t, sweep_row, calib_mode);
+    FIELD(t, sweep_row, retain_rate, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_row, float_top1, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_row, float_top5, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_row, quant_top1, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_row, quant_top5, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_row, float_sparsity, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_row, quant_sparsity, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_row, quantize_seconds, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_row, eval_seconds, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_row, total_seconds, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_row, codes_hash, H5T_NATIVE_UINT64);
+    FIELD(t, sweep_row, rank, H5T_NATIVE_INT32);
+    FIELD_STR(t, sweep_row, host);
+    FIELD_STR(t, sweep_row, status);
+    FIELD_STR(t, sweep_row, message);
+    FIELD(t, sweep_row, finished_at, H5T_NATIVE_DOUBLE);
+    return t;
+}
+
+static hid_t make_layer_type(void) {
+    hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(sweep_layer_row));
+    FIELD_STR(t, sweep_layer_row, task_id);
+    FIELD(t, sweep_layer_row, layer, H5T_NATIVE_INT32);
+    FIELD_STR(t, sweep_layer_row, name);
+    FIELD(t, sweep_layer_row, rows, H5T_NATIVE_INT64);
+    FIELD(t, sweep_layer_row, cols, H5T_NATIVE_INT64);
+    FIELD(t, sweep_layer_row, samples, H5T_NATIVE_INT64);
+    FIELD(t, sweep_layer_row, delta, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_layer_row, error, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_layer_row, relative_error, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_layer_row, sparsity, H5T_NATIVE_DOUBLE);
+    FIELD(t, sweep_layer_row, seconds, H5T_NATIVE_DOUBLE);
+    return t;
+}
+
+static hid_t create_table(hid_t file, const char *name, hid_t type) {
+    hsize_t dims[1] = {0}, maxdims[1] = {H5S_UNLIMITED}, chunk[1] = {CHUNK_ROWS};
+    hid_t space = H5Screate_simple(1, dims, maxdims);
+    hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(plist, 1, chunk);
+    hid_t ds = H5Dcreate2(file, name, type, space, H5P_DEFAULT, plist, H5P_DEFAULT);
+    H5Pclose(plist);
+    H5Sclose(space);
+    return ds;
+}
+
+static size_t table_rows(hid_t ds) {
+    hid_t space = H5Dget_space(ds);
+    hsize_t dims[1] = {0};
+    H5Sget_simple_extent_dims(space, dims, NULL);
+    H5Sclose(space);
+    return (size_t)dims[0];
+}
+
+static gpfq_status write_rows(hid_t ds, hid_t type, size_t first, size_t count, const void *data,
+                              size_t *n_rows) {
+    if (first + count > *n_rows) {
+        hsize_t extent[1] = {first + count};
+        if (H5Dset_extent(ds, extent) < 0) return gpfq_fail(GPFQ_ERR_IO, "cannot grow a table");
+        *n_rows = first + count;
+    }
+    hid_t space = H5Dget_space(ds);
+    hsize_t start[1] = {first}, n[1] = {count};
+    H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, n, NULL);
+    hid_t mem = H5Screate_simple(1, n, NULL);
+    herr_t err = H5Dwrite(ds, type, mem, space, H5P_DEFAULT, data);
+    H5Sclose(mem);
+    H5Sclose(space);
+    return err < 0 ? gpfq_fail(GPFQ_ERR_IO, "cannot write a table row (disk full?)") : GPFQ_OK;
+}
+
+static void now_text(char *buf, size_t size) {
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static gpfq_status remember(sweep_results *r, const char *id, const char *status) {
+    if (r->n_rows >= r->capacity) {
+        size_t cap = r->capacity ? r->capacity * 2 : 256;
+        void *ids = realloc(r->ids, cap * sizeof *r->ids);
+        if (ids) r->ids = ids;
+        int *st = ids ? realloc(r->status, cap * sizeof(int)) : NULL;
+        if (!ids || !st) return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
+        r->status = st;
+        r->capacity = cap;
+    }
+    snprintf(r->ids[r->n_rows], 17, "%s", id);
+    r->status[r->n_rows] = strcmp(status, "done") == 0 ? 1 : 2;
+    return GPFQ_OK;
+}
+
+static gpfq_status read_all(hid_t ds, hid_t type, size_t n, sweep_row *rows) {
+    if (n == 0) return GPFQ_OK;
+    if (H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) < 0)
+        return gpfq_fail(GPFQ_ERR_FORMAT, "the results table cannot be read");
+    return GPFQ_OK;
+}
+
+static gpfq_status check_context(hid_t file, const char *path, const char *context) {
+    char *format = NULL, *have = NULL;
+    gpfq_status st = gpfq_h5_attr_string(file, "gpfq_format", &format);
+    if (st != GPFQ_OK || strcmp(format, "gpfq-results") != 0) {
+        free(format);
+        return gpfq_fail(GPFQ_ERR_FORMAT,
+                         "%s: not a gpfq results file; choose another --output or remove it", path);
+    }
+    free(format);
+    if (context) {
+        st = gpfq_h5_attr_string(file, "context", &have);
+        if (st == GPFQ_OK && strcmp(have, context) != 0)
+            st = gpfq_fail(GPFQ_ERR_ARG,
+                           "%s: holds results of a different job (another model, data set or "
+                           "calibration: %s); use another --output, or --fresh to start over",
+                           path, have);
+        free(have);
+    }
+    return st;
+}
+
+gpfq_status sweep_results_check(const char *path, const char *context) {
+    gpfq_h5_quiet();
+    struct stat sb;
+    if (stat(path, &sb) == 0) {
+        hid_t file;
+        GPFQ_TRY(gpfq_h5_open_read(path, &file));
+        gpfq_status st = check_context(file, path, context);
+        H5Fclose(file);
+        GPFQ_TRY(st);
+        if (access(path, W_OK) != 0)
+            return gpfq_fail(GPFQ_ERR_IO, "%s: results file is not writable: %s", path,
+                             strerror(errno));
+        return GPFQ_OK;
+    }
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", path);
+    const char *dir = dirname(copy);
+    if (access(dir, W_OK) != 0)
+        return gpfq_fail(GPFQ_ERR_IO, "%s: cannot create the results file: directory %s: %s", path,
+                         dir, strerror(errno));
+    return GPFQ_OK;
+}
+
+static gpfq_status open_existing(sweep_results *r, const char *context) {
+    gpfq_status st = GPFQ_OK;
+    r->file = H5Fopen(r->path, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (r->file < 0)
+        return gpfq_fail(GPFQ_ERR_FORMAT,
+                         "%s: the results file cannot be opened for writing (truncated, corrupt "
+                         "or read-only); move it away or use --fresh",
+                         r->path);
+    GPFQ_TRY(check_context(r->file, r->path, context));
+    r->results = H5Dopen2(r->file, "results", H5P_DEFAULT);
+    r->layers = H5Dopen2(r->file, "layers", H5P_DEFAULT);
+    if (r->results < 0 || r->layers < 0)
+        return gpfq_fail(GPFQ_ERR_FORMAT, "%s: /results or /layers is missing", r->path);
+    size_t n = table_rows(r->results);
+    r->n_layers = table_rows(r->layers);
+    sweep_row *rows = n ? malloc(n * sizeof *rows) : NULL;
+    if (n && !rows) return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
+    st = read_all(r->results, r->row_type, n, rows);
+    for (size_t i = 0; st == GPFQ_OK && i < n; i++) {
+        st = remember(r, rows[i].task_id, rows[i].status);
+        r->n_rows++;
+    }
+    free(rows);
+    return st;
+}
+
+static gpfq_status create_new(sweep_results *r, const char *context, const char *job_text) {
+    r->file = H5Fcreate(r->path, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
+    if (r->file < 0) return gpfq_fail(GPFQ_ERR_IO, "%s: cannot create the results file", r->path);
+    char created[32];
+    now_text(created, sizeof created);
+    int version = 1;
+    GPFQ_TRY(gpfq_h5_write_attr_string(r->file, "gpfq_format", "gpfq-results"));
+    GPFQ_TRY(gpfq_h5_write_attr_ints(r->file, "format_version", &version, 1));
+    GPFQ_TRY(gpfq_h5_write_attr_string(r->file, "gpfq_version", GPFQ_VERSION));
+    GPFQ_TRY(gpfq_h5_write_attr_string(r->file, "context", context));
+    GPFQ_TRY(gpfq_h5_write_attr_string(r->file, "job", job_text));
+    GPFQ_TRY(gpfq_h5_write_attr_string(r->file, "created", created));
+    r->results = create_table(r->file, "results", r->row_type);
+    r->layers = create_table(r->file, "layers", r->layer_type);
+    if (r->results < 0 || r->layers < 0)
+        return gpfq_fail(GPFQ_ERR_IO, "%s: cannot create the tables", r->path);
+    if (H5Fflush(r->file, H5F_SCOPE_GLOBAL) < 0)
+        return gpfq_fail(GPFQ_ERR_IO, "%s: cannot flush (disk full?)", r->path);
+    return GPFQ_OK;
+}
+
+gpfq_status sweep_results_open(const char *path, const char *context, const char *job_text,
+                               int fresh, sweep_results **out) {
+    gpfq_h5_quiet();
+    *out = NULL;
+    sweep_results *r = calloc(1, sizeof *r);
+    if (!r) return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
+    r->path = strdup(path);
+    r->file = r->results = r->layers = H5I_INVALID_HID;
+    r->row_type = make_row_type();
+    r->layer_type = make_layer_type();
+    struct stat sb;
+    int exists = stat(path, &sb) == 0;
+    gpfq_status st = GPFQ_OK;
+    if (exists && fresh) {
+        char moved[4200], stamp[32];
+        now_text(stamp, sizeof stamp);
+        snprintf(moved, sizeof moved, "%s.old-%s", path, stamp);
+        if (rename(path, moved) != 0)
+            st = gpfq_fail(GPFQ_ERR_IO, "--fresh: cannot move %s aside: %s", path, strerror(errno));
+        else
+            fprintf(stderr, "gpfq sweep: --fresh: moved the old results to %s\n", moved);
+        exists = 0;
+    }
+    if (st == GPFQ_OK) st = exists ? open_existing(r, context) : create_new(r, context, job_text);
+    if (st != GPFQ_OK) {
+        sweep_results_close(r);
+        return st;
+    }
+    *out = r;
+    return GPFQ_OK;
+}
+
+int sweep_results_status(const sweep_results *r, const char *task_id) {
+    for (size_t i = 0; i < r->n_rows; i++)
+        if (strcmp(r->ids[i], task_id) == 0) return r->status[i];
+    return 0;
+}
+
+size_t sweep_results_rows(const sweep_results *r) {
+    return r->n_rows;
+}
+
+gpfq_status sweep_results_put(sweep_results *r, const sweep_row *row, const sweep_layer_row *layers,
+                              int n_layers) {
+    size_t index = r->n_rows;
+    for (size_t i = 0; i < r->n_rows; i++)
+        if (strcmp(r->ids[i], row->task_id) == 0) index = i;
+    size_t n = r->n_rows;
+    GPFQ_TRY(write_rows(r->results, r->row_type, index, 1, row, &n));
+    if (n_layers > 0)
+        GPFQ_TRY(write_rows(r->layers, r->layer_type, r->n_layers, (size_t)n_layers, layers,
+                            &r->n_layers));
+    if (H5Fflush(r->file, H5F_SCOPE_GLOBAL) < 0)
+        return gpfq_fail(GPFQ_ERR_IO, "%s: cannot flush the results (disk full?)", r->path);
+    if (index == r->n_rows) {
+        GPFQ_TRY(remember(r, row->task_id, row->status));
+        r->n_rows++;
+    } else {
+        r->status[index] = strcmp(row->status, "done") == 0 ? 1 : 2;
+    }
+    return GPFQ_OK;
+}
+
+static gpfq_status replace_attr_string(hid_t obj, const char *name, const char *value) {
+    if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
+    return gpfq_h5_write_attr_string(obj, name, value);
+}
+
+gpfq_status sweep_results_provenance(sweep_results *r, int ranks, const char *hosts,
+                                     const char *command) {
+    char started[32];
+    now_text(started, sizeof started);
+    if (H5Aexists(r->file, "ranks") > 0) H5Adelete(r->file, "ranks");
+    GPFQ_TRY(gpfq_h5_write_attr_ints(r->file, "ranks", &ranks, 1));
+    GPFQ_TRY(replace_attr_string(r->file, "hosts", hosts));
+    GPFQ_TRY(replace_attr_string(r->file, "started", started));
+    GPFQ_TRY(replace_attr_string(r->file, "command", command));
+    GPFQ_TRY(replace_attr_string(r->file, "gpfq_version", GPFQ_VERSION));
+    if (H5Fflush(r->file, H5F_SCOPE_GLOBAL) < 0)
+        return gpfq_fail(GPFQ_ERR_IO, "%s: cannot flush (disk full?)", r->path);
+    return GPFQ_OK;
+}
+
+gpfq_status sweep_results_close(sweep_results *r) {
+    if (!r) return GPFQ_OK;
+    gpfq_status st = GPFQ_OK;
+    if (r->results >= 0) H5Dclose(r->results);
+    if (r->layers >= 0) H5Dclose(r->layers);
+    if (r->file >= 0 && H5Fclose(r->file) < 0)
+        st = gpfq_fail(GPFQ_ERR_IO, "%s: closing the results file failed", r->path);
+    H5Tclose(r->row_type);
+    H5Tclose(r->layer_type);
+    free(r->ids), free(r->status), free(r->path), free(r);
+    return st;
+}
+
+gpfq_status sweep_results_read(const char *path, sweep_row **rows, size_t *count) {
+    *rows = NULL;
+    *count = 0;
+    hid_t file;
+    GPFQ_TRY(gpfq_h5_open_read(path, &file));
+    gpfq_status st = check_context(file, path, NULL);
+    hid_t ds = st == GPFQ_OK ? H5Dopen2(file, "results", H5P_DEFAULT) : H5I_INVALID_HID;
+    if (st == GPFQ_OK && ds < 0) st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: /results is missing", path);
+    if (st == GPFQ_OK) {
+        size_t n = table_rows(ds);
+        hid_t type = make_row_type();
+        *rows = calloc(n ? n : 1, sizeof(sweep_row));
+        st = *rows ? read_all(ds, type, n, *rows) : gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
+        if (st == GPFQ_OK) *count = n;
+        H5Tclose(type);
+    }
+    if (ds >= 0) H5Dclose(ds);
+    H5Fclose(file);
+    if (st != GPFQ_OK) {
+        free(*rows);
+        *rows = NULL;
+    }
+    return st;
+}
