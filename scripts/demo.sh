@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Sets up (packages + build), then runs the main job on the shipped default
-# model and Fashion-MNIST.
+# Sets up (packages + build), then runs the main job: the scalar sweep of the
+# shipped LeNet-5 on Fashion-MNIST (GPFQ and MSQ, 4 bits, scalar 1.0..2.0) on
+# every local core, and prints the summary. Rerunning resumes; --fresh starts over.
+#
+#   scripts/demo.sh [JOB.yaml] [extra gpfq sweep options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-model=${1:-data/models/lenet5_fashion.h5}
-build/gpfq info "$model"
-echo
-build/gpfq eval --model "$model" --dataset fashion-mnist
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+job=${1:-jobs/fashion_lenet5_scalar.yaml}
+shift || true
+ranks=${GPFQ_RANKS:-$(nproc)}
+echo "demo: mpirun -n $ranks build/gpfq sweep $job $*"
+mpirun -n "$ranks" --oversubscribe build/gpfq sweep "$job" "$@"

@@ -178,6 +178,25 @@ static gpfq_status check_context(hid_t file, const char *path, const char *conte
     return st;
 }
 
+gpfq_status sweep_make_dirs(const char *dir) {
+    char buf[4096];
+    if ((size_t)snprintf(buf, sizeof buf, "%s", dir) >= sizeof buf)
+        return gpfq_fail(GPFQ_ERR_IO, "path too long: %s", dir);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p != '\0') continue;
+        char saved = *p;
+        *p = '\0';
+        struct stat sb;
+        if (stat(buf, &sb) != 0 && mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return gpfq_fail(GPFQ_ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
+        if (stat(buf, &sb) == 0 && !S_ISDIR(sb.st_mode))
+            return gpfq_fail(GPFQ_ERR_IO, "%s is not a directory", buf);
+        *p = saved;
+        if (saved == '\0') break;
+    }
+    return GPFQ_OK;
+}
+
 gpfq_status sweep_results_check(const char *path, const char *context) {
     gpfq_h5_quiet();
     struct stat sb;
@@ -195,6 +214,7 @@ gpfq_status sweep_results_check(const char *path, const char *context) {
     char copy[4096];
     snprintf(copy, sizeof copy, "%s", path);
     const char *dir = dirname(copy);
+    if (sweep_make_dirs(dir) != GPFQ_OK) return GPFQ_ERR_IO;
     if (access(dir, W_OK) != 0)
         return gpfq_fail(GPFQ_ERR_IO, "%s: cannot create the results file: directory %s: %s", path,
                          dir, strerror(errno));

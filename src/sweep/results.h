@@ -76,6 +76,9 @@ gpfq_status sweep_results_provenance(sweep_results *r, int ranks, const char *ho
 
 gpfq_status sweep_results_close(sweep_results *r);
 
+/* mkdir -p */
+gpfq_status sweep_make_dirs(const char *dir);
+
 /* Reads every row of a results file (for reports and tests). */
 gpfq_status sweep_results_read(const char *path, sweep_row **rows, size_t *count);
 

@@ -369,7 +369,13 @@ static int cache_file_load(sweep_state *s, size_t floats) {
 }
 
 static gpfq_status cache_file_save(const sweep_state *s, size_t floats) {
-    char tmp[4200];
+    char tmp[4200], dir[4200];
+    snprintf(dir, sizeof dir, "%s", s->job.cache);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        *slash = '\0';
+        GPFQ_TRY(sweep_make_dirs(dir));
+    }
     snprintf(tmp, sizeof tmp, "%s.tmp", s->job.cache);
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (file < 0) return gpfq_fail(GPFQ_ERR_IO, "cannot create the cache %s", tmp);
