@@ -32,6 +32,8 @@ static const char sweep_usage[] =
     "  --threads N           BLAS threads per rank (default 1: one rank per core)\n"
     "  --grace SECONDS       after SIGTERM/SIGUSR1, how long running tasks may finish\n"
     "                        (default 60)\n"
+    "  --no-shared-cache     recompute the float activations in every task instead of\n"
+    "                        once per node (for benchmarks)\n"
     "  -h, --help            this message\n"
     "\n"
     "Exit codes: 0 done (failed tasks are recorded, not fatal), 1 error, 2 bad input,\n"
@@ -52,6 +54,7 @@ int cmd_sweep(int argc, char **argv) {
         O_FRESH,
         O_THREADS,
         O_GRACE,
+        O_NO_CACHE,
         O_HELP
     };
     static const struct option options[] = {{"dry-run", no_argument, NULL, O_DRY},
@@ -72,6 +75,7 @@ int cmd_sweep(int argc, char **argv) {
                                             {"fresh", no_argument, NULL, O_FRESH},
                                             {"threads", required_argument, NULL, O_THREADS},
                                             {"grace", required_argument, NULL, O_GRACE},
+                                            {"no-shared-cache", no_argument, NULL, O_NO_CACHE},
                                             {"h", no_argument, NULL, O_HELP},
                                             {"help", no_argument, NULL, O_HELP},
                                             {NULL, 0, NULL, 0}};
@@ -124,6 +128,9 @@ int cmd_sweep(int argc, char **argv) {
         case O_GRACE:
             if (!cli_parse_size("sweep", "--grace", optarg, 0, 86400, &value)) return EXIT_USAGE;
             a.grace = (double)value;
+            break;
+        case O_NO_CACHE:
+            a.no_shared_cache = 1;
             break;
         case O_HELP:
             fputs(sweep_usage, stdout);

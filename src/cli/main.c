@@ -99,11 +99,8 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*run)(int, char **);
-    } commands[] = {{"eval", cmd_eval},
-                    {"info", cmd_info},
-                    {"env", cmd_env},
-                    {"quantize", cmd_quantize},
-                    {"sweep", cmd_sweep}, {"report", cmd_report}};
+    } commands[] = {{"eval", cmd_eval},         {"info", cmd_info},   {"env", cmd_env},
+                    {"quantize", cmd_quantize}, {"sweep", cmd_sweep}, {"report", cmd_report}};
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "gpfq: unknown command '%s'\n\n%s", cmd, usage);

@@ -561,6 +561,35 @@ static void worker_loop(sweep_state *s) {
     free(r);
 }
 
+/* ---- memory ---- */
+
+/* Peak RSS (kB) and current PSS (kB, shared pages split among the processes
+ * mapping them: the shared cache counts once per node). */
+static void memory_usage(long *peak_rss, long *pss) {
+    *peak_rss = *pss = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", peak_rss) == 1) break;
+    if (f) fclose(f);
+    f = fopen("/proc/self/smaps_rollup", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Pss: %ld kB", pss) == 1) break;
+    if (f) fclose(f);
+}
+
+static void report_memory(const sweep_state *s) {
+    long mine[2], *all = s->rank == 0 ? malloc(sizeof(long) * 2 * (size_t)s->size) : NULL;
+    memory_usage(&mine[0], &mine[1]);
+    MPI_Gather(mine, 2, MPI_LONG, all, 2, MPI_LONG, 0, MPI_COMM_WORLD);
+    if (s->rank != 0) return;
+    printf("memory    peak RSS / PSS per rank (MB):");
+    for (int r = 0; r < s->size; r++)
+        printf(" r%d %.0f/%.0f", r, all[2 * r] / 1024.0, all[2 * r + 1] / 1024.0);
+    printf("\n");
+    free(all);
+}
+
 /* ---- summary ---- */
 
 static void print_summary(const char *path) {
@@ -706,7 +735,7 @@ int sweep_main(const sweep_args *a) {
     MPI_Bcast(floats, 3, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     s->float_top1 = floats[0], s->float_top5 = floats[1], s->float_sparsity = floats[2];
 
-    if (gpfq && build_cache(s, s->rank == 0) != 0) {
+    if (gpfq && !a->no_shared_cache && build_cache(s, s->rank == 0) != 0) {
         if (s->rank == 0) fprintf(stderr, "gpfq sweep: error: %s\n", gpfq_last_error());
         code = EXIT_ERROR;
         goto out_res;
@@ -743,7 +772,8 @@ int sweep_main(const sweep_args *a) {
         MPI_Gather(s->host, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, NULL, 0, MPI_CHAR, 0, MPI_COMM_WORLD);
         worker_loop(s);
     }
-    if (s->cache_win != MPI_WIN_NULL && gpfq) MPI_Win_free(&s->cache_win);
+    report_memory(s);
+    if (s->cache_ready) MPI_Win_free(&s->cache_win);
 out_res:
     if (res && sweep_results_close(res) != GPFQ_OK) {
         fprintf(stderr, "gpfq sweep: error: %s\n", gpfq_last_error());

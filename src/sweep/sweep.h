@@ -16,6 +16,7 @@ typedef struct {
     int retry_failed;
     int fresh;
     int threads;         /* BLAS threads per rank (default 1) */
+    int no_shared_cache; /* recompute float activations in every task (for benchmarks) */
     double grace;        /* seconds running tasks get after SIGTERM/SIGUSR1 */
     const char *command; /* the command line, for provenance */
 } sweep_args;
