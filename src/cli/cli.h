@@ -19,6 +19,7 @@ int cmd_env(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_sweep(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 /* Prints "gpfq <cmd>: <message>" (with gpfq_last_error() when msg is NULL) to stderr
  * and returns EXIT_RUNTIME. */

@@ -32,6 +32,9 @@ static const char sweep_usage[] =
     "  --threads N           BLAS threads per rank (default 1: one rank per core)\n"
     "  --grace SECONDS       after SIGTERM/SIGUSR1, how long running tasks may finish\n"
     "                        (default 60)\n"
+    "  --shard I/N           run only shard I (0-based) of N: tasks are split by their\n"
+    "                        id; each shard writes its own file (OUTPUT.shard-I-of-N.h5\n"
+    "                        unless --output is given); gpfq merge combines them\n"
     "  --no-shared-cache     recompute the float activations in every task instead of\n"
     "                        once per node (for benchmarks)\n"
     "  -h, --help            this message\n"
@@ -55,6 +58,7 @@ int cmd_sweep(int argc, char **argv) {
         O_THREADS,
         O_GRACE,
         O_NO_CACHE,
+        O_SHARD,
         O_HELP
     };
     static const struct option options[] = {{"dry-run", no_argument, NULL, O_DRY},
@@ -76,6 +80,7 @@ int cmd_sweep(int argc, char **argv) {
                                             {"threads", required_argument, NULL, O_THREADS},
                                             {"grace", required_argument, NULL, O_GRACE},
                                             {"no-shared-cache", no_argument, NULL, O_NO_CACHE},
+                                            {"shard", required_argument, NULL, O_SHARD},
                                             {"h", no_argument, NULL, O_HELP},
                                             {"help", no_argument, NULL, O_HELP},
                                             {NULL, 0, NULL, 0}};
@@ -132,6 +137,19 @@ int cmd_sweep(int argc, char **argv) {
         case O_NO_CACHE:
             a.no_shared_cache = 1;
             break;
+        case O_SHARD: {
+            int index = -1, count = 0;
+            char extra;
+            if (sscanf(optarg, "%d/%d%c", &index, &count, &extra) != 2 || count < 1 || index < 0 ||
+                index >= count)
+                return cli_usage_error("sweep",
+                                       "--shard expects I/N with 0 <= I < N (e.g. "
+                                       "$SLURM_ARRAY_TASK_ID/4), got '%s'",
+                                       optarg);
+            a.shard_index = index;
+            a.shard_count = count;
+            break;
+        }
         case O_HELP:
             fputs(sweep_usage, stdout);
             return 0;

@@ -22,6 +22,7 @@ static const char usage[] =
     "  quantize  quantize a model with GPFQ (or MSQ), evaluate it and save it\n"
     "  sweep     run a grid of quantizations under MPI into one HDF5 results file\n"
     "  report    summarize a sweep results file (best per bits, failures, slowest)\n"
+    "  merge     combine the results files of a sharded sweep\n"
     "  eval      evaluate a model's top-1/top-5 accuracy on a data set's test split\n"
     "  info      print a model file's layers, shapes and parameter counts\n"
     "  env       print the version, BLAS kernel and MPI ranks (run under mpirun to check MPI)\n"
@@ -100,7 +101,8 @@ int main(int argc, char **argv) {
         const char *name;
         int (*run)(int, char **);
     } commands[] = {{"eval", cmd_eval},         {"info", cmd_info},   {"env", cmd_env},
-                    {"quantize", cmd_quantize}, {"sweep", cmd_sweep}, {"report", cmd_report}};
+                    {"quantize", cmd_quantize}, {"sweep", cmd_sweep}, {"report", cmd_report},
+                    {"merge", cmd_merge}};
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "gpfq: unknown command '%s'\n\n%s", cmd, usage);

@@ -388,3 +388,48 @@ gpfq_status sweep_results_read(const char *path, sweep_row **rows, size_t *count
     }
     return st;
 }
+
+gpfq_status sweep_results_read_layers(const char *path, sweep_layer_row **rows, size_t *count) {
+    *rows = NULL;
+    *count = 0;
+    hid_t file;
+    GPFQ_TRY(gpfq_h5_open_read(path, &file));
+    gpfq_status st = check_context(file, path, NULL);
+    hid_t ds = st == GPFQ_OK ? H5Dopen2(file, "layers", H5P_DEFAULT) : H5I_INVALID_HID;
+    if (st == GPFQ_OK && ds < 0) st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: /layers is missing", path);
+    if (st == GPFQ_OK) {
+        size_t n = table_rows(ds);
+        hid_t type = make_layer_type();
+        *rows = calloc(n ? n : 1, sizeof(sweep_layer_row));
+        if (!*rows)
+            st = gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
+        else if (n && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, *rows) < 0)
+            st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: the layers table cannot be read", path);
+        if (st == GPFQ_OK) *count = n;
+        H5Tclose(type);
+    }
+    if (ds >= 0) H5Dclose(ds);
+    H5Fclose(file);
+    if (st != GPFQ_OK) {
+        free(*rows);
+        *rows = NULL;
+    }
+    return st;
+}
+
+gpfq_status sweep_results_attr(const char *path, const char *name, char **value) {
+    hid_t file;
+    GPFQ_TRY(gpfq_h5_open_read(path, &file));
+    gpfq_status st = check_context(file, path, NULL);
+    if (st == GPFQ_OK && (st = gpfq_h5_attr_string(file, name, value)) != GPFQ_OK)
+        st = gpfq_fail_context(st, "%s: ", path);
+    H5Fclose(file);
+    return st;
+}
+
+gpfq_status sweep_results_set_attr(sweep_results *r, const char *name, const char *value) {
+    GPFQ_TRY(replace_attr_string(r->file, name, value));
+    if (H5Fflush(r->file, H5F_SCOPE_GLOBAL) < 0)
+        return gpfq_fail(GPFQ_ERR_IO, "%s: cannot flush (disk full?)", r->path);
+    return GPFQ_OK;
+}

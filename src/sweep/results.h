@@ -82,4 +82,13 @@ gpfq_status sweep_make_dirs(const char *dir);
 /* Reads every row of a results file (for reports and tests). */
 gpfq_status sweep_results_read(const char *path, sweep_row **rows, size_t *count);
 
+/* Reads every layer row of a results file. */
+gpfq_status sweep_results_read_layers(const char *path, sweep_layer_row **rows, size_t *count);
+
+/* Reads a string attribute of a results file's root (e.g. "context", "job"). */
+gpfq_status sweep_results_attr(const char *path, const char *name, char **value);
+
+/* Adds a string attribute to the root (replacing one of the same name). */
+gpfq_status sweep_results_set_attr(sweep_results *r, const char *name, const char *value);
+
 #endif

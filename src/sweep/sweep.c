@@ -291,6 +291,28 @@ static gpfq_status load_job(sweep_state *s, const sweep_args *a) {
     GPFQ_TRY(gpfq_model_load(path, &s->model));
     GPFQ_TRY(sweep_job_context(&s->job, s->context, sizeof s->context));
     GPFQ_TRY(sweep_job_tasks(&s->job, s->context, &s->tasks, &s->n_tasks));
+    if (a->shard_count > 0) {
+        /* by the task id's hash, so a task stays in its shard when the grid grows */
+        int kept = 0;
+        for (int i = 0; i < s->n_tasks; i++)
+            if (strtoull(s->tasks[i].id, NULL, 16) % (uint64_t)a->shard_count ==
+                (uint64_t)a->shard_index)
+                s->tasks[kept++] = s->tasks[i];
+        s->n_tasks = kept;
+        if (!a->output) {
+            char sharded[4200];
+            const char *dot = strrchr(s->job.output, '.');
+            int stem =
+                dot && !strchr(dot, '/') ? (int)(dot - s->job.output) : (int)strlen(s->job.output);
+            snprintf(sharded, sizeof sharded, "%.*s.shard-%d-of-%d%s", stem, s->job.output,
+                     a->shard_index, a->shard_count, s->job.output + stem);
+            free(s->job.output);
+            s->job.output = strdup(sharded);
+        }
+        if (kept == 0)
+            return gpfq_fail(GPFQ_ERR_ARG, "shard %d/%d of %s has no tasks (the grid is small)",
+                             a->shard_index, a->shard_count, a->job_path);
+    }
     return GPFQ_OK;
 }
 

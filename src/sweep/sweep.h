@@ -17,6 +17,8 @@ typedef struct {
     int fresh;
     int threads;         /* BLAS threads per rank (default 1) */
     int no_shared_cache; /* recompute float activations in every task (for benchmarks) */
+    int shard_index;     /* with shard_count > 0: run only the tasks of shard index/count */
+    int shard_count;
     double grace;        /* seconds running tasks get after SIGTERM/SIGUSR1 */
     const char *command; /* the command line, for provenance */
 } sweep_args;
@@ -24,5 +26,9 @@ typedef struct {
 /* Runs the sweep; returns the process exit code (0 done, 1 error, 2 bad input,
  * 3 stopped by a signal: a rerun resumes). Calls MPI_Init and MPI_Finalize. */
 int sweep_main(const sweep_args *args);
+
+/* Combines shard results files (same job) into `out`: every task once (a done
+ * row wins over a failed one), layers kept, provenance of every input kept. */
+int merge_main(const char *out, const char *const *inputs, int n_inputs);
 
 #endif
