@@ -18,5 +18,5 @@ if [ "${GPFQ_SANITIZE_TESTS:-1}" != 0 ]; then
   # Open MPI's own allocations at exit are not ours: leaks are checked by the
   # valgrind test, ASan checks every access
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    ctest --test-dir build-asan --output-on-failure -j "$(nproc)" -E 'slurm|python'
+    ctest --test-dir build-asan --output-on-failure -j "$(nproc)" -E 'slurm|python|valgrind'
 fi
