@@ -63,15 +63,19 @@ void gpfq_im2col(const gpfq_conv_geom *g, const float *x, int c0, int cg, float 
                         continue;
                     }
                     const float *src = plane + (size_t)sy * iw;
-                    int sx0 = -g->pad_w + kj * g->dilation_w;
-                    if (g->stride_w == 1 && sx0 >= 0 && sx0 + ow <= iw) {
-                        memcpy(dst, src + sx0, sizeof(float) * (size_t)ow);
-                        continue;
+                    const int sx0 = -g->pad_w + kj * g->dilation_w, sw = g->stride_w;
+                    /* output columns whose source lies inside the row: [lo, hi) */
+                    int lo = sx0 >= 0 ? 0 : (-sx0 + sw - 1) / sw;
+                    int hi = iw - sx0 <= 0 ? 0 : (iw - sx0 + sw - 1) / sw;
+                    if (hi > ow) hi = ow;
+                    if (lo > hi) lo = hi;
+                    for (int ox = 0; ox < lo; ox++) dst[ox] = 0.0f;
+                    if (sw == 1) {
+                        memcpy(dst + lo, src + sx0 + lo, sizeof(float) * (size_t)(hi - lo));
+                    } else {
+                        for (int ox = lo; ox < hi; ox++) dst[ox] = src[sx0 + ox * sw];
                     }
-                    for (int ox = 0; ox < ow; ox++) {
-                        int sx = sx0 + ox * g->stride_w;
-                        dst[ox] = (sx >= 0 && sx < iw) ? src[sx] : 0.0f;
-                    }
+                    for (int ox = hi; ox < ow; ox++) dst[ox] = 0.0f;
                 }
             }
         }

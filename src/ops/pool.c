@@ -5,9 +5,46 @@
 #include "gpfq/ops.h"
 
 #include <float.h>
+#include <math.h>
+
+/* Windows that never leave the input (no padding, no ceil_mode overhang): no
+ * bounds checks in the inner loop. */
+static int windows_inside(const gpfq_conv_geom *g) {
+    return g->pad_h == 0 && g->pad_w == 0 &&
+           (g->out_h - 1) * g->stride_h + (g->kernel_h - 1) * g->dilation_h < g->in_h &&
+           (g->out_w - 1) * g->stride_w + (g->kernel_w - 1) * g->dilation_w < g->in_w;
+}
+
+static void maxpool_inside(const gpfq_conv_geom *g, const float *x, size_t planes, float *y) {
+    const int iw = g->in_w, kh = g->kernel_h, kw = g->kernel_w;
+    const int dh = g->dilation_h * iw, dw = g->dilation_w;
+    for (size_t p = 0; p < planes; p++) {
+        const float *src = x + p * g->in_h * iw;
+        float *dst = y + p * g->out_h * g->out_w;
+        for (int oy = 0; oy < g->out_h; oy++) {
+            const float *row = src + oy * g->stride_h * iw;
+            for (int ox = 0; ox < g->out_w; ox++) {
+                const float *w = row + ox * g->stride_w;
+                float best = w[0];
+                int nan = 0;
+                for (int ki = 0; ki < kh; ki++)
+                    for (int kj = 0; kj < kw; kj++) {
+                        float v = w[ki * dh + kj * dw];
+                        nan |= v != v;
+                        best = v > best ? v : best;
+                    }
+                dst[oy * g->out_w + ox] = nan ? NAN : best; /* NaN propagates, as in torch */
+            }
+        }
+    }
+}
 
 void gpfq_maxpool2d(const gpfq_conv_geom *g, const float *x, size_t n, float *y) {
     const size_t planes = n * (size_t)g->in_c;
+    if (windows_inside(g)) {
+        maxpool_inside(g, x, planes, y);
+        return;
+    }
     for (size_t p = 0; p < planes; p++) {
         const float *src = x + p * g->in_h * g->in_w;
         float *dst = y + p * g->out_h * g->out_w;
