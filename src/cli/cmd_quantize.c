@@ -545,7 +545,9 @@ int cmd_quantize(int argc, char **argv) {
         printf("saved     %s\n", out_path);
     }
     if (a.log) {
-        rc = append_log(&a, stem, &float_eval, &quant_eval, fs, qs);
+        /* the name the user gave (lenet5), as the sweep's analysis names it; a path's stem */
+        int is_path = strchr(a.model_arg, '/') || strstr(a.model_arg, ".h5");
+        rc = append_log(&a, is_path ? stem : a.model_arg, &float_eval, &quant_eval, fs, qs);
         if (!rc) printf("logged    %s\n", a.log);
     }
 done:
