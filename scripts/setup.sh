@@ -12,7 +12,9 @@ packages=(
   libopenmpi-dev openmpi-bin
   libhdf5-openmpi-dev hdf5-tools
   libopenblas-dev zlib1g-dev libyaml-dev
+  clang libclang-rt-14-dev
   dataset-fashion-mnist
+  slurm-wlm munge
   python3 python3-h5py python3-numpy python3-pandas python3-matplotlib python3-pytest
   python3-torch python3-torchvision
 )

@@ -16,14 +16,14 @@
 #include <time.h>
 
 static const char report_usage[] =
-    "usage: gpfq report [--follow [SECONDS]] [--top N] RESULTS.h5\n"
+    "usage: gpfq report [--follow [--every SECONDS]] [--top N] RESULTS.h5\n"
     "\n"
     "Summarizes a sweep's results file: done and failed counts, the best quantized\n"
     "top-1 per method and bits (with its scalar and regularizer, and the drop from\n"
     "float), failed tasks with their messages, and the slowest tasks.\n"
     "\n"
-    "  --follow [SECONDS]  re-read every SECONDS (default 5) while a sweep writes the\n"
-    "                      file; stop with Ctrl-C\n"
+    "  --follow            re-read the file while a sweep writes it; stop with Ctrl-C\n"
+    "  --every SECONDS     how often --follow re-reads (default 5)\n"
     "  --top N             how many slowest tasks and failures to list (default 5)\n"
     "  -h, --help          this message\n";
 
@@ -102,22 +102,22 @@ static int report_once(const char *path, int top) {
 }
 
 int cmd_report(int argc, char **argv) {
-    enum { O_FOLLOW = 256, O_TOP, O_HELP };
-    static const struct option options[] = {{"follow", optional_argument, NULL, O_FOLLOW},
-                                            {"top", required_argument, NULL, O_TOP},
-                                            {"help", no_argument, NULL, O_HELP},
-                                            {"h", no_argument, NULL, O_HELP},
-                                            {NULL, 0, NULL, 0}};
-    long follow = 0, top = 5;
+    enum { O_FOLLOW = 256, O_EVERY, O_TOP, O_HELP };
+    static const struct option options[] = {
+        {"follow", no_argument, NULL, O_FOLLOW}, {"every", required_argument, NULL, O_EVERY},
+        {"top", required_argument, NULL, O_TOP}, {"help", no_argument, NULL, O_HELP},
+        {"h", no_argument, NULL, O_HELP},        {NULL, 0, NULL, 0}};
+    long follow = 0, every = 5, top = 5;
     int opt;
     opterr = 0;
     optind = 1;
     while ((opt = getopt_long_only(argc, argv, ":", options, NULL)) != -1) {
         switch (opt) {
         case O_FOLLOW:
-            follow = 5;
-            if (optarg && !cli_parse_size("report", "--follow", optarg, 1, 3600, &follow))
-                return EXIT_USAGE;
+            follow = 1;
+            break;
+        case O_EVERY:
+            if (!cli_parse_size("report", "--every", optarg, 1, 3600, &every)) return EXIT_USAGE;
             break;
         case O_TOP:
             if (!cli_parse_size("report", "--top", optarg, 0, 100000, &top)) return EXIT_USAGE;
@@ -141,10 +141,10 @@ int cmd_report(int argc, char **argv) {
     for (;;) {
         printf("\033[H\033[2J");
         time_t now = time(NULL);
-        printf("gpfq report --follow %ld: %s", follow, ctime(&now));
+        printf("gpfq report --follow (every %ld s): %s", every, ctime(&now));
         if (report_once(path, (int)top) != 0) fprintf(stderr, "(retrying)\n");
         fflush(stdout);
-        struct timespec ts = {follow, 0};
+        struct timespec ts = {every, 0};
         nanosleep(&ts, NULL);
     }
 }

@@ -40,7 +40,9 @@ static const char sweep_usage[] =
     "  -h, --help            this message\n"
     "\n"
     "Exit codes: 0 done (failed tasks are recorded, not fatal), 1 error, 2 bad input,\n"
-    "3 stopped by SIGTERM/SIGUSR1/SIGINT (rerun to resume).\n";
+    "3 stopped by SIGTERM/SIGUSR1/SIGINT (rerun to resume). Under mpirun, stop a sweep\n"
+    "with SIGUSR1 to mpirun (forwarded to the ranks); mpirun kills ranks soon after a\n"
+    "SIGTERM.\n";
 
 int cmd_sweep(int argc, char **argv) {
     enum {

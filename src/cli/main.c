@@ -37,7 +37,18 @@ int cli_fail(const char *cmd, const char *msg) {
     return EXIT_RUNTIME;
 }
 
+/* Under mpirun or srun every rank parses the command line: only rank 0 speaks. */
+static int is_secondary_rank(void) {
+    const char *vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) return strcmp(v, "0") != 0;
+    }
+    return 0;
+}
+
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    if (is_secondary_rank()) return EXIT_USAGE;
     va_list args;
     fflush(stdout);
     fprintf(stderr, "gpfq %s: ", cmd);

@@ -150,12 +150,18 @@ static gpfq_status read_dataset(hid_t loc, const char *name, H5T_class_t want, h
     hssize_t n = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
     gpfq_status st = GPFQ_OK;
     void *buf = NULL;
+    size_t bytes = 0;
     if (type < 0 || H5Tget_class(type) != want) {
         st = gpfq_fail(GPFQ_ERR_FORMAT, "dataset '%s' must hold %s values", name,
                        want == H5T_FLOAT ? "floating-point" : "integer");
     } else if (n < 0) {
         st = gpfq_fail(GPFQ_ERR_FORMAT, "dataset '%s' has no readable extent", name);
-    } else if (!(buf = gpfq_malloc((size_t)n * elem, name))) {
+    } else if (!gpfq_mul_size((size_t)n, elem, &bytes)) {
+        /* a corrupt extent (2^62 values) must not wrap the buffer size: HDF5 would
+         * fill all of them (with the fill value, without any data in the file) */
+        st = gpfq_fail(GPFQ_ERR_FORMAT, "dataset '%s' claims %lld values, too many to read",
+                       name, (long long)n);
+    } else if (!(buf = gpfq_malloc(bytes, name))) {
         st = GPFQ_ERR_NOMEM;
     } else if (n > 0 && H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
         st = gpfq_fail(GPFQ_ERR_FORMAT, "dataset '%s' cannot be read (truncated file?)", name);

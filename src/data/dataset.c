@@ -26,9 +26,10 @@ static uint32_t be32(const unsigned char *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
-/* Reads exactly `bytes` or fails with a "truncated" message. */
-static gpfq_status gz_read_exact(gzFile f, const char *path, void *buf, size_t bytes,
-                                 const char *what) {
+/* Reads exactly `bytes`, part of `total` of which `before` are read already, or
+ * fails with a "truncated" message about the total. */
+static gpfq_status gz_read_part(gzFile f, const char *path, void *buf, size_t bytes, size_t before,
+                                size_t total, const char *what) {
     size_t done = 0;
     while (done < bytes) {
         unsigned chunk = bytes - done > (1u << 30) ? (1u << 30) : (unsigned)(bytes - done);
@@ -41,9 +42,46 @@ static gpfq_status gz_read_exact(gzFile f, const char *path, void *buf, size_t b
         if (got == 0)
             return gpfq_fail(GPFQ_ERR_FORMAT,
                              "%s: file is truncated: expected %zu bytes of %s, found %zu", path,
-                             bytes, what, done);
+                             total, what, before + done);
         done += (size_t)got;
     }
+    return GPFQ_OK;
+}
+
+/* Reads exactly `bytes` or fails with a "truncated" message. */
+static gpfq_status gz_read_exact(gzFile f, const char *path, void *buf, size_t bytes,
+                                 const char *what) {
+    return gz_read_part(f, path, buf, bytes, 0, bytes, what);
+}
+
+/* Like gz_read_exact into a new buffer, which grows as the data arrives: a corrupt
+ * header announcing more than the file holds (up to 2^56 bytes of IDX images)
+ * then fails as truncated having allocated about what the file holds, instead
+ * of asking for all of it up front. */
+static gpfq_status gz_read_alloc(gzFile f, const char *path, size_t bytes, const char *what,
+                                 uint8_t **out) {
+    size_t cap = bytes < ((size_t)1 << 24) ? bytes : (size_t)1 << 24, done = 0;
+    uint8_t *buf = gpfq_malloc(cap, what);
+    if (!buf) return GPFQ_ERR_NOMEM;
+    while (done < bytes) {
+        if (done == cap) {
+            size_t grown = cap <= bytes / 2 ? cap * 2 : bytes;
+            uint8_t *bigger = realloc(buf, grown);
+            if (!bigger) {
+                free(buf);
+                return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory allocating %zu bytes for %s",
+                                 grown, what);
+            }
+            buf = bigger, cap = grown;
+        }
+        gpfq_status st = gz_read_part(f, path, buf + done, cap - done, done, bytes, what);
+        if (st != GPFQ_OK) {
+            free(buf);
+            return st;
+        }
+        done = cap;
+    }
+    *out = buf;
     return GPFQ_OK;
 }
 
@@ -95,10 +133,8 @@ static gpfq_status read_idx_images(const char *path, gpfq_dataset *out) {
         out->c = 1;
         out->h = (int)dims[1];
         out->w = (int)dims[2];
-        out->images = gpfq_malloc(bytes, "images");
-        if (!out->images) st = GPFQ_ERR_NOMEM;
+        st = gz_read_alloc(f, path, bytes, "image data", &out->images);
     }
-    if (st == GPFQ_OK) st = gz_read_exact(f, path, out->images, bytes, "image data");
     if (st == GPFQ_OK) st = check_trailing(f, path);
     gzclose(f);
     return st;

@@ -5,6 +5,7 @@
 #include "gpfq/model.h"
 #include "gpfq/ops.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -220,6 +221,11 @@ gpfq_status gpfq_model_validate(gpfq_model *model, const char *where) {
     if (model->num_classes < 1)
         return gpfq_fail(GPFQ_ERR_FORMAT, "%s: attribute 'num_classes' must be >= 1", where);
     if (model->n_nodes < 1) return gpfq_fail(GPFQ_ERR_FORMAT, "%s: the model has no nodes", where);
+    /* per-image sizes must fit an int (flatten's output size is one), here and
+     * after every node below: a corrupt file's huge output_size would wrap them */
+    if (gpfq_shape_size(in) > INT_MAX)
+        return gpfq_fail(GPFQ_ERR_FORMAT, "%s: attribute 'input_shape' (%dx%dx%d) is too large",
+                         where, in.c, in.h, in.w);
     for (int c = 0; c < in.c; c++)
         if (!(model->std[c] > 0.0f) || !isfinite(model->mean[c]))
             return gpfq_fail(GPFQ_ERR_FORMAT,
@@ -263,6 +269,12 @@ gpfq_status gpfq_model_validate(gpfq_model *model, const char *where) {
             node->op != GPFQ_OP_BATCHNORM2D)
             return node_fail(where, i, node, "has a 'bias' but this op takes none");
         GPFQ_TRY(infer_node(where, i, node));
+        if (gpfq_shape_size(node->out_shape) > INT_MAX) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "its output of %dx%dx%d values per image is too large",
+                     node->out_shape.c, node->out_shape.h, node->out_shape.w);
+            return node_fail(where, i, node, msg);
+        }
     }
     const gpfq_node *last = &model->nodes[model->n_nodes - 1];
     if (gpfq_shape_size(last->out_shape) != (size_t)model->num_classes)

@@ -68,8 +68,10 @@ static gpfq_status codes_to_weight(hid_t g, gpfq_node *node) {
         const float fstep = (float)step, foffset = (float)offset;
         for (size_t i = 0; i < n; i++) {
             int32_t c = codes[i];
-            float mag = foffset > 0.0f ? (c == 0 ? 0.0f : foffset + fstep * (float)(abs(c) - 1))
-                                       : fstep * (float)abs(c);
+            /* in 64 bits: a corrupt code of INT32_MIN has no int32 magnitude */
+            int64_t level = c < 0 ? -(int64_t)c : c;
+            float mag = foffset > 0.0f ? (c == 0 ? 0.0f : foffset + fstep * (float)(level - 1))
+                                       : fstep * (float)level;
             node->weight[i] = c < 0 ? -mag : mag;
         }
         node->weight_count = n;

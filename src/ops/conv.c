@@ -9,6 +9,7 @@
 #include "gpfq/ops.h"
 
 #include <cblas.h>
+#include <limits.h>
 #include <string.h>
 
 /* Aim for at least this many GEMM columns per product. */
@@ -21,6 +22,8 @@ int gpfq_window_out(int in, int kernel, int stride, int pad, int dilation, int c
     long out = ceil_mode ? (room + stride - 1) / stride + 1 : room / stride + 1;
     /* PyTorch: with ceil_mode, the last window must start inside the input or left padding. */
     if (ceil_mode && (out - 1) * stride >= (long)in + pad) out--;
+    /* a padding near INT_MAX (a corrupt model file) would wrap the size to a small one */
+    if (out > INT_MAX) return -1;
     return (int)out;
 }
 

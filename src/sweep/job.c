@@ -538,12 +538,12 @@ gpfq_status sweep_job_context(const sweep_job *job, char *out, size_t size) {
     int used =
         snprintf(out, size,
                  "model=%016llx;data=%s;calib=%zu,%s,%llu;retain=%.9g;repl=%d;unfold=%s;"
-                 "fold_bn=%d;bias_corr=%d;keep_last=%d;ignore=",
+                 "fold_bn=%d;bias_corr=%d;keep_last=%d;eval_limit=%zu;ignore=",
                  (unsigned long long)model_hash, gpfq_dataset_canonical(job->dataset),
                  o->calib_images, o->calib_mode == GPFQ_CALIB_SHARED ? "shared" : "per-layer",
                  (unsigned long long)o->calib_seed, o->retain_rate, o->with_replacement,
                  o->unfold_stride_kernel ? "kernel" : "layer", o->fold_batchnorm,
-                 o->bias_correction, o->keep_last_float);
+                 o->bias_correction, o->keep_last_float, job->eval_limit);
     for (int i = 0; i < job->n_ignore && used > 0 && (size_t)used < size; i++)
         used += snprintf(out + used, size - (size_t)used, "%s%s", i ? "," : "", job->ignore[i]);
     if (used < 0 || (size_t)used >= size) return gpfq_fail(GPFQ_ERR_ARG, "job context too long");

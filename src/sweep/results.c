@@ -103,12 +103,31 @@ static hid_t create_table(hid_t file, const char *name, hid_t type) {
     return ds;
 }
 
-static size_t table_rows(hid_t ds) {
+/* Rows of a table. A corrupt file may give it another rank: more dims than
+ * dims[] holds would be written, and a 2-D table read into n rows overflows. */
+static gpfq_status table_rows(hid_t ds, const char *path, const char *name, size_t *rows) {
     hid_t space = H5Dget_space(ds);
     hsize_t dims[1] = {0};
-    H5Sget_simple_extent_dims(space, dims, NULL);
-    H5Sclose(space);
-    return (size_t)dims[0];
+    int rank = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+    if (rank == 1) H5Sget_simple_extent_dims(space, dims, NULL);
+    if (space >= 0) H5Sclose(space);
+    *rows = (size_t)dims[0];
+    if (rank != 1)
+        return gpfq_fail(GPFQ_ERR_FORMAT, "%s: /%s has rank %d; a table is 1-D", path, name, rank);
+    return GPFQ_OK;
+}
+
+/* HDF5 copies fixed-size strings of the file's own type as they are, so a
+ * corrupt file can fill a field to the end; callers compare and print them. */
+#define TERMINATE(field) ((field)[sizeof(field) - 1] = '\0')
+
+static void terminate_rows(sweep_row *rows, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        sweep_row *r = &rows[i];
+        TERMINATE(r->task_id), TERMINATE(r->method), TERMINATE(r->regularizer);
+        TERMINATE(r->calib_mode), TERMINATE(r->host), TERMINATE(r->status);
+        TERMINATE(r->message);
+    }
 }
 
 static gpfq_status write_rows(hid_t ds, hid_t type, size_t first, size_t count, const void *data,
@@ -154,6 +173,7 @@ static gpfq_status read_all(hid_t ds, hid_t type, size_t n, sweep_row *rows) {
     if (n == 0) return GPFQ_OK;
     if (H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) < 0)
         return gpfq_fail(GPFQ_ERR_FORMAT, "the results table cannot be read");
+    terminate_rows(rows, n);
     return GPFQ_OK;
 }
 
@@ -211,13 +231,28 @@ gpfq_status sweep_results_check(const char *path, const char *context) {
                              strerror(errno));
         return GPFQ_OK;
     }
-    char copy[4096];
+    /* the nearest existing ancestor must be a writable directory; the missing
+     * directories are created with the file, so try the first one now (and
+     * remove it again) to find out whether that can work */
+    char copy[4096], missing[4096] = "";
     snprintf(copy, sizeof copy, "%s", path);
-    const char *dir = dirname(copy);
-    if (sweep_make_dirs(dir) != GPFQ_OK) return GPFQ_ERR_IO;
-    if (access(dir, W_OK) != 0)
-        return gpfq_fail(GPFQ_ERR_IO, "%s: cannot create the results file: directory %s: %s", path,
-                         dir, strerror(errno));
+    char *dir = dirname(copy);
+    while (stat(dir, &sb) != 0 && strcmp(dir, "/") != 0 && strcmp(dir, ".") != 0) {
+        snprintf(missing, sizeof missing, "%s", dir);
+        dir = dirname(dir);
+    }
+    int is_dir = stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode);
+    if (!is_dir || access(dir, W_OK) != 0)
+        return gpfq_fail(GPFQ_ERR_IO,
+                         "%s: cannot create the results file there: %s is %s; choose another "
+                         "output",
+                         path, dir, !is_dir ? "not a directory" : "not writable");
+    if (missing[0]) {
+        if (mkdir(missing, 0777) != 0)
+            return gpfq_fail(GPFQ_ERR_IO, "%s: cannot create directory %s: %s", path, missing,
+                             strerror(errno));
+        rmdir(missing);
+    }
     return GPFQ_OK;
 }
 
@@ -234,9 +269,10 @@ static gpfq_status open_existing(sweep_results *r, const char *context) {
     r->layers = H5Dopen2(r->file, "layers", H5P_DEFAULT);
     if (r->results < 0 || r->layers < 0)
         return gpfq_fail(GPFQ_ERR_FORMAT, "%s: /results or /layers is missing", r->path);
-    size_t n = table_rows(r->results);
-    r->n_layers = table_rows(r->layers);
-    sweep_row *rows = n ? malloc(n * sizeof *rows) : NULL;
+    size_t n = 0;
+    GPFQ_TRY(table_rows(r->results, r->path, "results", &n));
+    GPFQ_TRY(table_rows(r->layers, r->path, "layers", &r->n_layers));
+    sweep_row *rows = n ? calloc(n, sizeof *rows) : NULL; /* calloc: n * size must not wrap */
     if (n && !rows) return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
     st = read_all(r->results, r->row_type, n, rows);
     for (size_t i = 0; st == GPFQ_OK && i < n; i++) {
@@ -248,6 +284,9 @@ static gpfq_status open_existing(sweep_results *r, const char *context) {
 }
 
 static gpfq_status create_new(sweep_results *r, const char *context, const char *job_text) {
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", r->path);
+    GPFQ_TRY(sweep_make_dirs(dirname(copy)));
     r->file = H5Fcreate(r->path, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
     if (r->file < 0) return gpfq_fail(GPFQ_ERR_IO, "%s: cannot create the results file", r->path);
     char created[32];
@@ -372,8 +411,9 @@ gpfq_status sweep_results_read(const char *path, sweep_row **rows, size_t *count
     gpfq_status st = check_context(file, path, NULL);
     hid_t ds = st == GPFQ_OK ? H5Dopen2(file, "results", H5P_DEFAULT) : H5I_INVALID_HID;
     if (st == GPFQ_OK && ds < 0) st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: /results is missing", path);
+    size_t n = 0;
+    if (st == GPFQ_OK) st = table_rows(ds, path, "results", &n);
     if (st == GPFQ_OK) {
-        size_t n = table_rows(ds);
         hid_t type = make_row_type();
         *rows = calloc(n ? n : 1, sizeof(sweep_row));
         st = *rows ? read_all(ds, type, n, *rows) : gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
@@ -397,14 +437,17 @@ gpfq_status sweep_results_read_layers(const char *path, sweep_layer_row **rows, 
     gpfq_status st = check_context(file, path, NULL);
     hid_t ds = st == GPFQ_OK ? H5Dopen2(file, "layers", H5P_DEFAULT) : H5I_INVALID_HID;
     if (st == GPFQ_OK && ds < 0) st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: /layers is missing", path);
+    size_t n = 0;
+    if (st == GPFQ_OK) st = table_rows(ds, path, "layers", &n);
     if (st == GPFQ_OK) {
-        size_t n = table_rows(ds);
         hid_t type = make_layer_type();
         *rows = calloc(n ? n : 1, sizeof(sweep_layer_row));
         if (!*rows)
             st = gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
         else if (n && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, *rows) < 0)
             st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: the layers table cannot be read", path);
+        for (size_t i = 0; st == GPFQ_OK && i < n; i++)
+            TERMINATE((*rows)[i].task_id), TERMINATE((*rows)[i].name);
         if (st == GPFQ_OK) *count = n;
         H5Tclose(type);
     }

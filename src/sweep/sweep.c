@@ -288,7 +288,8 @@ static gpfq_status load_job(sweep_state *s, const sweep_args *a) {
     if (gpfq_model_resolve(s->job.model, s->job.dataset, path, sizeof path) != GPFQ_OK)
         return gpfq_fail_context(GPFQ_ERR_ARG, "%s: model: ", a->job_path);
     s->job.model_path = strdup(path);
-    GPFQ_TRY(gpfq_model_load(path, &s->model));
+    gpfq_status st = gpfq_model_load(path, &s->model);
+    if (st != GPFQ_OK) return gpfq_fail_context(st, "%s: model: ", a->job_path);
     GPFQ_TRY(sweep_job_context(&s->job, s->context, sizeof s->context));
     GPFQ_TRY(sweep_job_tasks(&s->job, s->context, &s->tasks, &s->n_tasks));
     if (a->shard_count > 0) {
@@ -309,9 +310,6 @@ static gpfq_status load_job(sweep_state *s, const sweep_args *a) {
             free(s->job.output);
             s->job.output = strdup(sharded);
         }
-        if (kept == 0)
-            return gpfq_fail(GPFQ_ERR_ARG, "shard %d/%d of %s has no tasks (the grid is small)",
-                             a->shard_index, a->shard_count, a->job_path);
     }
     return GPFQ_OK;
 }
@@ -319,6 +317,12 @@ static gpfq_status load_job(sweep_state *s, const sweep_args *a) {
 static int needs_gpfq(const sweep_state *s, const int *pending, int n_pending) {
     for (int i = 0; i < n_pending; i++)
         if (s->tasks[pending[i]].q.method == GPFQ_METHOD_GPFQ) return 1;
+    return 0;
+}
+
+static int needs_gpfq_any(const sweep_state *s) {
+    for (int i = 0; i < s->n_tasks; i++)
+        if (s->tasks[i].q.method == GPFQ_METHOD_GPFQ) return 1;
     return 0;
 }
 
@@ -703,8 +707,26 @@ int sweep_main(const sweep_args *a) {
         if (s->rank == 0) dry_run(s);
         goto out;
     }
+    if (s->n_tasks == 0) { /* only an empty shard gets here: nothing to do is success */
+        if (s->rank == 0)
+            printf("sweep     shard %d/%d of %s has no tasks (the grid is smaller than the "
+                   "shards); nothing to do\n",
+                   a->shard_index, a->shard_count, a->job_path);
+        goto out;
+    }
     ok = s->rank == 0 ? sweep_results_check(s->job.output, s->context) == GPFQ_OK : 1;
     if ((code = fail_everywhere(s, ok, EXIT_BAD_INPUT))) goto out;
+    /* the data, before the results file is touched: rank 0 first, so that an
+     * error is printed once; the training split only when a GPFQ task exists */
+    const int any_gpfq = needs_gpfq_any(s);
+    ok = s->rank == 0 ? load_data(s, any_gpfq) == GPFQ_OK : 1;
+    if ((code = fail_everywhere(s, ok, EXIT_ERROR))) goto out;
+    if (s->rank != 0 && load_data(s, any_gpfq) != GPFQ_OK) {
+        fprintf(stderr, "gpfq sweep: rank %d on %s: error: %s\n", s->rank, s->host,
+                gpfq_last_error());
+        ok = 0;
+    }
+    if ((code = fail_everywhere(s, ok, EXIT_ERROR))) goto out;
 
     /* what is left to do: decided from the results table */
     sweep_results *res = NULL;
@@ -735,9 +757,6 @@ int sweep_main(const sweep_args *a) {
         goto out_res;
     }
     const int gpfq = needs_gpfq(s, pending, n_pending);
-    ok = load_data(s, gpfq) == GPFQ_OK;
-    if (!ok) fprintf(stderr, "gpfq sweep: rank %d: error: %s\n", s->rank, gpfq_last_error());
-    if ((code = fail_everywhere(s, ok, EXIT_ERROR))) goto out_res;
 
     /* float accuracy once, shared with every row */
     double floats[3] = {0, 0, 0};

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# `gpfq sweep` on the small LeNet fixture and a tiny data set, with the job
+# files of tests/sweep. One part per run:
+#
+#   ranks   the same grid on 1 (alone and under mpirun), 2 and 3 ranks gives
+#           the same rows: per task id the same top-1, top-5, sparsity and
+#           weight-code hash, every task exactly once, all done
+#   resume  a rerun finds everything done and changes nothing; a grown grid
+#           (-b override, a second job file) runs only the new points;
+#           --dry-run lists the tasks and computes nothing
+#   errors  bad job files, a missing model or data directory, unwritable
+#           outputs and a results file of another job: a clear message printed
+#           once, a non-zero exit, and an existing results file left byte for
+#           byte
+#   errors_mpi  the same for one case of each kind under mpirun -n 2
+#
+#   sweep_test.sh GPFQ_BIN FIXTURES_DIR TEST_DATA_BIN PYTHON MPIEXEC PART
+if [ $# -ne 6 ]; then
+  echo "usage: $0 GPFQ_BIN FIXTURES_DIR TEST_DATA_BIN PYTHON MPIEXEC ranks|resume|errors|errors_mpi"
+  exit 2
+fi
+gpfq=$(realpath "$1") fixtures=$(realpath "$2") test_data=$(realpath "$3")
+python=$4 mpiexec=$5 part=$6
+# shellcheck source=sweep/lib.sh
+. "$(dirname "$0")/sweep/lib.sh"
+grid=$jobs_dir/grid.yaml extra=$jobs_dir/extra.yaml
+setup "$tmp"
+cd "$tmp" || exit 1
+
+# ---- 1. the same rows on any number of ranks ----
+part_ranks() {
+  task_ids "$grid" >ids
+  task_ids "$extra" >>ids
+  sort -u -o ids ids
+  check "grid.yaml and extra.yaml: 14 distinct tasks" [ "$(wc -l <ids)" -eq 14 ]
+  local n name runs=(0 1 2 3)
+  for n in "${runs[@]}"; do
+    name=ranks$n
+    expect 0 "12 tasks, 0 already done, 12 to run on $((n > 0 ? n : 1)) rank" -- \
+      sweep "$n" --output "$name.h5" "$grid"
+    expect 0 "3 tasks, 1 already done, 2 to run on $((n > 0 ? n : 1)) rank" -- \
+      sweep "$n" --output "$name.h5" "$extra"
+    check "$n rank(s): every task once, all done" \
+      "$python" "$rows_py" check "$name.h5" ids --results "$name.txt"
+    check "$n rank(s): 14 result rows" [ "$(wc -l <"$name.txt")" -eq 14 ]
+  done
+  for n in 0 2 3; do
+    if cmp -s ranks1.txt "ranks$n.txt"; then
+      echo "ok: $n rank(s) and 1 rank: identical results per task"
+    else
+      echo "FAIL: $n rank(s) and 1 rank differ (task status top1 top5 sparsity codes_hash):"
+      diff ranks1.txt "ranks$n.txt" | sed 's/^/    /'
+      failures=$((failures + 1))
+    fi
+  done
+  # the runs did spread over the ranks, and the results are not all alike
+  "$python" "$rows_py" dump ranks3.h5 >ranks3.dump
+  check "3 ranks: tasks ran on more than one rank" \
+    [ "$(grep -o " rank=[0-9]* " ranks3.dump | sort -u | wc -l)" -gt 1 ]
+  check "one stochastic row" [ "$(grep -c " stochastic=1 " ranks3.dump)" -eq 1 ]
+  check "one L0 row" [ "$(grep -c " regularizer=L0 " ranks3.dump)" -eq 1 ]
+  check "weight-code hashes differ between tasks (at least 12 distinct)" \
+    [ "$(awk '{ print $6 }' ranks1.txt | sort -u | wc -l)" -ge 12 ]
+}
+
+# ---- 2. resume, grown grids, --dry-run ----
+part_resume() {
+  expect 0 "12 tasks, 0 already done, 12 to run on 1 rank" -- sweep 0 "$grid"
+  check "12 rows" [ "$(rows results.h5)" -eq 12 ]
+  task_ids "$grid" >ids12
+  check "the 12 tasks of the dry run, each once, all done" \
+    "$python" "$rows_py" check results.h5 ids12
+  cp results.h5 first.h5
+  "$python" "$rows_py" dump results.h5 >first.txt
+
+  # a rerun: nothing to do, nothing changed
+  expect 0 "12 tasks, 12 already done, 0 to run" -- sweep 0 "$grid"
+  check "rerun: nothing computed" lacks "^(float|cache|\[[0-9]+/)" "$out"
+  check "rerun: still 12 rows" [ "$(rows results.h5)" -eq 12 ]
+  check "rerun: the results file is unchanged, byte for byte" cmp -s first.h5 results.h5
+  expect 0 "12 tasks, 12 already done, 0 to run on 2 rank" -- sweep 2 "$grid"
+  check "rerun on 2 ranks: the summary printed once" matches 1 "12 already done" "$out"
+  check "rerun on 2 ranks: the results file is unchanged" cmp -s first.h5 results.h5
+
+  # a grown grid: only the new bit width runs
+  expect 0 "16 tasks, 12 already done, 4 to run" -- sweep 0 -b 2,3,4,5 "$grid"
+  check "-b 2,3,4,5: 4 tasks ran" matches 4 "^\[[0-9]+/4\] " "$out"
+  check "-b 2,3,4,5: only 5-bit tasks ran" lacks "^\[[0-9]+/4\] [0-9a-f]+ [a-z]+ +b[234] " "$out"
+  check "-b 2,3,4,5: 16 rows" [ "$(rows results.h5)" -eq 16 ]
+  "$python" "$rows_py" dump results.h5 >grown.txt
+  check "-b 2,3,4,5: the 12 earlier rows are unchanged" subset first.txt grown.txt
+  check "-b 2,3,4,5: the new rows have 5 bits" [ "$(grep -c " bits=5 " grown.txt)" -eq 4 ]
+  task_ids -b 2,3,4,5 "$grid" >ids16
+  check "-b 2,3,4,5: the 16 tasks of the dry run, each once, all done" \
+    "$python" "$rows_py" check results.h5 ids16
+  expect 0 "16 tasks, 16 already done, 0 to run" -- sweep 0 -b 2:5:1 "$grid"
+
+  # a second job file of the same job context into the same file
+  expect 0 "3 tasks, 1 already done, 2 to run" -- sweep 0 "$extra"
+  check "extra.yaml: 18 rows" [ "$(rows results.h5)" -eq 18 ]
+  "$python" "$rows_py" dump results.h5 >extra.txt
+  check "extra.yaml: the 16 earlier rows are unchanged" subset grown.txt extra.txt
+  expect 0 "3 tasks, 3 already done, 0 to run" -- sweep 2 "$extra"
+  expect 0 "12 tasks, 12 already done, 0 to run" -- sweep 0 "$grid"
+  check "18 rows at the end" [ "$(rows results.h5)" -eq 18 ]
+
+  # --dry-run: the count and the list, no work, no file
+  cp results.h5 before_dry.h5
+  expect 0 "^12 tasks \(model model.h5, fashion-mnist, output fresh.h5\)" -- \
+    sweep 0 --dry-run --output fresh.h5 "$grid"
+  check "--dry-run: lists 12 tasks" matches 12 "^[0-9a-f]{16} +(gpfq|msq) " "$out"
+  check "--dry-run: nothing computed" lacks "^(sweep|float|cache|finished|\[[0-9]+/)" "$out"
+  check "--dry-run: no results file created" [ ! -e fresh.h5 ]
+  expect 0 "^28 tasks " -- sweep 0 --dry-run -b 2:8:1 --output fresh.h5 "$grid"
+  check "--dry-run -b 2:8:1: lists 28 tasks" matches 28 "^[0-9a-f]{16} +(gpfq|msq) " "$out"
+  check "--dry-run -b 2:8:1: no results file created" [ ! -e fresh.h5 ]
+  expect 0 "^16 tasks " -- sweep 2 --dry-run -b 2,3,4,5 "$grid"
+  check "--dry-run on 2 ranks: the list printed once" matches 16 "^[0-9a-f]{16} +(gpfq|msq) " "$out"
+  check "--dry-run: the existing results file is unchanged" cmp -s before_dry.h5 results.h5
+}
+
+# ---- 5. bad input ----
+
+# refuse CODE PATTERN ARGS...: `gpfq sweep ARGS` exits CODE with PATTERN
+# printed exactly once, leaves results.h5 byte for byte and computes nothing.
+# In the errors part it runs alone; refuse_mpi cases run on 2 ranks instead in
+# the errors_mpi part (where plain refuse cases are skipped).
+errors_ranks=0
+refuse_on() {
+  local n=$1 code=$2 pattern=$3
+  shift 3
+  expect "$code" "$pattern" -- sweep "$n" "$@"
+  if matches 1 "$pattern" "$out" && matches 1 "error" "$out"; then
+    echo "ok:   the message printed once ($n rank(s))"
+  else
+    echo "FAIL:   the message is not printed exactly once ($n rank(s)):"
+    grep -E -- "error|$pattern" <<<"$out" | sed 's/^/      /'
+    failures=$((failures + 1))
+  fi
+  check "  nothing computed ($n rank(s))" lacks "^(\[[0-9]+/|finished)" "$out"
+  check "  results.h5 unchanged ($n rank(s))" cmp -s pristine.h5 results.h5
+}
+refuse() { [ "$errors_ranks" -eq 0 ] && refuse_on 0 "$@"; }
+refuse_mpi() { refuse_on "$errors_ranks" "$@"; }
+
+part_errors() {
+  expect 0 "12 tasks, 0 already done, 12 to run" -- sweep 0 "$grid"
+  cp results.h5 pristine.h5
+
+  # job files: each error names the file, the line and the key
+  cat >bad_yaml.yaml <<'EOF'
+model: model.h5
+output: results.h5
+grid:
+  bits: [2, 3
+  method: gpfq
+EOF
+  refuse_mpi 2 "bad_yaml.yaml:5: not valid YAML" bad_yaml.yaml
+  sed 's/^output:/outptu:/' "$grid" >bad_top_key.yaml
+  refuse 2 "bad_top_key.yaml:12: outptu: unknown key in the job file" bad_top_key.yaml
+  sed 's/^  seed: 1$/  seed: 1\n  imagez: 64/' "$grid" >bad_key.yaml
+  refuse_mpi 2 "bad_key.yaml:12: imagez: unknown key in calibration" bad_key.yaml
+  sed 's/^  scalar: .*/  scalar: {start: 2, stop: 1, step: 0.1}/' "$grid" >bad_range.yaml
+  refuse_mpi 2 "bad_range.yaml:19: scalar: the range is empty" bad_range.yaml
+  sed 's/^  scalar: .*/  scalar: {start: 1, stop: 2, step: 0}/' "$grid" >bad_step.yaml
+  refuse 2 "bad_step.yaml:19: scalar: step must be > 0" bad_step.yaml
+  sed 's/^  bits: .*/  bits: 0/' "$grid" >bad_bits.yaml
+  refuse 2 "bad_bits.yaml:18: bits: expects a whole number from 1 to 16, got 0" bad_bits.yaml
+  sed 's/^  bits: .*/  bits: [2, 0]/' "$grid" >bad_bits_list.yaml
+  refuse 2 "bad_bits_list.yaml:18: bits: expects a whole number from 1 to 16, got 0" \
+    bad_bits_list.yaml
+  refuse 2 "bits: 0 is outside 1..16" -b 0 "$grid"
+  sed 's/^  method: .*/  method: [gpfq, rtn]/' "$grid" >bad_method.yaml
+  refuse 2 "bad_method.yaml:17: method: expects one of gpfq, msq, got 'rtn'" bad_method.yaml
+  refuse 2 "method: 'rtn' is not a valid value; use gpfq, msq" --method rtn "$grid"
+  refuse 2 "nosuch.yaml: cannot open the job file" nosuch.yaml
+
+  # a missing model
+  sed 's#^model: .*#model: absent/model.h5#' "$grid" >no_model.yaml
+  refuse_mpi 2 "absent/model.h5: cannot open: No such file" no_model.yaml
+  # a missing data directory (with tasks to run: -b 5 is not in results.h5)
+  sed 's#^  data_dir: .*#  data_dir: absent#' "$grid" >no_data.yaml
+  # printed once, by rank 0, however many ranks run
+  refuse_mpi 1 "data directory absent: No such file" -b 5 no_data.yaml
+  # the data is checked before the results file is created
+  if [ "$errors_ranks" -eq 0 ]; then
+    expect 1 "data directory absent: No such file" -- sweep 0 --output fresh.h5 no_data.yaml
+    check "a missing data directory leaves no new results file" [ ! -e fresh.h5 ]
+  fi
+
+  # unwritable outputs (a missing directory of the output is created, so the
+  # way to it must be blocked: a regular file, or a directory under /proc)
+  echo "not a directory" >afile
+  refuse_mpi 2 "afile is not a directory" --output afile/r.h5 "$grid"
+  refuse 2 "afile is not a directory" --output afile/sub/r.h5 "$grid"
+  refuse 2 "cannot create directory /proc/gpfq-sweep-test: " \
+    --output /proc/gpfq-sweep-test/r.h5 "$grid"
+  # (as root the directory check passes and the create fails: an error, 1;
+  # otherwise the directory check refuses it: bad input, 2)
+  refuse "$([ "$(id -u)" -eq 0 ] && echo 1 || echo 2)" \
+    "/proc/gpfq-sweep-test.h5: cannot create the results file" \
+    --output /proc/gpfq-sweep-test.h5 "$grid"
+  refuse 2 "data: not an HDF5 file" --output data "$grid"
+  cp "$fixtures/model_lenet_small.h5" not_results.h5
+  refuse 2 "not_results.h5: not a gpfq results file" --output not_results.h5 "$grid"
+  check "a model given as the output is unchanged" \
+    cmp -s "$fixtures/model_lenet_small.h5" not_results.h5
+
+  # results of a different job: another calibration, another model
+  sed 's/^  seed: 1$/  seed: 2/' "$grid" >other_calibration.yaml
+  refuse_mpi 2 "results.h5: holds results of a different job" other_calibration.yaml
+  sed 's/^  images: 32$/  images: 48/' "$grid" >other_images.yaml
+  refuse 2 "results.h5: holds results of a different job" other_images.yaml
+  sed "s#^model: .*#model: $fixtures/model_resnet_small.h5#" "$grid" >other_model.yaml
+  refuse 2 "results.h5: holds results of a different job" other_model.yaml
+
+  # and after all that, the file still resumes
+  expect 0 "12 tasks, 12 already done, 0 to run" -- sweep 0 "$grid"
+  check "results.h5 unchanged at the end" cmp -s pristine.h5 results.h5
+}
+
+case $part in
+ranks) part_ranks ;;
+resume) part_resume ;;
+errors) part_errors ;;
+errors_mpi)
+  errors_ranks=2
+  part_errors
+  ;;
+*)
+  echo "unknown part '$part'"
+  exit 2
+  ;;
+esac
+finish "sweep $part"
