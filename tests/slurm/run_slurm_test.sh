@@ -432,7 +432,7 @@ if ! { check_exit "merge.sbatch" "$j_merge" COMPLETED 0:0 &&
 fi
 [ "$shard_sum" -eq "$(task_ids_of_grid array | wc -l)" ] ||
   fail "the shards hold $shard_sum rows in all, the grid has $(task_ids_of_grid array | wc -l) tasks"
-empty=$(grep -l "has no tasks: nothing to run" "$tmp"/out/sparse-*.out 2>/dev/null | wc -l)
+empty=$(grep -l "has no tasks (the grid is smaller than the shards); nothing to do" "$tmp"/out/sparse-*.out 2>/dev/null | wc -l)
 if ! { check_exit "merge.sbatch, 6 tasks in 8 shards ($empty empty)" "$j_sparse_merge" COMPLETED 0:0 &&
   check_complete "merge.sbatch, 6 tasks in 8 shards" sparse "$tmp/work/results/sparse.h5"; }; then
   dump_job sparse_merge "$j_sparse_merge"
