@@ -206,7 +206,9 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
                             size_t block, int32_t *codes, float *quantized,
                             gpfq_layer_stats *stats) {
     const double start = gpfq_now();
-    if (block == 0) block = GPFQ_DEFAULT_BLOCK;
+    /* the in-block sweep costs B/(2N) of the GEMM work: small layers want small
+     * blocks (measured: B=32 at N<=64 and 64 up to N=256 beat 128, bench/README.md) */
+    if (block == 0) block = N <= 64 ? 32 : N <= 256 ? 64 : GPFQ_DEFAULT_BLOCK;
     if (block > d) block = d;
     if (form == GPFQ_FORM_AUTO) form = choose_form(N, d, m, block);
     gpfq_status st = GPFQ_OK;
