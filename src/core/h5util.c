@@ -8,6 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Sanity limits for what a corrupt file's types claim: numbers are at most
+ * 16 bytes wide, string attributes (the results file keeps the job file in one)
+ * at most 16 MB. */
+enum { MAX_NUMBER_BYTES = 16, MAX_STRING_BYTES = 1 << 24 };
+
 void gpfq_h5_quiet(void) {
     static int done;
     if (done) return;
@@ -66,6 +71,10 @@ gpfq_status gpfq_h5_attr_string(hid_t obj, const char *name, char **out) {
             if (!*out) st = gpfq_fail(GPFQ_ERR_NOMEM, "out of memory reading '%s'", name);
         }
         H5Tclose(mem);
+    } else if (H5Tget_size(type) > MAX_STRING_BYTES) {
+        /* a corrupt size would have us allocate it before HDF5 finds no such data */
+        st = gpfq_fail(GPFQ_ERR_FORMAT, "attribute '%s' claims a %zu-byte string", name,
+                       H5Tget_size(type));
     } else {
         size_t size = H5Tget_size(type);
         char *value = gpfq_calloc(size + 1, 1, "a string attribute");
@@ -100,6 +109,9 @@ static gpfq_status attr_numbers(hid_t obj, const char *name, hid_t mem_type, voi
     if (cls != H5T_INTEGER && !(allow_float && cls == H5T_FLOAT)) {
         st = gpfq_fail(GPFQ_ERR_FORMAT, "attribute '%s' must be %s", name,
                        allow_float ? "numeric" : "an integer");
+    } else if (H5Tget_size(type) == 0 || H5Tget_size(type) > MAX_NUMBER_BYTES) {
+        st = gpfq_fail(GPFQ_ERR_FORMAT, "attribute '%s' holds %zu-byte numbers", name,
+                       H5Tget_size(type));
     } else if (n != count) {
         st = gpfq_fail(GPFQ_ERR_FORMAT, "attribute '%s' holds %lld value(s), expected %d", name,
                        (long long)n, count);
@@ -156,11 +168,15 @@ static gpfq_status read_dataset(hid_t loc, const char *name, H5T_class_t want, h
                        want == H5T_FLOAT ? "floating-point" : "integer");
     } else if (n < 0) {
         st = gpfq_fail(GPFQ_ERR_FORMAT, "dataset '%s' has no readable extent", name);
+    } else if (H5Tget_size(type) == 0 || H5Tget_size(type) > MAX_NUMBER_BYTES) {
+        /* a corrupt type of 2^29-byte numbers makes HDF5 convert for minutes */
+        st = gpfq_fail(GPFQ_ERR_FORMAT, "dataset '%s' holds %zu-byte numbers", name,
+                       H5Tget_size(type));
     } else if (!gpfq_mul_size((size_t)n, elem, &bytes)) {
         /* a corrupt extent (2^62 values) must not wrap the buffer size: HDF5 would
          * fill all of them (with the fill value, without any data in the file) */
-        st = gpfq_fail(GPFQ_ERR_FORMAT, "dataset '%s' claims %lld values, too many to read",
-                       name, (long long)n);
+        st = gpfq_fail(GPFQ_ERR_FORMAT, "dataset '%s' claims %lld values, too many to read", name,
+                       (long long)n);
     } else if (!(buf = gpfq_malloc(bytes, name))) {
         st = GPFQ_ERR_NOMEM;
     } else if (n > 0 && H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
@@ -249,7 +265,7 @@ gpfq_status gpfq_h5_write_ints(hid_t loc, const char *name, const int32_t *data,
         int32_t mag = data[i] < 0 ? -data[i] : data[i];
         if (mag > largest) largest = mag;
     }
-    hid_t file_type = largest <= 127 ? H5T_STD_I8LE
+    hid_t file_type = largest <= 127     ? H5T_STD_I8LE
                       : largest <= 32767 ? H5T_STD_I16LE
                                          : H5T_STD_I32LE;
     return write_dataset(loc, name, file_type, H5T_NATIVE_INT32, data, rank, dims);

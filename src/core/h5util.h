@@ -45,6 +45,6 @@ gpfq_status gpfq_h5_write_floats(hid_t loc, const char *name, const float *data,
                                  const hsize_t *dims);
 /* Writes int32 values in the smallest of int8, int16 and int32 that holds them all. */
 gpfq_status gpfq_h5_write_ints(hid_t loc, const char *name, const int32_t *data, int rank,
-                                 const hsize_t *dims);
+                               const hsize_t *dims);
 
 #endif

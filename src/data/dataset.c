@@ -69,8 +69,8 @@ static gpfq_status gz_read_alloc(gzFile f, const char *path, size_t bytes, const
             uint8_t *bigger = realloc(buf, grown);
             if (!bigger) {
                 free(buf);
-                return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory allocating %zu bytes for %s",
-                                 grown, what);
+                return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory allocating %zu bytes for %s", grown,
+                                 what);
             }
             buf = bigger, cap = grown;
         }

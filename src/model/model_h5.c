@@ -66,14 +66,23 @@ static gpfq_status codes_to_weight(hid_t g, gpfq_node *node) {
     if (st == GPFQ_OK) {
         /* in float, as the quantizer computes its levels */
         const float fstep = (float)step, foffset = (float)offset;
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; st == GPFQ_OK && i < n; i++) {
             int32_t c = codes[i];
             /* in 64 bits: a corrupt code of INT32_MIN has no int32 magnitude */
             int64_t level = c < 0 ? -(int64_t)c : c;
             float mag = foffset > 0.0f ? (c == 0 ? 0.0f : foffset + fstep * (float)(level - 1))
                                        : fstep * (float)level;
             node->weight[i] = c < 0 ? -mag : mag;
+            /* a step or offset finite as a double can overflow float (1e304 -> inf, and
+             * 0 * inf is NaN); float weights are checked the same way in read_weight */
+            if (!isfinite(node->weight[i]))
+                st = gpfq_fail(GPFQ_ERR_FORMAT,
+                               "dataset 'weight_codes': code %d at flat index %zu gives a "
+                               "non-finite weight (weight_step %g, weight_offset %g)",
+                               (int)c, i, step, offset);
         }
+    }
+    if (st == GPFQ_OK) {
         node->weight_count = n;
         node->quantized = 1;
         node->weight_step = (float)step;
@@ -396,7 +405,8 @@ static gpfq_status write_model(hid_t file, const gpfq_model *model, const int32_
     return st;
 }
 
-gpfq_status gpfq_model_save(const gpfq_model *model, const char *path, const int32_t *const *codes) {
+gpfq_status gpfq_model_save(const gpfq_model *model, const char *path,
+                            const int32_t *const *codes) {
     gpfq_h5_quiet();
     /* write to a temporary name and rename, so a crash never leaves half a model */
     char tmp[4096];

@@ -337,14 +337,21 @@ static gpfq_status options_key(const parse_ctx *c, const char *key, yaml_node_t 
         return job_fail(c, v, key, "expects auto, gram, ublock or ref");
     }
     if (!strcmp(key, "ignore")) {
+        /* a repeated key replaces the list: free the one given before */
+        for (int i = 0; i < j->n_ignore; i++) free(j->ignore[i]);
+        free(j->ignore);
+        j->ignore = NULL;
+        j->n_ignore = 0;
         if (v->type == YAML_SCALAR_NODE) {
-            j->ignore = calloc(1, sizeof(char *));
+            if (!(j->ignore = calloc(1, sizeof(char *))))
+                return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
             j->n_ignore = 1;
             return get_string(c, v, key, &j->ignore[0]);
         }
         if (v->type != YAML_SEQUENCE_NODE) return job_fail(c, v, key, "expects a list of names");
         int n = (int)(v->data.sequence.items.top - v->data.sequence.items.start);
-        j->ignore = calloc((size_t)n + 1, sizeof(char *));
+        if (!(j->ignore = calloc((size_t)n + 1, sizeof(char *))))
+            return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
         for (int i = 0; i < n; i++) {
             GPFQ_TRY(get_string(c, yaml_document_get_node(c->doc, v->data.sequence.items.start[i]),
                                 key, &j->ignore[i]));

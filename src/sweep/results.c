@@ -1,15 +1,19 @@
 /*
  * The results file (see results.h and docs/results-format.md).
  */
+#define _GNU_SOURCE /* memfd_create */
 #include "results.h"
 
 #include "../core/h5util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +29,7 @@ struct sweep_results {
     char (*ids)[17];
     int *status;
     size_t capacity;
+    int written_off; /* see write_off() */
 };
 
 static hid_t string_type(size_t size) {
@@ -103,17 +108,30 @@ static hid_t create_table(hid_t file, const char *name, hid_t type) {
     return ds;
 }
 
-/* Rows of a table. A corrupt file may give it another rank: more dims than
- * dims[] holds would be written, and a 2-D table read into n rows overflows. */
-static gpfq_status table_rows(hid_t ds, const char *path, const char *name, size_t *rows) {
-    hid_t space = H5Dget_space(ds);
+/* Rows of a table of `row_size`-byte rows. A corrupt file may give it another
+ * rank (more dims than dims[] holds would be written, and a 2-D table read into
+ * n rows overflows), rows of absurd size, or more rows than a buffer can count
+ * bytes for. */
+static gpfq_status table_rows(hid_t ds, const char *path, const char *name, size_t row_size,
+                              size_t *rows) {
+    hid_t space = H5Dget_space(ds), type = H5Dget_type(ds);
     hsize_t dims[1] = {0};
     int rank = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
     if (rank == 1) H5Sget_simple_extent_dims(space, dims, NULL);
+    size_t file_row = type >= 0 ? H5Tget_size(type) : 0;
     if (space >= 0) H5Sclose(space);
-    *rows = (size_t)dims[0];
+    if (type >= 0) H5Tclose(type);
+    *rows = 0;
     if (rank != 1)
         return gpfq_fail(GPFQ_ERR_FORMAT, "%s: /%s has rank %d; a table is 1-D", path, name, rank);
+    /* a corrupt member size (2^29 bytes) makes HDF5 convert for minutes */
+    if (file_row == 0 || file_row > 64 * row_size)
+        return gpfq_fail(GPFQ_ERR_FORMAT, "%s: /%s has %zu-byte rows; not a gpfq table", path, name,
+                         file_row);
+    if (dims[0] > SIZE_MAX / row_size)
+        return gpfq_fail(GPFQ_ERR_FORMAT, "%s: /%s claims %llu rows, too many to read", path, name,
+                         (unsigned long long)dims[0]);
+    *rows = (size_t)dims[0];
     return GPFQ_OK;
 }
 
@@ -144,7 +162,7 @@ static gpfq_status write_rows(hid_t ds, hid_t type, size_t first, size_t count, 
     herr_t err = H5Dwrite(ds, type, mem, space, H5P_DEFAULT, data);
     H5Sclose(mem);
     H5Sclose(space);
-    return err < 0 ? gpfq_fail(GPFQ_ERR_IO, "cannot write a table row (disk full?)") : GPFQ_OK;
+    return err < 0 ? gpfq_fail(GPFQ_ERR_IO, "cannot write a table row") : GPFQ_OK;
 }
 
 static void now_text(char *buf, size_t size) {
@@ -222,8 +240,17 @@ gpfq_status sweep_results_check(const char *path, const char *context) {
     struct stat sb;
     if (stat(path, &sb) == 0) {
         hid_t file;
-        GPFQ_TRY(gpfq_h5_open_read(path, &file));
-        gpfq_status st = check_context(file, path, context);
+        gpfq_status st = gpfq_h5_open_read(path, &file);
+        if (st != GPFQ_OK && S_ISREG(sb.st_mode)) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", gpfq_last_error());
+            return gpfq_fail(st,
+                             "%s; move it away, or use --fresh to start over (the old file is "
+                             "kept)",
+                             why);
+        }
+        GPFQ_TRY(st);
+        st = check_context(file, path, context);
         H5Fclose(file);
         GPFQ_TRY(st);
         if (access(path, W_OK) != 0)
@@ -256,6 +283,32 @@ gpfq_status sweep_results_check(const char *path, const char *context) {
     return GPFQ_OK;
 }
 
+/* Lowers r->n_layers past the trailing /layers rows whose task is not in
+ * /results (a task's layers are written before its row). Reads the task ids of
+ * the last rows only: one task has at most MAX_LAYER_ROWS layers. */
+enum { MAX_LAYER_ROWS = 256 };
+static gpfq_status drop_orphan_layers(sweep_results *r) {
+    size_t tail = r->n_layers < MAX_LAYER_ROWS ? r->n_layers : MAX_LAYER_ROWS;
+    if (tail == 0) return GPFQ_OK;
+    char ids[MAX_LAYER_ROWS][17];
+    memset(ids, 0, sizeof ids);
+    hid_t str = string_type(17), mem_type = H5Tcreate(H5T_COMPOUND, 17);
+    H5Tinsert(mem_type, "task_id", 0, str);
+    hsize_t start[1] = {r->n_layers - tail}, count[1] = {tail};
+    hid_t space = H5Dget_space(r->layers), mem = H5Screate_simple(1, count, NULL);
+    herr_t err = H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (err >= 0) err = H5Dread(r->layers, mem_type, mem, space, H5P_DEFAULT, ids);
+    H5Sclose(mem), H5Sclose(space), H5Tclose(mem_type), H5Tclose(str);
+    if (err < 0) return gpfq_fail(GPFQ_ERR_FORMAT, "%s: the layers table cannot be read", r->path);
+    while (tail > 0) {
+        ids[tail - 1][16] = '\0';
+        if (sweep_results_status(r, ids[tail - 1]) != 0) break;
+        tail--;
+        r->n_layers--;
+    }
+    return GPFQ_OK;
+}
+
 static gpfq_status open_existing(sweep_results *r, const char *context) {
     gpfq_status st = GPFQ_OK;
     r->file = H5Fopen(r->path, H5F_ACC_RDWR, H5P_DEFAULT);
@@ -270,16 +323,24 @@ static gpfq_status open_existing(sweep_results *r, const char *context) {
     if (r->results < 0 || r->layers < 0)
         return gpfq_fail(GPFQ_ERR_FORMAT, "%s: /results or /layers is missing", r->path);
     size_t n = 0;
-    GPFQ_TRY(table_rows(r->results, r->path, "results", &n));
-    GPFQ_TRY(table_rows(r->layers, r->path, "layers", &r->n_layers));
+    GPFQ_TRY(table_rows(r->results, r->path, "results", sizeof(sweep_row), &n));
+    GPFQ_TRY(table_rows(r->layers, r->path, "layers", sizeof(sweep_layer_row), &r->n_layers));
     sweep_row *rows = n ? calloc(n, sizeof *rows) : NULL; /* calloc: n * size must not wrap */
     if (n && !rows) return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
     st = read_all(r->results, r->row_type, n, rows);
+    /* A write cut short (a full disk, a kill during a flush) can leave a grown
+     * extent on disk without its rows: at the end of /results a row without a
+     * status, at the end of /layers rows of a task that /results does not hold.
+     * They are not counted, so that the next rows overwrite them. */
+    while (st == GPFQ_OK && n > 0 && strcmp(rows[n - 1].status, "done") != 0 &&
+           strcmp(rows[n - 1].status, "failed") != 0)
+        n--;
     for (size_t i = 0; st == GPFQ_OK && i < n; i++) {
         st = remember(r, rows[i].task_id, rows[i].status);
         r->n_rows++;
     }
     free(rows);
+    if (st == GPFQ_OK) st = drop_orphan_layers(r);
     return st;
 }
 
@@ -324,6 +385,9 @@ gpfq_status sweep_results_open(const char *path, const char *context, const char
         char moved[4200], stamp[32];
         now_text(stamp, sizeof stamp);
         snprintf(moved, sizeof moved, "%s.old-%s", path, stamp);
+        /* rename() replaces silently: two --fresh in one second must keep both */
+        for (int k = 1; k < 1000 && stat(moved, &sb) == 0; k++)
+            snprintf(moved, sizeof moved, "%s.old-%s.%d", path, stamp, k);
         if (rename(path, moved) != 0)
             st = gpfq_fail(GPFQ_ERR_IO, "--fresh: cannot move %s aside: %s", path, strerror(errno));
         else
@@ -349,18 +413,99 @@ size_t sweep_results_rows(const sweep_results *r) {
     return r->n_rows;
 }
 
+/* After a failed write nothing more may reach the file, and it must still
+ * close: HDF5 1.10 frees a file whose H5Fclose fails (its final flush cannot
+ * be written) but keeps its id, and crashes on it at MPI_Finalize. So the
+ * file's descriptor is pointed at an anonymous memory file, which takes what
+ * HDF5 still writes; the file on disk stays as the last good flush left it. */
+static void write_off(sweep_results *r) {
+    void *handle = NULL;
+    if (r->written_off || H5Fget_vfd_handle(r->file, H5P_DEFAULT, &handle) < 0 || !handle) return;
+    int sink = memfd_create("gpfq-results-discarded", 0);
+    if (sink < 0) return;
+    r->written_off = dup2(sink, *(int *)handle) >= 0;
+    close(sink);
+}
+
+/* H5Fflush writes a table's grown extent even when its new chunk could not be
+ * written; H5Dflush stops at the chunk, and write_off() keeps the rest off the
+ * disk, so a failed write leaves no row of zeros behind. */
+static int flush_table(sweep_results *r, hid_t table) {
+    return H5Dflush(table) >= 0 && H5Fflush(r->file, H5F_SCOPE_GLOBAL) >= 0;
+}
+
+/* Rank 0 writes through the descriptor it opened, so a results file removed
+ * during the sweep would take every result with it at exit, silently. Before
+ * each write: when the file open has no name any more, its content (as of the
+ * last flush, a complete file) is copied back to the path and the sweep stops;
+ * when the path names another file (moved away, replaced), the sweep stops. */
+static gpfq_status check_attached(sweep_results *r) {
+    void *handle = NULL;
+    struct stat open_sb, path_sb;
+    if (r->written_off || H5Fget_vfd_handle(r->file, H5P_DEFAULT, &handle) < 0 || !handle)
+        return GPFQ_OK;
+    const int fd = *(int *)handle;
+    if (fstat(fd, &open_sb) != 0) return GPFQ_OK;
+    const int named = stat(r->path, &path_sb) == 0;
+    if (open_sb.st_nlink > 0 && (named ? path_sb.st_ino == open_sb.st_ino : errno != ENOENT))
+        return GPFQ_OK;
+    if (open_sb.st_nlink > 0)
+        return gpfq_fail(GPFQ_ERR_IO,
+                         "%s was moved or replaced during the sweep; the results are in the "
+                         "moved file: put it back and rerun to resume",
+                         r->path);
+    int out = open(r->path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    char buf[1 << 16];
+    ssize_t n = 0;
+    for (off_t at = 0; out >= 0 && (n = pread(fd, buf, sizeof buf, at)) > 0; at += n)
+        if (write(out, buf, (size_t)n) != n) n = -1;
+    if (out >= 0 && (close(out) != 0 || n != 0)) n = -1;
+    if (out < 0 || n != 0)
+        return gpfq_fail(GPFQ_ERR_IO,
+                         "%s was removed during the sweep and cannot be written back; the "
+                         "results written to it are lost",
+                         r->path);
+    return gpfq_fail(GPFQ_ERR_IO,
+                     "%s was removed during the sweep; the %zu results it held are written "
+                     "back to it; rerun to resume",
+                     r->path, r->n_rows);
+}
+
 gpfq_status sweep_results_put(sweep_results *r, const sweep_row *row, const sweep_layer_row *layers,
                               int n_layers) {
+    if (check_attached(r) != GPFQ_OK) {
+        write_off(r);
+        return GPFQ_ERR_IO;
+    }
     size_t index = r->n_rows;
     for (size_t i = 0; i < r->n_rows; i++)
         if (strcmp(r->ids[i], row->task_id) == 0) index = i;
     size_t n = r->n_rows;
-    GPFQ_TRY(write_rows(r->results, r->row_type, index, 1, row, &n));
-    if (n_layers > 0)
-        GPFQ_TRY(write_rows(r->layers, r->layer_type, r->n_layers, (size_t)n_layers, layers,
-                            &r->n_layers));
-    if (H5Fflush(r->file, H5F_SCOPE_GLOBAL) < 0)
-        return gpfq_fail(GPFQ_ERR_IO, "%s: cannot flush the results (disk full?)", r->path);
+    errno = 0;
+    /* The layers first, flushed, then the row that records the task: HDF5
+     * writes a grown extent even when the chunk behind it could not be written
+     * (a full disk), so a row written with its layers could record a task as
+     * done whose layer rows are zeros. This way a recorded task has its layers
+     * on disk, and layer rows left by a failed write are dropped on resume. */
+    gpfq_status st = GPFQ_OK;
+    int flushed = 1;
+    if (n_layers > 0) {
+        st = write_rows(r->layers, r->layer_type, r->n_layers, (size_t)n_layers, layers,
+                        &r->n_layers);
+        flushed = st != GPFQ_OK || flush_table(r, r->layers);
+    }
+    if (st == GPFQ_OK && flushed) {
+        st = write_rows(r->results, r->row_type, index, 1, row, &n);
+        flushed = st != GPFQ_OK || flush_table(r, r->results);
+    }
+    if (!flushed || st != GPFQ_OK) {
+        char what[128];
+        snprintf(what, sizeof what, "%s", flushed ? gpfq_last_error() : "cannot flush the results");
+        st = gpfq_fail(GPFQ_ERR_IO, "%s: %s: %s", r->path, what,
+                       errno ? strerror(errno) : "disk full?");
+        write_off(r);
+        return st;
+    }
     if (index == r->n_rows) {
         GPFQ_TRY(remember(r, row->task_id, row->status));
         r->n_rows++;
@@ -393,9 +538,10 @@ gpfq_status sweep_results_provenance(sweep_results *r, int ranks, const char *ho
 gpfq_status sweep_results_close(sweep_results *r) {
     if (!r) return GPFQ_OK;
     gpfq_status st = GPFQ_OK;
+    if (r->file >= 0 && (st = check_attached(r)) != GPFQ_OK) write_off(r);
     if (r->results >= 0) H5Dclose(r->results);
     if (r->layers >= 0) H5Dclose(r->layers);
-    if (r->file >= 0 && H5Fclose(r->file) < 0)
+    if (r->file >= 0 && H5Fclose(r->file) < 0 && st == GPFQ_OK)
         st = gpfq_fail(GPFQ_ERR_IO, "%s: closing the results file failed", r->path);
     H5Tclose(r->row_type);
     H5Tclose(r->layer_type);
@@ -412,7 +558,7 @@ gpfq_status sweep_results_read(const char *path, sweep_row **rows, size_t *count
     hid_t ds = st == GPFQ_OK ? H5Dopen2(file, "results", H5P_DEFAULT) : H5I_INVALID_HID;
     if (st == GPFQ_OK && ds < 0) st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: /results is missing", path);
     size_t n = 0;
-    if (st == GPFQ_OK) st = table_rows(ds, path, "results", &n);
+    if (st == GPFQ_OK) st = table_rows(ds, path, "results", sizeof(sweep_row), &n);
     if (st == GPFQ_OK) {
         hid_t type = make_row_type();
         *rows = calloc(n ? n : 1, sizeof(sweep_row));
@@ -438,7 +584,7 @@ gpfq_status sweep_results_read_layers(const char *path, sweep_layer_row **rows, 
     hid_t ds = st == GPFQ_OK ? H5Dopen2(file, "layers", H5P_DEFAULT) : H5I_INVALID_HID;
     if (st == GPFQ_OK && ds < 0) st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: /layers is missing", path);
     size_t n = 0;
-    if (st == GPFQ_OK) st = table_rows(ds, path, "layers", &n);
+    if (st == GPFQ_OK) st = table_rows(ds, path, "layers", sizeof(sweep_layer_row), &n);
     if (st == GPFQ_OK) {
         hid_t type = make_layer_type();
         *rows = calloc(n ? n : 1, sizeof(sweep_layer_row));

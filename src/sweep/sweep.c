@@ -111,6 +111,49 @@ static void fill_config(const sweep_task *t, sweep_row *row) {
     row->retain_rate = q->retain_rate;
 }
 
+/* gpfq_evaluate as the sweep needs it: it also checks the logits, since
+ * gpfq_evaluate counts a NaN logit as a miss and a model whose numbers
+ * overflow would be recorded as done with a meaningless accuracy. */
+static gpfq_status evaluate_checked(const gpfq_model *model, const gpfq_dataset *data, size_t batch,
+                                    size_t limit, gpfq_eval_result *result, const char *what) {
+    GPFQ_TRY(gpfq_eval_check(model, data));
+    const size_t total = limit && limit < data->n ? limit : data->n;
+    if (batch == 0) return gpfq_fail(GPFQ_ERR_ARG, "the batch size must be at least 1");
+    if (batch > total && total > 0) batch = total;
+    gpfq_forward *fwd = NULL;
+    GPFQ_TRY(gpfq_forward_create(model, batch, &fwd));
+    const int classes = model->num_classes;
+    float *input =
+        gpfq_malloc(batch * gpfq_shape_size(model->input_shape) * sizeof(float), "an input batch");
+    gpfq_status st = input ? GPFQ_OK : GPFQ_ERR_NOMEM;
+    gpfq_eval_result r = {0};
+    const double start = gpfq_now();
+    for (size_t first = 0; st == GPFQ_OK && first < total; first += batch) {
+        const size_t count = total - first < batch ? total - first : batch;
+        gpfq_dataset_batch(data, model->mean, model->std, first, NULL, count, input);
+        const float *logits = NULL;
+        st = gpfq_forward_run(fwd, input, count, &logits);
+        for (size_t i = 0; st == GPFQ_OK && i < count; i++) {
+            const float *l = logits + i * (size_t)classes;
+            for (int k = 0; st == GPFQ_OK && k < classes; k++)
+                if (!isfinite(l[k]))
+                    st = gpfq_fail(GPFQ_ERR_NUMERIC,
+                                   "%s's outputs are not finite (NaN or Inf) on test image %zu: "
+                                   "its numbers overflow",
+                                   what, first + i);
+            const int rank = gpfq_label_rank(l, classes, data->labels[first + i]);
+            r.top1 += rank < 1;
+            r.top5 += rank < 5;
+        }
+        r.images += count;
+    }
+    r.seconds = gpfq_now() - start;
+    free(input);
+    gpfq_forward_free(fwd);
+    if (st == GPFQ_OK) *result = r;
+    return st;
+}
+
 static void run_task(sweep_state *s, int index, task_result *out) {
     const sweep_task *t = &s->tasks[index];
     memset(out, 0, sizeof *out);
@@ -131,8 +174,8 @@ static void run_task(sweep_state *s, int index, task_result *out) {
     if (st == GPFQ_OK) {
         gpfq_eval_result ev;
         double eval_start = gpfq_now();
-        st = gpfq_evaluate(res.model, &s->test, s->job.eval_batch, s->job.eval_limit, &ev, NULL,
-                           NULL);
+        st = evaluate_checked(res.model, &s->test, s->job.eval_batch, s->job.eval_limit, &ev,
+                              "the quantized model");
         row->eval_seconds = gpfq_now() - eval_start;
         if (st == GPFQ_OK) {
             row->quant_top1 = (double)ev.top1 / (double)ev.images;
@@ -211,7 +254,7 @@ static void *local_worker_main(void *arg) {
 /* ---- progress ---- */
 
 typedef struct {
-    int total, done, failed, tty;
+    int total, done, failed, unsaved, tty;
     double start;
     double last_draw;
 } progress;
@@ -460,6 +503,22 @@ static int build_cache(sweep_state *s, int verbose) {
 
 /* ---- master and workers ---- */
 
+/* Writes a result and reports it. After a failed write (a full disk, a file made
+ * immutable) nothing more is written, and results that still arrive are
+ * reported as not saved: no progress line claims a result the file lacks. */
+static void save_result(sweep_results *res, progress *p, const task_result *r, int *write_failed) {
+    if (!*write_failed && sweep_results_put(res, &r->row, r->layers, r->n_layers) != GPFQ_OK) {
+        *write_failed = 1;
+        fprintf(stderr, "gpfq sweep: error: %s\n", gpfq_last_error());
+    }
+    if (!*write_failed) {
+        report_result(p, r);
+        return;
+    }
+    p->unsaved++;
+    fprintf(stderr, "gpfq sweep: task %s finished, but its result is not saved\n", r->row.task_id);
+}
+
 static void dispatch_local(local_worker *w, int task) {
     pthread_mutex_lock(&w->lock);
     w->task = task;
@@ -501,12 +560,7 @@ static int master_loop(sweep_state *s, sweep_results *res, const int *pending, i
         pthread_mutex_unlock(&w.lock);
         if (local_done) {
             activity = 1;
-            if (!*write_failed &&
-                sweep_results_put(res, &msg->row, msg->layers, msg->n_layers) != GPFQ_OK) {
-                *write_failed = 1;
-                fprintf(stderr, "gpfq sweep: error: %s\n", gpfq_last_error());
-            }
-            report_result(&p, msg);
+            save_result(res, &p, msg, write_failed);
         }
         if (!local_busy && !stopping && !*write_failed && next < n_pending) {
             dispatch_local(&w, pending[next++]);
@@ -524,12 +578,7 @@ static int master_loop(sweep_state *s, sweep_results *res, const int *pending, i
                      MPI_STATUS_IGNORE);
             if (status.MPI_TAG == TAG_RESULT) {
                 remote_busy--;
-                if (!*write_failed &&
-                    sweep_results_put(res, &msg->row, msg->layers, msg->n_layers) != GPFQ_OK) {
-                    *write_failed = 1;
-                    fprintf(stderr, "gpfq sweep: error: %s\n", gpfq_last_error());
-                }
-                report_result(&p, msg);
+                save_result(res, &p, msg, write_failed);
             }
             if (!stopping && !*write_failed && next < n_pending) {
                 int task = pending[next++];
@@ -566,8 +615,11 @@ static int master_loop(sweep_state *s, sweep_results *res, const int *pending, i
     double elapsed = gpfq_now() - p.start;
     char took[32];
     fmt_duration(elapsed, took, sizeof took);
-    printf("finished  %d done, %d failed of %d pending tasks in %s (%.1f tasks/min)\n", p.done,
-           p.failed, n_pending, took, elapsed > 0 ? (p.done + p.failed) / elapsed * 60 : 0);
+    char unsaved[48] = "";
+    if (p.unsaved) snprintf(unsaved, sizeof unsaved, ", %d not saved", p.unsaved);
+    printf("finished  %d done, %d failed%s of %d pending tasks in %s (%.1f tasks/min)\n", p.done,
+           p.failed, unsaved, n_pending, took,
+           elapsed > 0 ? (p.done + p.failed) / elapsed * 60 : 0);
     return stopping ? (abandoned || remote_busy > 0 ? -2 : -1) : 0;
 }
 
@@ -671,6 +723,20 @@ static void free_state(sweep_state *s) {
     sweep_job_free(&s->job);
 }
 
+/* The output check. --fresh moves the file aside (kept) and starts over, so it
+ * takes a results file of another job and a file HDF5 cannot open (one cut
+ * short, as a full disk or a failed copy leaves it): the plain check refuses
+ * both, telling the user to use --fresh. */
+static gpfq_status check_output(const char *path, const char *context, int fresh) {
+    struct stat sb;
+    hid_t file;
+    if (!fresh || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
+        return sweep_results_check(path, context);
+    if (gpfq_h5_open_read(path, &file) != GPFQ_OK) return GPFQ_OK;
+    H5Fclose(file);
+    return sweep_results_check(path, NULL); /* still refuses what is not a results file */
+}
+
 /* Prints the error once (rank 0) and makes every rank agree on failure. */
 static int fail_everywhere(sweep_state *s, int ok, int code) {
     if (!ok && s->rank == 0) fprintf(stderr, "gpfq sweep: error: %s\n", gpfq_last_error());
@@ -714,7 +780,7 @@ int sweep_main(const sweep_args *a) {
                    a->shard_index, a->shard_count, a->job_path);
         goto out;
     }
-    ok = s->rank == 0 ? sweep_results_check(s->job.output, s->context) == GPFQ_OK : 1;
+    ok = s->rank == 0 ? check_output(s->job.output, s->context, a->fresh) == GPFQ_OK : 1;
     if ((code = fail_everywhere(s, ok, EXIT_BAD_INPUT))) goto out;
     /* the data, before the results file is touched: rank 0 first, so that an
      * error is printed once; the training split only when a GPFQ task exists */
@@ -762,9 +828,16 @@ int sweep_main(const sweep_args *a) {
     double floats[3] = {0, 0, 0};
     if (s->rank == 0) {
         gpfq_eval_result ev;
-        ok = gpfq_evaluate(s->model, &s->test, s->job.eval_batch, s->job.eval_limit, &ev, NULL,
-                           NULL) == GPFQ_OK;
-        if (ok) {
+        gpfq_status st = evaluate_checked(s->model, &s->test, s->job.eval_batch, s->job.eval_limit,
+                                          &ev, "the float model");
+        ok = st == GPFQ_OK;
+        if (st == GPFQ_ERR_NUMERIC) { /* the tasks will fail and say why */
+            fprintf(stderr, "gpfq sweep: warning: %s; its accuracy is recorded as NaN\n",
+                    gpfq_last_error());
+            floats[0] = floats[1] = NAN;
+            floats[2] = gpfq_model_sparsity(s->model);
+            ok = 1;
+        } else if (ok) {
             floats[0] = (double)ev.top1 / ev.images;
             floats[1] = (double)ev.top5 / ev.images;
             floats[2] = gpfq_model_sparsity(s->model);
@@ -793,9 +866,14 @@ int sweep_main(const sweep_args *a) {
         sweep_results_provenance(res, s->size, hosts, a->command);
         int write_failed = 0;
         int stopped = master_loop(s, res, pending, n_pending, a->grace, &write_failed);
-        if (write_failed)
+        if (write_failed) {
+            fprintf(stderr,
+                    "gpfq sweep: stopped early: no result after that error is saved. Once "
+                    "%s can be written (make room, or copy it somewhere writable and use "
+                    "--output), rerun to resume.\n",
+                    s->job.output);
             code = EXIT_ERROR;
-        else if (stopped) {
+        } else if (stopped) {
             fprintf(stderr,
                     "gpfq sweep: stopped early; every finished result is in %s. Rerun the same "
                     "command to resume.\n",
