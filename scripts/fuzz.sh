@@ -46,6 +46,11 @@ run_one() {
   local before
   before=$(find "$crashes" -type f | wc -l)
   : >"$log"
+  # the harnesses' scratch files (left behind by inputs that crash)
+  local scratch=/tmp
+  [ -w /dev/shm ] && scratch=/dev/shm
+  export GPFQ_FUZZ_TMP=$scratch/gpfq-fuzz-$h-$$
+  mkdir -p "$GPFQ_FUZZ_TMP"
   # libFuzzer stops at the first crash (libhdf5 has its own on corrupt files):
   # start it again on the grown corpus until the time is up; fuzz/triage.sh
   # tells our crashes from libhdf5's
@@ -64,6 +69,7 @@ run_one() {
         xargs -r rm -f
     done
   done
+  rm -rf "$GPFQ_FUZZ_TMP"
   local after runs
   after=$(find "$crashes" -type f | wc -l)
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | awk '{ n += $1 } END { print n + 0 }')
