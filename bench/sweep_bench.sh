@@ -78,7 +78,8 @@ r1=$(run tput 1)
 r2=$(run tput 2)
 n2=$(run tput 2 --no-shared-cache)
 t1=$(field "$r1" 1) t2=$(field "$r2" 1) tn=$(field "$n2" 1)
-printf '%-44s %12s %12s\n' "throughput, $model, 12 GPFQ tasks" "tasks/min" "wall s"
+n_tasks=$((3 * $(echo "$scalars" | tr ',' '\n' | wc -l)))
+printf '%-44s %12s %12s\n' "throughput, $model, $n_tasks GPFQ tasks" "tasks/min" "wall s"
 printf '%-44s %12s %12.1f\n' "1 rank" "$t1" "$(field "$r1" 2)"
 printf '%-44s %12s %12.1f\n' "2 ranks" "$t2" "$(field "$r2" 2)"
 printf '%-44s %12s\n' "ratio 2 ranks / 1 rank" "$(awk "BEGIN{printf \"%.2f\", $t2 / $t1}")"
