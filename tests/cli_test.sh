@@ -10,23 +10,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 failures=0
 
-# expect CODE PATTERN -- command...: runs it, checks the exit code and that
-# stdout+stderr matches the extended regex PATTERN.
-expect() {
-  local code=$1 pattern=$2
-  shift 3
-  local out rc
-  out=$("$@" 2>&1)
-  rc=$?
-  if [ "$rc" -ne "$code" ] || ! grep -Eq -- "$pattern" <<<"$out"; then
-    echo "FAIL: $* -> exit $rc (want $code), output:"
-    sed 's/^/    /' <<<"$out"
-    echo "    (wanted /$pattern/)"
-    failures=$((failures + 1))
-  else
-    echo "ok: $*"
-  fi
-}
+. "$(dirname "$0")/expect.sh"
+
 
 model=$fixtures/model_lenet_small.h5
 

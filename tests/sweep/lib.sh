@@ -18,36 +18,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# expect CODE PATTERN -- command...: runs it, checks the exit code and that
-# stdout+stderr matches the extended regex PATTERN; the output is kept in $out.
-out=
-expect() {
-  local code=$1 pattern=$2
-  shift 3
-  local rc
-  out=$("$@" 2>&1)
-  rc=$?
-  if [ "$rc" -ne "$code" ] || ! grep -Eq -- "$pattern" <<<"$out"; then
-    echo "FAIL: $* -> exit $rc (want $code), output:"
-    sed 's/^/    /' <<<"$out"
-    echo "    (wanted /$pattern/)"
-    failures=$((failures + 1))
-  else
-    echo "ok: $*"
-  fi
-}
+. "$jobs_dir/../expect.sh"
 
-# check DESCRIPTION COMMAND...: counts a failure unless COMMAND succeeds
-check() {
-  local what=$1
-  shift
-  if "$@"; then
-    echo "ok: $what"
-  else
-    echo "FAIL: $what"
-    failures=$((failures + 1))
-  fi
-}
 
 lacks() { ! grep -Eq -- "$1" <<<"$2"; }
 # matches N PATTERN TEXT: exactly N lines of TEXT match PATTERN
