@@ -330,6 +330,7 @@ def export_one(name, args, model=None, info=None):
         float_top1=info["float_top1"],
         float_top5=info["float_top5"],
         recipe=recipe,
+        dataset="fashion-mnist",
     )
     log("[%s] exported -> %s" % (name, path))
 

@@ -591,7 +591,10 @@ static int master_loop(sweep_state *s, sweep_results *res, const int *pending, i
             }
         }
         const int queue_over = next >= n_pending || stopping || *write_failed;
-        if (!local_busy && remote_alive == 0 && remote_busy <= 0 && queue_over) break;
+        if (!local_busy && remote_alive == 0 && remote_busy <= 0 && queue_over) {
+            if (stopping) fprintf(stderr, "gpfq sweep: no task was left running; none is lost\n");
+            break;
+        }
         if (stopping && gpfq_now() > stop_at) {
             fprintf(stderr, "gpfq sweep: grace period over; %d task(s) still running are lost\n",
                     remote_busy + local_busy);
