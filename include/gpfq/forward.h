@@ -34,6 +34,16 @@ gpfq_status gpfq_forward_run(gpfq_forward *fwd, const float *input, size_t n, co
 gpfq_status gpfq_forward_run_hooked(gpfq_forward *fwd, const float *input, size_t n,
                                     const float **logits, gpfq_node_hook hook, void *ctx);
 
+/* Runs nodes [from, upto) on input (n, C, H, W): a pass may stop after any node
+ * and go on later from there, as long as `input` and n stay the same (the
+ * quantization driver walks the network one layer at a time this way). */
+gpfq_status gpfq_forward_range(gpfq_forward *fwd, const float *input, size_t n, int from, int upto);
+
+/* The output of node `index` (n, out_shape) once it has run. It stays valid until
+ * its last reader has run; in particular, after a range that stops before node j,
+ * the outputs of j's inputs are valid. */
+const float *gpfq_forward_output(const gpfq_forward *fwd, int index);
+
 /* Runs one node the plain way, outside any plan: reads `inputs` (n, in_shape),
  * writes output (n, out_shape); `scratch` holds gpfq_node_scratch() floats. */
 void gpfq_node_forward(const gpfq_node *node, const float *const *inputs, size_t n, float *output,

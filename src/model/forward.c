@@ -200,13 +200,16 @@ size_t gpfq_forward_bytes(const gpfq_forward *fwd) {
     return total * sizeof(float);
 }
 
-gpfq_status gpfq_forward_run_hooked(gpfq_forward *fwd, const float *input, size_t n,
-                                    const float **logits, gpfq_node_hook hook, void *ctx) {
+static gpfq_status run_range(gpfq_forward *fwd, const float *input, size_t n, int from, int upto,
+                             gpfq_node_hook hook, void *ctx) {
     if (n > fwd->max_batch)
         return gpfq_fail(GPFQ_ERR_ARG, "batch of %zu images exceeds the planned %zu", n,
                          fwd->max_batch);
     const gpfq_model *m = fwd->model;
-    for (int i = 0; i < m->n_nodes; i++) {
+    if (from < 0 || upto > m->n_nodes || from > upto)
+        return gpfq_fail(GPFQ_ERR_ARG, "nodes %d..%d are not a range of the model's %d nodes", from,
+                         upto, m->n_nodes);
+    for (int i = from; i < upto; i++) {
         const gpfq_node *node = &m->nodes[i];
         const float *inputs[GPFQ_MAX_INPUTS] = {NULL, NULL};
         for (int k = 0; k < node->n_inputs; k++)
@@ -217,11 +220,26 @@ gpfq_status gpfq_forward_run_hooked(gpfq_forward *fwd, const float *input, size_
             gpfq_node_forward(node, inputs, n, output, fwd->scratch);
         if (hook) hook(ctx, i, output, n);
     }
-    *logits = fwd->buffers[fwd->node_buffer[m->n_nodes - 1]];
+    return GPFQ_OK;
+}
+
+gpfq_status gpfq_forward_run_hooked(gpfq_forward *fwd, const float *input, size_t n,
+                                    const float **logits, gpfq_node_hook hook, void *ctx) {
+    GPFQ_TRY(run_range(fwd, input, n, 0, fwd->model->n_nodes, hook, ctx));
+    *logits = gpfq_forward_output(fwd, fwd->model->n_nodes - 1);
     return GPFQ_OK;
 }
 
 gpfq_status gpfq_forward_run(gpfq_forward *fwd, const float *input, size_t n,
                              const float **logits) {
     return gpfq_forward_run_hooked(fwd, input, n, logits, NULL, NULL);
+}
+
+gpfq_status gpfq_forward_range(gpfq_forward *fwd, const float *input, size_t n, int from,
+                               int upto) {
+    return run_range(fwd, input, n, from, upto, NULL, NULL);
+}
+
+const float *gpfq_forward_output(const gpfq_forward *fwd, int index) {
+    return fwd->buffers[fwd->node_buffer[index]];
 }

@@ -107,74 +107,40 @@ double gpfq_model_sparsity(const gpfq_model *model) {
 
 /* ---- the node-by-node executor ---- */
 
+/* Walks a model over one calibration batch, one layer at a time, on a planned
+ * forward pass (gpfq/forward.h). The plan is made once and kept across batches:
+ * per-layer calibration restarts it on a fresh batch for every layer, and fresh
+ * buffers every time would cost page faults that outweigh the small GEMMs. */
 typedef struct {
-    const gpfq_model *model;
-    size_t n;
+    gpfq_forward *fwd;
     const float *input; /* (n, C, H, W) */
-    float **out;        /* (n_nodes), freed when their last reader has run */
-    int *pending;       /* (n_nodes) readers still to run */
-    int next;           /* first node not yet computed */
-    float *scratch;
-    size_t scratch_floats;
+    size_t n;
+    int next; /* first node not yet computed */
 } stepper;
 
 static void stepper_free(stepper *s) {
-    if (s->out)
-        for (int i = 0; i < s->model->n_nodes; i++) free(s->out[i]);
-    free(s->out);
-    free(s->pending);
-    free(s->scratch);
+    gpfq_forward_free(s->fwd);
     memset(s, 0, sizeof *s);
 }
 
-static gpfq_status stepper_init(stepper *s, const gpfq_model *m, const float *input, size_t n) {
-    memset(s, 0, sizeof *s);
-    s->model = m;
-    s->n = n;
+/* Starts a pass on input (n images); plans on first use. */
+static gpfq_status stepper_start(stepper *s, const gpfq_model *m, const float *input, size_t n) {
+    if (!s->fwd) GPFQ_TRY(gpfq_forward_create(m, n, &s->fwd));
     s->input = input;
-    s->out = calloc((size_t)m->n_nodes, sizeof(float *));
-    s->pending = calloc((size_t)m->n_nodes, sizeof(int));
-    for (int i = 0; i < m->n_nodes; i++) {
-        size_t need = gpfq_node_scratch(&m->nodes[i], n);
-        if (need > s->scratch_floats) s->scratch_floats = need;
-    }
-    s->scratch = s->scratch_floats ? malloc(s->scratch_floats * sizeof(float)) : NULL;
-    if (!s->out || !s->pending || (s->scratch_floats && !s->scratch)) {
-        stepper_free(s);
-        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for calibration activations");
-    }
-    for (int i = 0; i < m->n_nodes; i++)
-        for (int k = 0; k < m->nodes[i].n_inputs; k++)
-            if (m->nodes[i].inputs[k] >= 0) s->pending[m->nodes[i].inputs[k]]++;
+    s->n = n;
+    s->next = 0;
     return GPFQ_OK;
 }
 
 static const float *stepper_value(const stepper *s, int node) {
-    return node < 0 ? s->input : s->out[node];
+    return node < 0 ? s->input : gpfq_forward_output(s->fwd, node);
 }
 
 /* Computes nodes next .. upto-1. */
 static gpfq_status stepper_advance(stepper *s, int upto) {
-    const gpfq_model *m = s->model;
-    for (; s->next < upto; s->next++) {
-        const int i = s->next;
-        const gpfq_node *node = &m->nodes[i];
-        size_t floats = s->n * gpfq_shape_size(node->out_shape);
-        s->out[i] = malloc(floats * sizeof(float));
-        if (!s->out[i])
-            return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for the activations of node '%s'",
-                             node->name);
-        const float *inputs[GPFQ_MAX_INPUTS] = {NULL, NULL};
-        for (int k = 0; k < node->n_inputs; k++) inputs[k] = stepper_value(s, node->inputs[k]);
-        gpfq_node_forward(node, inputs, s->n, s->out[i], s->scratch);
-        for (int k = 0; k < node->n_inputs; k++) {
-            int src = node->inputs[k];
-            if (src >= 0 && --s->pending[src] == 0) {
-                free(s->out[src]);
-                s->out[src] = NULL;
-            }
-        }
-    }
+    if (upto <= s->next) return GPFQ_OK;
+    GPFQ_TRY(gpfq_forward_range(s->fwd, s->input, s->n, s->next, upto));
+    s->next = upto;
     return GPFQ_OK;
 }
 
@@ -471,8 +437,8 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
     gpfq_status st = GPFQ_OK;
     if (need_data && o->calib_mode == GPFQ_CALIB_SHARED) {
         draw_images(dr, 0);
-        if (run_float) st = stepper_init(&fs, fm, dr->images, dr->n);
-        if (st == GPFQ_OK) st = stepper_init(&qs, dr->qmodel, dr->images, dr->n);
+        if (run_float) st = stepper_start(&fs, fm, dr->images, dr->n);
+        if (st == GPFQ_OK) st = stepper_start(&qs, dr->qmodel, dr->images, dr->n);
     }
     for (int layer = 0; st == GPFQ_OK && layer < res->n_layers; layer++) {
         gpfq_layer_report *rep = &res->layers[layer];
@@ -481,11 +447,9 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
         if (!rep->skipped) {
             const float *x = NULL, *y = NULL;
             if (need_data && o->calib_mode == GPFQ_CALIB_PER_LAYER) {
-                stepper_free(&fs);
-                stepper_free(&qs);
                 draw_images(dr, (uint64_t)layer + 1);
-                if (run_float) st = stepper_init(&fs, fm, dr->images, dr->n);
-                if (st == GPFQ_OK) st = stepper_init(&qs, dr->qmodel, dr->images, dr->n);
+                if (run_float) st = stepper_start(&fs, fm, dr->images, dr->n);
+                if (st == GPFQ_OK) st = stepper_start(&qs, dr->qmodel, dr->images, dr->n);
             }
             if (st == GPFQ_OK && run_float) st = stepper_advance(&fs, j);
             if (st == GPFQ_OK && need_data) st = stepper_advance(&qs, j);
@@ -526,16 +490,15 @@ gpfq_status gpfq_float_inputs(const gpfq_model *model, const gpfq_dataset *train
     stepper fs = {0};
     if (st == GPFQ_OK && o->calib_mode == GPFQ_CALIB_SHARED) {
         draw_images(&dr, 0);
-        st = stepper_init(&fs, fmodel, dr.images, dr.n);
+        st = stepper_start(&fs, fmodel, dr.images, dr.n);
     }
     int layer = 0;
     for (int j = 0; st == GPFQ_OK && j < fmodel->n_nodes; j++) {
         const gpfq_node *node = &fmodel->nodes[j];
         if (!gpfq_node_is_quantizable(node)) continue;
         if (o->calib_mode == GPFQ_CALIB_PER_LAYER) {
-            stepper_free(&fs);
             draw_images(&dr, (uint64_t)layer + 1);
-            st = stepper_init(&fs, fmodel, dr.images, dr.n);
+            st = stepper_start(&fs, fmodel, dr.images, dr.n);
         }
         if (st == GPFQ_OK) st = stepper_advance(&fs, j);
         if (st == GPFQ_OK) sink(ctx, layer, j, stepper_value(&fs, node->inputs[0]), dr.n);
