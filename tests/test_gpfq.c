@@ -281,9 +281,75 @@ static void test_driver(const char *fixtures) {
     gpfq_model_free(m);
 }
 
+/* Evaluation workers and the stoppable forward pass. */
+static void test_eval_and_ranges(const char *fixtures) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/model_lenet_small.h5", fixtures);
+    gpfq_model *m = NULL;
+    CHECK(gpfq_model_load(path, &m) == GPFQ_OK, "%s", gpfq_last_error());
+    if (!m) return;
+    gpfq_dataset data = {.n = 203, .c = 1, .h = 28, .w = 28, .num_classes = 10};
+    data.images = malloc(data.n * 784);
+    data.labels = malloc(data.n);
+    unsigned long long state = 5;
+    for (size_t i = 0; i < data.n * 784; i++)
+        data.images[i] = (uint8_t)((check_rand(&state) + 1) * 127);
+    for (size_t i = 0; i < data.n; i++) data.labels[i] = (uint8_t)(i * 7 % 10);
+
+    /* the counts do not depend on how the images are shared out */
+    gpfq_eval_options o;
+    gpfq_eval_options_default(&o);
+    o.batch = 32;
+    gpfq_eval_result one, r;
+    CHECK(gpfq_evaluate_with(m, &data, &o, &one) == GPFQ_OK, "%s", gpfq_last_error());
+    CHECK(one.images == 203 && one.nonfinite == 0, "%zu images", one.images);
+    const int workers[] = {2, 3, 7, 500};
+    for (int k = 0; k < 4; k++) {
+        o.workers = workers[k];
+        CHECK(gpfq_evaluate_with(m, &data, &o, &r) == GPFQ_OK, "%s", gpfq_last_error());
+        CHECK(r.images == one.images && r.top1 == one.top1 && r.top5 == one.top5,
+              "%d workers: %zu/%zu/%zu vs %zu/%zu/%zu", workers[k], r.images, r.top1, r.top5,
+              one.images, one.top1, one.top5);
+    }
+
+    /* a pass run in pieces equals one run */
+    gpfq_forward *whole = NULL, *pieces = NULL;
+    CHECK(gpfq_forward_create(m, 8, &whole) == GPFQ_OK, "%s", gpfq_last_error());
+    CHECK(gpfq_forward_create(m, 8, &pieces) == GPFQ_OK, "%s", gpfq_last_error());
+    float input[8 * 784];
+    gpfq_dataset_batch(&data, m->mean, m->std, 0, NULL, 8, input);
+    const float *logits = NULL;
+    gpfq_forward_run(whole, input, 8, &logits);
+    int ok = 1;
+    for (int cut = 0; cut <= m->n_nodes; cut++) {
+        ok &= gpfq_forward_range(pieces, input, 8, 0, cut) == GPFQ_OK;
+        ok &= gpfq_forward_range(pieces, input, 8, cut, m->n_nodes) == GPFQ_OK;
+        ok &= memcmp(gpfq_forward_output(pieces, m->n_nodes - 1), logits,
+                     8 * (size_t)m->num_classes * sizeof(float)) == 0;
+    }
+    CHECK(ok, "a pass cut after any node gives the same logits");
+    CHECK(gpfq_forward_range(pieces, input, 8, 2, 1) == GPFQ_ERR_ARG, "a backwards range");
+    gpfq_forward_free(whole);
+    gpfq_forward_free(pieces);
+
+    /* non-finite logits: counted, or an error naming the first such image */
+    m->nodes[m->n_nodes - 1].weight[0] = NAN;
+    o.workers = 3;
+    CHECK(gpfq_evaluate_with(m, &data, &o, &r) == GPFQ_OK, "%s", gpfq_last_error());
+    CHECK(r.nonfinite == 203, "%zu images with a NaN logit", r.nonfinite);
+    o.require_finite = 1;
+    o.what = "the test model";
+    CHECK(gpfq_evaluate_with(m, &data, &o, &r) == GPFQ_ERR_NUMERIC, "NaN logits fail");
+    CHECK_CONTAINS(gpfq_last_error(), "the test model's outputs are not finite");
+    CHECK_CONTAINS(gpfq_last_error(), "on test image 0:");
+    gpfq_dataset_free(&data);
+    gpfq_model_free(m);
+}
+
 int main(int argc, char **argv) {
     test_quantizers();
     test_forms();
     test_driver(argc > 1 ? argv[1] : "tests/fixtures");
+    test_eval_and_ranges(argc > 1 ? argv[1] : "tests/fixtures");
     return check_report("test_gpfq");
 }

@@ -38,6 +38,12 @@ void cli_set_threads(int threads);
 int cli_blas_threads(void);
 const char *cli_blas_core(void);
 
+/* Evaluates with one worker thread per BLAS thread (o->workers is set here),
+ * BLAS single-threaded meanwhile: every op of the forward pass then runs in
+ * parallel, not only the GEMMs. */
+gpfq_status cli_evaluate(const gpfq_model *model, const gpfq_dataset *data, gpfq_eval_options *o,
+                         gpfq_eval_result *result);
+
 /* "12.3k" style counts. */
 void cli_human_count(double value, char *buf, size_t size);
 

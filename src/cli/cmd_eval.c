@@ -23,7 +23,8 @@ static const char eval_usage[] =
     "                      " GPFQ_FASHION_MNIST_DIR ")\n"
     "  -b, --batch N       images per forward pass (default 256)\n"
     "  -n, --limit N       evaluate only the first N test images\n"
-    "  -t, --threads N     BLAS threads (default: OpenBLAS's choice)\n"
+    "  -t, --threads N     threads, each evaluating a share of the images with\n"
+    "                      single-threaded BLAS (default: OpenBLAS's thread count)\n"
     "  -h, --help          this message\n";
 
 typedef struct {
@@ -100,8 +101,13 @@ int cmd_eval(int argc, char **argv) {
 
     progress_state progress = {isatty(2), 0.0};
     gpfq_eval_result r;
-    gpfq_status st =
-        gpfq_evaluate(model, &test, (size_t)batch, (size_t)limit, &r, show_progress, &progress);
+    gpfq_eval_options o;
+    gpfq_eval_options_default(&o);
+    o.batch = (size_t)batch;
+    o.limit = (size_t)limit;
+    o.progress = show_progress;
+    o.progress_ctx = &progress;
+    gpfq_status st = cli_evaluate(model, &test, &o, &r);
     if (st != GPFQ_OK) {
         gpfq_dataset_free(&test);
         gpfq_model_free(model);
@@ -112,9 +118,9 @@ int cmd_eval(int argc, char **argv) {
     if (!isnan(model->float_top1))
         printf("recorded %.2f%% / %.2f%% top-1/top-5 in the model file\n",
                100.0 * model->float_top1, 100.0 * model->float_top5);
-    printf("speed    %.0f images/s (%.3f s, batch %ld, %d BLAS thread%s, %s kernel)\n",
-           r.images / r.seconds, r.seconds, batch, cli_blas_threads(),
-           cli_blas_threads() == 1 ? "" : "s", cli_blas_core());
+    printf("speed    %.0f images/s (%.3f s, batch %ld, %d thread%s, %s kernel)\n",
+           r.images / r.seconds, r.seconds, batch, o.workers, o.workers == 1 ? "" : "s",
+           cli_blas_core());
     gpfq_dataset_free(&test);
     gpfq_model_free(model);
     return 0;

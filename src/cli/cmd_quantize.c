@@ -63,7 +63,8 @@ static const char quantize_usage[] =
     "  --log FILE                  append a CSV row (research code's columns)\n"
     "  --eval-batch N              images per forward pass in evaluation (default 256)\n"
     "  --limit N                   evaluate only the first N test images\n"
-    "  --threads N                 BLAS threads (default: OpenBLAS's choice)\n"
+    "  --threads N                 threads: BLAS threads while quantizing, worker\n"
+    "                              threads in evaluation (default: OpenBLAS's count)\n"
     "  --form auto|gram|ublock|ref GPFQ layer algorithm (default auto: the cheaper)\n"
     "  -h, --help                  this message\n"
     "\n"
@@ -384,8 +385,11 @@ static void print_layer(void *ctx, const gpfq_layer_report *r, int index, int to
 
 static int evaluate(const char *what, const gpfq_model *m, const gpfq_dataset *test,
                     const quantize_args *a, gpfq_eval_result *r) {
-    if (gpfq_evaluate(m, test, (size_t)a->eval_batch, (size_t)a->limit, r, NULL, NULL) != GPFQ_OK)
-        return cli_fail("quantize", NULL);
+    gpfq_eval_options o;
+    gpfq_eval_options_default(&o);
+    o.batch = (size_t)a->eval_batch;
+    o.limit = (size_t)a->limit;
+    if (cli_evaluate(m, test, &o, r) != GPFQ_OK) return cli_fail("quantize", NULL);
     printf("%-9s top-1 %6.2f%%  top-5 %6.2f%%  (%zu images, %.2f s)\n", what,
            100.0 * r->top1 / r->images, 100.0 * r->top5 / r->images, r->images, r->seconds);
     return 0;

@@ -81,6 +81,16 @@ int cli_blas_threads(void) {
     return openblas_get_num_threads();
 }
 
+gpfq_status cli_evaluate(const gpfq_model *model, const gpfq_dataset *data, gpfq_eval_options *o,
+                         gpfq_eval_result *result) {
+    const int threads = cli_blas_threads();
+    o->workers = threads;
+    if (threads > 1) openblas_set_num_threads(1);
+    gpfq_status st = gpfq_evaluate_with(model, data, o, result);
+    if (threads > 1) openblas_set_num_threads(threads);
+    return st;
+}
+
 const char *cli_blas_core(void) {
     return openblas_get_corename();
 }

@@ -3,7 +3,11 @@
  */
 #include "gpfq/eval.h"
 
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 double gpfq_now(void) {
@@ -34,41 +38,154 @@ gpfq_status gpfq_eval_check(const gpfq_model *model, const gpfq_dataset *data) {
     return GPFQ_OK;
 }
 
+void gpfq_eval_options_default(gpfq_eval_options *o) {
+    memset(o, 0, sizeof *o);
+    o->batch = 256;
+    o->workers = 1;
+    o->what = "the model";
+}
+
+/* One worker's share: images [first, last). Workers keep their own error
+ * message, since gpfq_fail's is per thread. */
+typedef struct {
+    const gpfq_model *model;
+    const gpfq_dataset *data;
+    const gpfq_eval_options *o;
+    size_t first, last, total;
+    pthread_mutex_t *lock;
+    size_t *done; /* images done by every worker, under lock */
+    gpfq_eval_result r;
+    gpfq_status st;
+    size_t bad_image; /* with require_finite: the first image with a non-finite logit */
+    char message[1024];
+} eval_part;
+
+static void part_fail(eval_part *p, gpfq_status st) {
+    p->st = st;
+    snprintf(p->message, sizeof p->message, "%s", gpfq_last_error());
+}
+
+static void *eval_part_run(void *arg) {
+    eval_part *p = arg;
+    const gpfq_model *model = p->model;
+    const int classes = model->num_classes;
+    const size_t span = p->last - p->first;
+    const size_t batch = p->o->batch < span ? p->o->batch : span;
+    if (batch == 0) return NULL;
+    gpfq_forward *fwd = NULL;
+    gpfq_status st = gpfq_forward_create(model, batch, &fwd);
+    float *input = st == GPFQ_OK
+                       ? gpfq_malloc(batch * gpfq_shape_size(model->input_shape) * sizeof(float),
+                                     "an input batch")
+                       : NULL;
+    if (st == GPFQ_OK && !input) st = GPFQ_ERR_NOMEM;
+    if (st != GPFQ_OK) {
+        part_fail(p, st);
+        gpfq_forward_free(fwd);
+        return NULL;
+    }
+    for (size_t first = p->first; first < p->last; first += batch) {
+        const size_t count = p->last - first < batch ? p->last - first : batch;
+        gpfq_dataset_batch(p->data, model->mean, model->std, first, NULL, count, input);
+        const float *logits = NULL;
+        if ((st = gpfq_forward_run(fwd, input, count, &logits)) != GPFQ_OK) {
+            part_fail(p, st);
+            break;
+        }
+        for (size_t i = 0; i < count; i++) {
+            const float *l = logits + i * (size_t)classes;
+            int finite = 1;
+            for (int k = 0; k < classes; k++) finite &= isfinite(l[k]) != 0;
+            if (!finite && p->o->require_finite) {
+                p->st = GPFQ_ERR_NUMERIC;
+                p->bad_image = first + i;
+                snprintf(p->message, sizeof p->message,
+                         "%s's outputs are not finite (NaN or Inf) on test image %zu: its "
+                         "numbers overflow",
+                         p->o->what ? p->o->what : "the model", first + i);
+                break;
+            }
+            p->r.nonfinite += !finite;
+            const int rank = gpfq_label_rank(l, classes, p->data->labels[first + i]);
+            p->r.top1 += rank < 1;
+            p->r.top5 += rank < 5;
+        }
+        if (p->st != GPFQ_OK) break;
+        p->r.images += count;
+        if (p->o->progress) {
+            pthread_mutex_lock(p->lock);
+            *p->done += count;
+            p->o->progress(p->o->progress_ctx, *p->done, p->total);
+            pthread_mutex_unlock(p->lock);
+        }
+    }
+    free(input);
+    gpfq_forward_free(fwd);
+    return NULL;
+}
+
+gpfq_status gpfq_evaluate_with(const gpfq_model *model, const gpfq_dataset *data,
+                               const gpfq_eval_options *o, gpfq_eval_result *result) {
+    GPFQ_TRY(gpfq_eval_check(model, data));
+    if (o->batch == 0) return gpfq_fail(GPFQ_ERR_ARG, "the batch size must be at least 1");
+    const size_t total = o->limit && o->limit < data->n ? o->limit : data->n;
+    size_t workers = o->workers > 1 ? (size_t)o->workers : 1;
+    if (workers > total) workers = total ? total : 1;
+    eval_part *parts = gpfq_calloc(workers, sizeof *parts, "evaluation workers");
+    pthread_t *threads = gpfq_calloc(workers, sizeof *threads, "evaluation workers");
+    if (!parts || !threads) {
+        free(parts);
+        free(threads);
+        return GPFQ_ERR_NOMEM;
+    }
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    size_t done = 0;
+    const double start = gpfq_now();
+    size_t started = 0;
+    for (size_t w = 0; w < workers; w++) {
+        parts[w] = (eval_part){.model = model,
+                               .data = data,
+                               .o = o,
+                               .first = total * w / workers,
+                               .last = total * (w + 1) / workers,
+                               .total = total,
+                               .lock = &lock,
+                               .done = &done};
+        /* the calling thread takes the first part itself */
+        if (w > 0 && pthread_create(&threads[w], NULL, eval_part_run, &parts[w]) != 0) break;
+        started = w + 1;
+    }
+    if (started < workers) { /* no thread to spare: the rest runs here */
+        for (size_t w = started; w < workers; w++) eval_part_run(&parts[w]);
+    }
+    eval_part_run(&parts[0]);
+    for (size_t w = 1; w < started; w++) pthread_join(threads[w], NULL);
+    gpfq_eval_result r = {0};
+    gpfq_status st = GPFQ_OK;
+    const eval_part *failed = NULL;
+    for (size_t w = 0; w < workers; w++) {
+        r.images += parts[w].r.images;
+        r.top1 += parts[w].r.top1;
+        r.top5 += parts[w].r.top5;
+        r.nonfinite += parts[w].r.nonfinite;
+        if (parts[w].st != GPFQ_OK && !failed) failed = &parts[w]; /* the lowest image first */
+    }
+    r.seconds = gpfq_now() - start;
+    if (failed) st = gpfq_fail(failed->st, "%s", failed->message);
+    free(parts);
+    free(threads);
+    if (st == GPFQ_OK) *result = r;
+    return st;
+}
+
 gpfq_status gpfq_evaluate(const gpfq_model *model, const gpfq_dataset *data, size_t batch,
                           size_t limit, gpfq_eval_result *result, gpfq_progress_fn progress,
                           void *progress_ctx) {
-    GPFQ_TRY(gpfq_eval_check(model, data));
-    size_t total = limit && limit < data->n ? limit : data->n;
-    if (batch == 0) return gpfq_fail(GPFQ_ERR_ARG, "the batch size must be at least 1");
-    if (batch > total && total > 0) batch = total;
-    gpfq_forward *fwd = NULL;
-    GPFQ_TRY(gpfq_forward_create(model, batch, &fwd));
-    const size_t image = gpfq_shape_size(model->input_shape);
-    float *input = gpfq_malloc(batch * image * sizeof(float), "an input batch");
-    if (!input) {
-        gpfq_forward_free(fwd);
-        return GPFQ_ERR_NOMEM;
-    }
-    gpfq_eval_result r = {0};
-    double start = gpfq_now();
-    gpfq_status st = GPFQ_OK;
-    for (size_t first = 0; st == GPFQ_OK && first < total; first += batch) {
-        size_t count = total - first < batch ? total - first : batch;
-        gpfq_dataset_batch(data, model->mean, model->std, first, NULL, count, input);
-        const float *logits = NULL;
-        st = gpfq_forward_run(fwd, input, count, &logits);
-        for (size_t i = 0; st == GPFQ_OK && i < count; i++) {
-            int rank = gpfq_label_rank(logits + i * model->num_classes, model->num_classes,
-                                       data->labels[first + i]);
-            r.top1 += rank < 1;
-            r.top5 += rank < 5;
-        }
-        r.images += count;
-        if (progress) progress(progress_ctx, r.images, total);
-    }
-    r.seconds = gpfq_now() - start;
-    free(input);
-    gpfq_forward_free(fwd);
-    if (st == GPFQ_OK) *result = r;
-    return st;
+    gpfq_eval_options o;
+    gpfq_eval_options_default(&o);
+    o.batch = batch;
+    o.limit = limit;
+    o.progress = progress;
+    o.progress_ctx = progress_ctx;
+    return gpfq_evaluate_with(model, data, &o, result);
 }

@@ -111,47 +111,17 @@ static void fill_config(const sweep_task *t, sweep_row *row) {
     row->retain_rate = q->retain_rate;
 }
 
-/* gpfq_evaluate as the sweep needs it: it also checks the logits, since
- * gpfq_evaluate counts a NaN logit as a miss and a model whose numbers
- * overflow would be recorded as done with a meaningless accuracy. */
+/* The sweep fails a model whose logits are not finite: its accuracy would be
+ * recorded as done and meaningless. */
 static gpfq_status evaluate_checked(const gpfq_model *model, const gpfq_dataset *data, size_t batch,
                                     size_t limit, gpfq_eval_result *result, const char *what) {
-    GPFQ_TRY(gpfq_eval_check(model, data));
-    const size_t total = limit && limit < data->n ? limit : data->n;
-    if (batch == 0) return gpfq_fail(GPFQ_ERR_ARG, "the batch size must be at least 1");
-    if (batch > total && total > 0) batch = total;
-    gpfq_forward *fwd = NULL;
-    GPFQ_TRY(gpfq_forward_create(model, batch, &fwd));
-    const int classes = model->num_classes;
-    float *input =
-        gpfq_malloc(batch * gpfq_shape_size(model->input_shape) * sizeof(float), "an input batch");
-    gpfq_status st = input ? GPFQ_OK : GPFQ_ERR_NOMEM;
-    gpfq_eval_result r = {0};
-    const double start = gpfq_now();
-    for (size_t first = 0; st == GPFQ_OK && first < total; first += batch) {
-        const size_t count = total - first < batch ? total - first : batch;
-        gpfq_dataset_batch(data, model->mean, model->std, first, NULL, count, input);
-        const float *logits = NULL;
-        st = gpfq_forward_run(fwd, input, count, &logits);
-        for (size_t i = 0; st == GPFQ_OK && i < count; i++) {
-            const float *l = logits + i * (size_t)classes;
-            for (int k = 0; st == GPFQ_OK && k < classes; k++)
-                if (!isfinite(l[k]))
-                    st = gpfq_fail(GPFQ_ERR_NUMERIC,
-                                   "%s's outputs are not finite (NaN or Inf) on test image %zu: "
-                                   "its numbers overflow",
-                                   what, first + i);
-            const int rank = gpfq_label_rank(l, classes, data->labels[first + i]);
-            r.top1 += rank < 1;
-            r.top5 += rank < 5;
-        }
-        r.images += count;
-    }
-    r.seconds = gpfq_now() - start;
-    free(input);
-    gpfq_forward_free(fwd);
-    if (st == GPFQ_OK) *result = r;
-    return st;
+    gpfq_eval_options o;
+    gpfq_eval_options_default(&o);
+    o.batch = batch;
+    o.limit = limit;
+    o.require_finite = 1;
+    o.what = what;
+    return gpfq_evaluate_with(model, data, &o, result);
 }
 
 static void run_task(sweep_state *s, int index, task_result *out) {
