@@ -91,7 +91,8 @@ void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *X
 void gpfq_msq_layer(const float *weight, size_t N, size_t d, const gpfq_alphabet *a,
                     int32_t *codes);
 
-/* ||W Xt - Q Yt||_F and ||W Xt||_F over the m columns (Q: quantized values). */
+/* ||W Xt - Q Yt||_F and ||W Xt||_F over the m columns (Q: quantized values).
+ * With quantized and error NULL, only the reference norm. */
 gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t N, size_t d,
                              const float *Xt, const float *Yt, size_t m, double *error,
                              double *reference_norm);

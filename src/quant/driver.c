@@ -151,13 +151,33 @@ typedef struct {
     size_t rows_per_group; /* N / groups */
     size_t d;              /* inputs per neuron */
     size_t m;              /* calibration columns */
-    float *Xt, *Yt;        /* (groups, d, m) */
+    float *Xt, *Yt;        /* (groups, d, m), in the layer_store */
 } layer_data;
 
-static void layer_data_free(layer_data *L) {
-    free(L->Xt);
-    free(L->Yt);
-    memset(L, 0, sizeof *L);
+/* Xt and Yt of the current layer, kept from layer to layer: fresh buffers of
+ * tens of MB per layer would cost as much in page faults as filling them. */
+typedef struct {
+    float *x, *y;
+    size_t capacity; /* floats each */
+} layer_store;
+
+static void layer_store_free(layer_store *s) {
+    free(s->x);
+    free(s->y);
+    memset(s, 0, sizeof *s);
+}
+
+static gpfq_status layer_store_reserve(layer_store *s, size_t floats) {
+    if (floats <= s->capacity) return GPFQ_OK;
+    layer_store_free(s);
+    s->x = gpfq_malloc(floats * sizeof(float), "layer inputs X");
+    s->y = gpfq_malloc(floats * sizeof(float), "layer inputs Y");
+    if (!s->x || !s->y) {
+        layer_store_free(s);
+        return GPFQ_ERR_NOMEM;
+    }
+    s->capacity = floats;
+    return GPFQ_OK;
 }
 
 /* Conv unfolding geometry: the layer's padding and dilation, its own stride or
@@ -183,9 +203,33 @@ static gpfq_conv_geom unfold_geom(const gpfq_node *node, int stride_kernel) {
     return g;
 }
 
+/* Writes the picked patches of one image's channels [c0, c0 + cg) as columns
+ * of dst (d rows of stride m): what im2col would give for those patches, without
+ * unfolding the patches that are not kept. corner_y/x: each patch's top-left
+ * input position (may lie in the padding). */
+static void gather_patches(const gpfq_conv_geom *g, const float *image, int c0, int cg,
+                           const int *corner_y, const int *corner_x, size_t keep, float *dst,
+                           size_t m) {
+    const int ih = g->in_h, iw = g->in_w;
+    for (int c = 0; c < cg; c++) {
+        const float *plane = image + (size_t)(c0 + c) * ih * iw;
+        for (int ki = 0; ki < g->kernel_h; ki++)
+            for (int kj = 0; kj < g->kernel_w; kj++) {
+                const int dy = ki * g->dilation_h, dx = kj * g->dilation_w;
+                float *row = dst + ((size_t)(c * g->kernel_h + ki) * g->kernel_w + kj) * m;
+                for (size_t j = 0; j < keep; j++) {
+                    const int sy = corner_y[j] + dy, sx = corner_x[j] + dx;
+                    row[j] = (unsigned)sy < (unsigned)ih && (unsigned)sx < (unsigned)iw
+                                 ? plane[(size_t)sy * iw + sx]
+                                 : 0.0f;
+                }
+            }
+    }
+}
+
 static gpfq_status build_layer_data(const gpfq_node *node, int layer, const float *x,
                                     const float *y, size_t n, const gpfq_quant_options *o,
-                                    layer_data *L) {
+                                    layer_store *store, layer_data *L) {
     memset(L, 0, sizeof *L);
     const size_t N = (size_t)node->weight_dims[0];
     if (node->op == GPFQ_OP_LINEAR) {
@@ -193,12 +237,9 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
         L->rows_per_group = N;
         L->d = (size_t)node->weight_dims[1];
         L->m = n;
-        L->Xt = gpfq_malloc(L->d * n * sizeof(float), "layer inputs X");
-        L->Yt = gpfq_malloc(L->d * n * sizeof(float), "layer inputs Y");
-        if (!L->Xt || !L->Yt) {
-            layer_data_free(L);
-            return GPFQ_ERR_NOMEM;
-        }
+        GPFQ_TRY(layer_store_reserve(store, L->d * n));
+        L->Xt = store->x;
+        L->Yt = store->y;
         for (size_t i = 0; i < n; i++)
             for (size_t t = 0; t < L->d; t++) {
                 L->Xt[t * n + i] = x[i * L->d + t];
@@ -217,30 +258,29 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
     L->rows_per_group = N / L->groups;
     L->d = (size_t)cg * g.kernel_h * g.kernel_w;
     L->m = n * keep;
-    size_t floats = L->groups * L->d * L->m;
-    L->Xt = gpfq_malloc(floats * sizeof(float), "layer patches X");
-    L->Yt = gpfq_malloc(floats * sizeof(float), "layer patches Y");
-    float *colx = gpfq_malloc(L->d * patches * sizeof(float), "an unfolded image");
-    float *coly = gpfq_malloc(L->d * patches * sizeof(float), "an unfolded image");
+    GPFQ_TRY(layer_store_reserve(store, L->groups * L->d * L->m));
+    L->Xt = store->x;
+    L->Yt = store->y;
     size_t *picked = malloc(keep * sizeof(size_t)), *pool = malloc(patches * sizeof(size_t));
-    gpfq_status st = (L->Xt && L->Yt && colx && coly && picked && pool) ? GPFQ_OK : GPFQ_ERR_NOMEM;
+    int *corner_y = malloc(keep * sizeof(int)), *corner_x = malloc(keep * sizeof(int));
+    gpfq_status st = picked && pool && corner_y && corner_x ? GPFQ_OK : GPFQ_ERR_NOMEM;
     const size_t image = gpfq_shape_size(node->in_shape);
     const uint64_t key = mix(mix(o->seed, STREAM_PATCHES), (uint64_t)layer);
     for (size_t i = 0; st == GPFQ_OK && i < n; i++) {
         sample_indices(mix(key, i), patches, keep, o->with_replacement, picked, pool);
+        for (size_t j = 0; j < keep; j++) {
+            corner_y[j] = (int)(picked[j] / (size_t)g.out_w) * g.stride_h - g.pad_h;
+            corner_x[j] = (int)(picked[j] % (size_t)g.out_w) * g.stride_w - g.pad_w;
+        }
         for (size_t grp = 0; grp < L->groups; grp++) {
-            gpfq_im2col(&g, x + i * image, (int)grp * cg, cg, colx, patches);
-            gpfq_im2col(&g, y + i * image, (int)grp * cg, cg, coly, patches);
-            float *xt = L->Xt + grp * L->d * L->m, *yt = L->Yt + grp * L->d * L->m;
-            for (size_t t = 0; t < L->d; t++)
-                for (size_t j = 0; j < keep; j++) {
-                    xt[t * L->m + i * keep + j] = colx[t * patches + picked[j]];
-                    yt[t * L->m + i * keep + j] = coly[t * patches + picked[j]];
-                }
+            const size_t at = grp * L->d * L->m + i * keep;
+            gather_patches(&g, x + i * image, (int)grp * cg, cg, corner_y, corner_x, keep,
+                           L->Xt + at, L->m);
+            gather_patches(&g, y + i * image, (int)grp * cg, cg, corner_y, corner_x, keep,
+                           L->Yt + at, L->m);
         }
     }
-    free(colx), free(coly), free(picked), free(pool);
-    if (st != GPFQ_OK) layer_data_free(L);
+    free(picked), free(pool), free(corner_y), free(corner_x);
     return st;
 }
 
@@ -352,6 +392,7 @@ typedef struct {
     size_t *indices; /* (n) */
     size_t *pool;    /* (train->n) */
     float *images;   /* (n, C, H, W) */
+    layer_store store;
 } driver;
 
 static void draw_images(driver *dr, uint64_t stream) {
@@ -388,7 +429,7 @@ static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, c
         rep->error = rep->relative_error = NAN;
     } else {
         layer_data L;
-        GPFQ_TRY(build_layer_data(fnode, layer, x, y, dr->n, o, &L));
+        GPFQ_TRY(build_layer_data(fnode, layer, x, y, dr->n, o, &dr->store, &L));
         rep->samples = L.m;
         double err2 = 0, ref2 = 0;
         gpfq_status st = GPFQ_OK;
@@ -403,7 +444,6 @@ static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, c
             ref2 += ref * ref;
         }
         if (st == GPFQ_OK && o->bias_correction) st = correct_bias(qnode, fnode->weight, &L);
-        layer_data_free(&L);
         GPFQ_TRY(st);
         rep->error = sqrt(err2);
         rep->relative_error = ref2 > 0 ? sqrt(err2 / ref2) : 0.0;
@@ -563,6 +603,7 @@ gpfq_status gpfq_quantize_model_with(const gpfq_model *model, const gpfq_dataset
     if (st == GPFQ_OK && last >= 0 && o->keep_last_float)
         result->layers[result->n_layers - 1].skipped = 1;
     if (st == GPFQ_OK) st = run_layers(&dr, result, on_layer, ctx);
+    layer_store_free(&dr.store);
     free(dr.indices), free(dr.pool), free(dr.images);
     gpfq_model_free(fmodel);
     if (st != GPFQ_OK) {

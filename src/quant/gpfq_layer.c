@@ -121,9 +121,12 @@ static gpfq_status layer_gram(const float *Wt, size_t N, size_t d, const float *
     return GPFQ_OK;
 }
 
+/* When err2 is given, U is advanced past the last block too: it is then the
+ * residual W Xt - Q Yt, and *err2 its squared norm, for one block's GEMMs instead
+ * of gpfq_layer_error's two full products. */
 static gpfq_status layer_ublock(const float *Wt, size_t N, size_t d, const float *Xt,
                                 const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
-                                float *Qt, int32_t *codes) {
+                                float *Qt, int32_t *codes, double *err2) {
     float *U = gpfq_calloc(N * m, sizeof(float), "the GPFQ residual U");
     float *P = gpfq_malloc(block * N * sizeof(float), "the GPFQ arguments");
     float *Gb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
@@ -152,13 +155,18 @@ static gpfq_status layer_ublock(const float *Wt, size_t N, size_t d, const float
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)N, (int)B, 1.0f, Gb,
                     (int)B, Wb, (int)N, 1.0f, P, (int)N);
         sweep_block(P, B, N, Hb, B, t0, d, a, Qt, codes);
-        if (t0 + B < d) {
+        if (t0 + B < d || err2) {
             /* U += W_b X_b - Q_b Y_b, with W_b = Wb^T (N x B) */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)m, (int)B, 1.0f, Wb,
                         (int)N, Xb, (int)m, 1.0f, U, (int)m);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)m, (int)B, -1.0f,
                         Qt + t0 * N, (int)N, Yb, (int)m, 1.0f, U, (int)m);
         }
+    }
+    if (err2) {
+        double sum = 0.0;
+        for (size_t k = 0; k < N * m; k++) sum += (double)U[k] * U[k];
+        *err2 = sum;
     }
     free(U), free(P), free(Gb), free(Hb);
     return GPFQ_OK;
@@ -175,9 +183,9 @@ gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t
                              double *reference_norm) {
     /* in chunks of columns to bound memory */
     const size_t chunk = m < 8192 ? m : 8192;
-    float *E = gpfq_malloc(N * chunk * sizeof(float), "the layer error");
     float *R = gpfq_malloc(N * chunk * sizeof(float), "the layer output");
-    if (!E || !R) {
+    float *E = quantized ? gpfq_malloc(N * chunk * sizeof(float), "the layer error") : NULL;
+    if (!R || (quantized && !E)) {
         free(E), free(R);
         return GPFQ_ERR_NOMEM;
     }
@@ -187,16 +195,15 @@ gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t
         /* R = W Xt[:, c0:c0+c]; E = R - Q Yt[:, c0:c0+c] */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)c, (int)d, 1.0f, weight,
                     (int)d, Xt + c0, (int)m, 0.0f, R, (int)c);
+        for (size_t k = 0; k < N * c; k++) ref += (double)R[k] * R[k];
+        if (!quantized) continue;
         memcpy(E, R, N * c * sizeof(float));
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)c, (int)d, -1.0f,
                     quantized, (int)d, Yt + c0, (int)m, 1.0f, E, (int)c);
-        for (size_t k = 0; k < N * c; k++) {
-            err += (double)E[k] * E[k];
-            ref += (double)R[k] * R[k];
-        }
+        for (size_t k = 0; k < N * c; k++) err += (double)E[k] * E[k];
     }
     free(E), free(R);
-    *error = sqrt(err);
+    if (error) *error = sqrt(err);
     *reference_norm = sqrt(ref);
     return GPFQ_OK;
 }
@@ -212,6 +219,7 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
     if (block > d) block = d;
     if (form == GPFQ_FORM_AUTO) form = choose_form(N, d, m, block);
     gpfq_status st = GPFQ_OK;
+    double err2 = -1.0; /* the residual's squared norm, when the form gives it */
     if (form == GPFQ_FORM_REF) {
         gpfq_gpfq_layer_ref(weight, N, d, Xt, Yt, m, a, codes);
     } else {
@@ -220,8 +228,9 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
         if (!Wt || !Qt) st = GPFQ_ERR_NOMEM;
         if (st == GPFQ_OK) {
             transpose(weight, N, d, Wt);
-            st = form == GPFQ_FORM_GRAM ? layer_gram(Wt, N, d, Xt, Yt, m, a, block, Qt, codes)
-                                        : layer_ublock(Wt, N, d, Xt, Yt, m, a, block, Qt, codes);
+            st = form == GPFQ_FORM_GRAM
+                     ? layer_gram(Wt, N, d, Xt, Yt, m, a, block, Qt, codes)
+                     : layer_ublock(Wt, N, d, Xt, Yt, m, a, block, Qt, codes, stats ? &err2 : NULL);
         }
         free(Wt), free(Qt);
     }
@@ -233,7 +242,12 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
         stats->form = form;
         stats->seconds = gpfq_now() - start;
         double ref = 0.0;
-        st = gpfq_layer_error(weight, values, N, d, Xt, Yt, m, &stats->error, &ref);
+        if (err2 >= 0.0) {
+            stats->error = sqrt(err2);
+            st = gpfq_layer_error(weight, NULL, N, d, Xt, Yt, m, NULL, &ref);
+        } else {
+            st = gpfq_layer_error(weight, values, N, d, Xt, Yt, m, &stats->error, &ref);
+        }
         stats->relative_error = ref > 0 ? stats->error / ref : 0.0;
     }
     if (!quantized) free(values);
