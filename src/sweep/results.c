@@ -549,21 +549,40 @@ gpfq_status sweep_results_close(sweep_results *r) {
     return st;
 }
 
-gpfq_status sweep_results_read(const char *path, sweep_row **rows, size_t *count) {
+static void terminate_layer_rows(void *rows, size_t n) {
+    sweep_layer_row *r = rows;
+    for (size_t i = 0; i < n; i++) TERMINATE(r[i].task_id), TERMINATE(r[i].name);
+}
+
+static void terminate_result_rows(void *rows, size_t n) {
+    terminate_rows(rows, n);
+}
+
+/* One of the file's tables, whole: /NAME as rows of row_size bytes in the
+ * memory type make_type() gives, string fields terminated by `terminate`. */
+static gpfq_status read_table(const char *path, const char *name, size_t row_size,
+                              hid_t (*make_type)(void), void (*terminate)(void *, size_t),
+                              void **rows, size_t *count) {
     *rows = NULL;
     *count = 0;
     hid_t file;
     GPFQ_TRY(gpfq_h5_open_read(path, &file));
     gpfq_status st = check_context(file, path, NULL);
-    hid_t ds = st == GPFQ_OK ? H5Dopen2(file, "results", H5P_DEFAULT) : H5I_INVALID_HID;
-    if (st == GPFQ_OK && ds < 0) st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: /results is missing", path);
+    hid_t ds = st == GPFQ_OK ? H5Dopen2(file, name, H5P_DEFAULT) : H5I_INVALID_HID;
+    if (st == GPFQ_OK && ds < 0) st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: /%s is missing", path, name);
     size_t n = 0;
-    if (st == GPFQ_OK) st = table_rows(ds, path, "results", sizeof(sweep_row), &n);
+    if (st == GPFQ_OK) st = table_rows(ds, path, name, row_size, &n);
     if (st == GPFQ_OK) {
-        hid_t type = make_row_type();
-        *rows = calloc(n ? n : 1, sizeof(sweep_row));
-        st = *rows ? read_all(ds, type, n, *rows) : gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
-        if (st == GPFQ_OK) *count = n;
+        hid_t type = make_type();
+        *rows = calloc(n ? n : 1, row_size);
+        if (!*rows)
+            st = gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
+        else if (n && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, *rows) < 0)
+            st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: the %s table cannot be read", path, name);
+        if (st == GPFQ_OK) {
+            terminate(*rows, n);
+            *count = n;
+        }
         H5Tclose(type);
     }
     if (ds >= 0) H5Dclose(ds);
@@ -575,35 +594,14 @@ gpfq_status sweep_results_read(const char *path, sweep_row **rows, size_t *count
     return st;
 }
 
+gpfq_status sweep_results_read(const char *path, sweep_row **rows, size_t *count) {
+    return read_table(path, "results", sizeof(sweep_row), make_row_type, terminate_result_rows,
+                      (void **)rows, count);
+}
+
 gpfq_status sweep_results_read_layers(const char *path, sweep_layer_row **rows, size_t *count) {
-    *rows = NULL;
-    *count = 0;
-    hid_t file;
-    GPFQ_TRY(gpfq_h5_open_read(path, &file));
-    gpfq_status st = check_context(file, path, NULL);
-    hid_t ds = st == GPFQ_OK ? H5Dopen2(file, "layers", H5P_DEFAULT) : H5I_INVALID_HID;
-    if (st == GPFQ_OK && ds < 0) st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: /layers is missing", path);
-    size_t n = 0;
-    if (st == GPFQ_OK) st = table_rows(ds, path, "layers", sizeof(sweep_layer_row), &n);
-    if (st == GPFQ_OK) {
-        hid_t type = make_layer_type();
-        *rows = calloc(n ? n : 1, sizeof(sweep_layer_row));
-        if (!*rows)
-            st = gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
-        else if (n && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, *rows) < 0)
-            st = gpfq_fail(GPFQ_ERR_FORMAT, "%s: the layers table cannot be read", path);
-        for (size_t i = 0; st == GPFQ_OK && i < n; i++)
-            TERMINATE((*rows)[i].task_id), TERMINATE((*rows)[i].name);
-        if (st == GPFQ_OK) *count = n;
-        H5Tclose(type);
-    }
-    if (ds >= 0) H5Dclose(ds);
-    H5Fclose(file);
-    if (st != GPFQ_OK) {
-        free(*rows);
-        *rows = NULL;
-    }
-    return st;
+    return read_table(path, "layers", sizeof(sweep_layer_row), make_layer_type,
+                      terminate_layer_rows, (void **)rows, count);
 }
 
 gpfq_status sweep_results_attr(const char *path, const char *name, char **value) {
