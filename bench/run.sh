@@ -281,10 +281,15 @@ for m in "${models[@]}"; do
         --batch 256 --threads $THREADS --data-dir "$DATA_DIR"
     peer "$o.tno" no "$PYTHON" bench/torch_eval.py --model "$f" --arch "$m" --images "$n" \
         --batch 256 --threads $THREADS --data-dir "$DATA_DIR" --no-check
+    # the same with the kernel OpenBLAS picks for this CPU when OPENBLAS_CORETYPE is unset
+    timed "$o.gauto" env -u OPENBLAS_CORETYPE "$GPFQ" eval --model "$f" --data-dir "$DATA_DIR" \
+        --limit "$n" --batch 256 --threads $THREADS
+    auto_kernel=$(sed -n 's/^speed .*, \([A-Za-z0-9]*\) kernel).*/\1/p' "$o.gauto")
     fl=$(flops_of "$m")
-    g=$(ips "$o.g") ty=$(ips "$o.tyes") tn=$(ips "$o.tno")
-    echo "  $m ($n images, $(awk -v f="$fl" 'BEGIN { printf "%.2f", f / 1e6 }') MFLOP/image): gpfq $g img/s, torch $ty img/s (tunables) / $tn img/s (none); torch: $(sed -n 's/^torch *//p' "$o.tyes")"
+    g=$(ips "$o.g") ty=$(ips "$o.tyes") tn=$(ips "$o.tno") ga=$(ips "$o.gauto")
+    echo "  $m ($n images, $(awk -v f="$fl" 'BEGIN { printf "%.2f", f / 1e6 }') MFLOP/image): gpfq $g img/s ($ga with OpenBLAS's own kernel, $auto_kernel), torch $ty img/s (tunables) / $tn img/s (none); torch: $(sed -n 's/^torch *//p' "$o.tyes")"
     rrow "$m eval images/s" "$g" "$ty" "$tn"
+    [ -z "${OPENBLAS_CORETYPE-}" ] || rrow "$m eval images/s, OpenBLAS's own kernel ($auto_kernel)" "$ga" "$ty" "$tn"
     gg=$(gflops "$fl" "$g") gy=$(gflops "$fl" "$ty") gn=$(gflops "$fl" "$tn")
     # the cells carry the share of the sgemm peak; the ratios are of the bare numbers
     rows+=("$(printf '%-46s %12s %12s %12s %7s %7s' "$m forward GFLOP/s (% of sgemm peak)" \
