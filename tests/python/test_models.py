@@ -233,7 +233,8 @@ def recorded_counts(path):
 
 def test_shipped_models_present():
     names = {os.path.basename(p) for p in SHIPPED}
-    assert {"mlp_fashion.h5", "lenet5_fashion.h5", "resnet20_fashion.h5"} <= names, names
+    assert {"mlp_fashion.h5", "lenet5_fashion.h5", "resnet20_fashion.h5",
+            "resnet18_fashion.h5"} <= names, names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=os.path.basename)
