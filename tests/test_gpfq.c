@@ -256,6 +256,14 @@ static void test_driver(const char *fixtures) {
     CHECK(memcmp(b.model->nodes[3].weight, m->nodes[3].weight, m->nodes[3].weight_count * 4) == 0,
           "an ignored layer keeps its float weights");
     gpfq_quant_result_free(&b);
+    /* an alphabet that cannot be made names its layer */
+    gpfq_quant_options l0 = o;
+    l0.ignore = NULL;
+    l0.n_ignore = 0;
+    l0.quantizer = GPFQ_QUANTIZER_L0;
+    l0.reg_lambda = 100.0;
+    CHECK(gpfq_quantize_model(m, &train, &l0, &b, NULL, NULL) == GPFQ_ERR_ARG, "L0 lambda 100");
+    CHECK_CONTAINS(gpfq_last_error(), "layer 'conv1': L0 lambda 100 is not below");
     const char *bad[] = {"nosuch"};
     o.ignore = bad;
     CHECK(gpfq_quantize_model(m, &train, &o, &b, NULL, NULL) == GPFQ_ERR_ARG, "unknown ignore");

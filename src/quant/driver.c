@@ -411,10 +411,11 @@ static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, c
     const size_t N = (size_t)fnode->weight_dims[0];
     const size_t d_all = fnode->weight_count / N;
     gpfq_alphabet a;
-    GPFQ_TRY(
+    gpfq_status made =
         gpfq_alphabet_make(fnode->weight, N, d_all, o->bits, linear ? o->mlp_scalar : o->cnn_scalar,
                            linear ? o->mlp_percentile : o->cnn_percentile, o->quantizer,
-                           o->reg_lambda, mix(mix(o->seed, STREAM_ROUNDING), (uint64_t)layer), &a));
+                           o->reg_lambda, mix(mix(o->seed, STREAM_ROUNDING), (uint64_t)layer), &a);
+    if (made != GPFQ_OK) return gpfq_fail_context(made, "layer '%s': ", fnode->name);
     int32_t *codes = gpfq_malloc(fnode->weight_count * sizeof(int32_t), "codes");
     if (!codes) return GPFQ_ERR_NOMEM;
     res->codes[j] = codes;
