@@ -44,7 +44,7 @@ sweep() {
 setup() {
   mkdir -p "$1"
   ln -s "$fixtures/model_lenet_small.h5" "$1/model.h5"
-  "$test_data" --write-idx "$1/data" 200 >/dev/null
+  "$test_data" --write-idx "$1/data" 600 >/dev/null
   if [ ! -f "$1/data/train-labels-idx1-ubyte" ]; then
     echo "FAIL: $test_data --write-idx did not write the tiny data set"
     exit 1
