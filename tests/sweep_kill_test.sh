@@ -49,10 +49,10 @@ file_ok() {
 part_kill() {
   local point n prev=0 stamps=() code
   for point in 2 10 20; do
-    start_bg "run$point.log" "$mpiexec" -n 2 --oversubscribe "$gpfq" sweep "$job"
     # a kill that came late may have left more rows than the next point: this
     # run must still finish one task of its own before it is killed
     [ "$point" -gt "$prev" ] || point=$((prev + 1))
+    start_bg "run$point.log" "$mpiexec" -n 2 --oversubscribe "$gpfq" sweep "$job"
     if wait_rows long.h5 "$point" "$bg"; then
       echo "ok: the sweep reached $point rows"
     else
