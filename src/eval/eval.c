@@ -56,7 +56,6 @@ typedef struct {
     size_t *done; /* images done by every worker, under lock */
     gpfq_eval_result r;
     gpfq_status st;
-    size_t bad_image; /* with require_finite: the first image with a non-finite logit */
     char message[1024];
 } eval_part;
 
@@ -98,7 +97,6 @@ static void *eval_part_run(void *arg) {
             for (int k = 0; k < classes; k++) finite &= isfinite(l[k]) != 0;
             if (!finite && p->o->require_finite) {
                 p->st = GPFQ_ERR_NUMERIC;
-                p->bad_image = first + i;
                 snprintf(p->message, sizeof p->message,
                          "%s's outputs are not finite (NaN or Inf) on test image %zu: its "
                          "numbers overflow",

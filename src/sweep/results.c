@@ -139,9 +139,9 @@ static gpfq_status table_rows(hid_t ds, const char *path, const char *name, size
  * corrupt file can fill a field to the end; callers compare and print them. */
 #define TERMINATE(field) ((field)[sizeof(field) - 1] = '\0')
 
-static void terminate_rows(sweep_row *rows, size_t n) {
+static void terminate_rows(void *rows, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        sweep_row *r = &rows[i];
+        sweep_row *r = (sweep_row *)rows + i;
         TERMINATE(r->task_id), TERMINATE(r->method), TERMINATE(r->regularizer);
         TERMINATE(r->calib_mode), TERMINATE(r->host), TERMINATE(r->status);
         TERMINATE(r->message);
@@ -554,10 +554,6 @@ static void terminate_layer_rows(void *rows, size_t n) {
     for (size_t i = 0; i < n; i++) TERMINATE(r[i].task_id), TERMINATE(r[i].name);
 }
 
-static void terminate_result_rows(void *rows, size_t n) {
-    terminate_rows(rows, n);
-}
-
 /* One of the file's tables, whole: /NAME as rows of row_size bytes in the
  * memory type make_type() gives, string fields terminated by `terminate`. */
 static gpfq_status read_table(const char *path, const char *name, size_t row_size,
@@ -595,7 +591,7 @@ static gpfq_status read_table(const char *path, const char *name, size_t row_siz
 }
 
 gpfq_status sweep_results_read(const char *path, sweep_row **rows, size_t *count) {
-    return read_table(path, "results", sizeof(sweep_row), make_row_type, terminate_result_rows,
+    return read_table(path, "results", sizeof(sweep_row), make_row_type, terminate_rows,
                       (void **)rows, count);
 }
 
