@@ -16,6 +16,9 @@
 #include <dirent.h>
 
 static const double FIXTURE_ATOL = 1e-5, FIXTURE_RTOL = 1e-5;
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
+
 static const double REF_ATOL = 1e-5, REF_RTOL = 1e-5;
 
 static int argmax(const float *v, int n) {
@@ -130,9 +133,10 @@ static void check_conv_against_ref(gpfq_conv_geom g, size_t n, unsigned long lon
     double max_abs;
     double excess =
         check_excess(y, yr, ys, REF_ATOL * g.in_c * g.kernel_h * g.kernel_w, REF_RTOL, &max_abs);
-    CHECK(excess <= 0, "conv %dx%dx%d k%dx%d s%d p%d d%d g%d n%zu: max abs error %.3g", g.in_c,
-          g.in_h, g.in_w, g.kernel_h, g.kernel_w, g.stride_h, g.pad_h, g.dilation_h, g.groups, n,
-          max_abs);
+    CHECK(excess <= 0, "conv %dx%dx%d->%d k%dx%d s%d p%d d%d g%d n%zu (%s%s): max abs error %.3g",
+          g.in_c, g.in_h, g.in_w, g.out_c, g.kernel_h, g.kernel_w, g.stride_h, g.pad_h,
+          g.dilation_h, g.groups, n, gpfq_conv_kernel_name(gpfq_conv_get_kernel()),
+          gpfq_conv_direct_fits(&g) ? "" : ", not direct", max_abs);
     free(x), free(w), free(b), free(y), free(yr), free(scratch);
 }
 
@@ -147,12 +151,45 @@ static void check_kernels(void) {
         {4, 12, 12, 8, 0, 0, 3, 3, 1, 1, 2, 2, 2, 2, 4},   /* dilation, depthwise-ish */
         {16, 28, 28, 32, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* one image per GEMM */
         {64, 4, 4, 64, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* many images per GEMM */
+        {5, 9, 7, 7, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},     /* out_c not a multiple of 4 */
+        {3, 6, 5, 5, 0, 0, 5, 5, 1, 1, 2, 2, 1, 1, 1},     /* 5x5 "same" */
+        {3, 5, 9, 6, 0, 0, 3, 5, 1, 1, 1, 2, 1, 1, 1},     /* rectangular kernel */
+        {2, 1, 1, 3, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},     /* 1x1 image, all padding */
+        {1, 1, 40, 2, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},    /* one row */
+        {3, 8, 8, 4, 0, 0, 3, 3, 1, 1, 0, 0, 1, 1, 1},     /* 3x3 unpadded: not direct */
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        check_conv_against_ref(cases[i], 1, &state);
-        check_conv_against_ref(cases[i], 5, &state);
-        check_conv_against_ref(cases[i], 70, &state);
+    /* every kernel this CPU has; the direct ones must take the stride-1 "same" cases */
+    const gpfq_conv_kernel kernels[] = {GPFQ_CONV_IM2COL, GPFQ_CONV_AVX2, GPFQ_CONV_AVX512};
+    gpfq_conv_kernel initial = gpfq_conv_get_kernel();
+    for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
+        gpfq_conv_set_kernel(kernels[k]);
+        if (gpfq_conv_get_kernel() != kernels[k]) {
+            printf("test_ops: %s not supported by this CPU, skipped\n",
+                   gpfq_conv_kernel_name(kernels[k]));
+            continue;
+        }
+        const gpfq_conv_geom same = {3, 9, 9, 4, 9, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+        const gpfq_conv_geom down = {3, 9, 9, 4, 5, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1};
+        CHECK(gpfq_conv_direct_fits(&same) == (kernels[k] != GPFQ_CONV_IM2COL) &&
+                  gpfq_conv_direct_fits(&down) == (kernels[k] != GPFQ_CONV_IM2COL),
+              "%s: direct kernel taken for padded 3x3 convs, stride 1 and 2: %d %d",
+              gpfq_conv_kernel_name(kernels[k]), gpfq_conv_direct_fits(&same),
+              gpfq_conv_direct_fits(&down));
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            check_conv_against_ref(cases[i], 1, &state);
+            check_conv_against_ref(cases[i], 5, &state);
+            check_conv_against_ref(cases[i], 70, &state);
+        }
+        /* several chunks of images shared by two threads, a last chunk cut short */
+        const gpfq_conv_geom wide = {64, 28, 28, 8, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+        const gpfq_conv_geom wide2 = {64, 28, 28, 8, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1, 1};
+        int threads = openblas_get_num_threads();
+        openblas_set_num_threads(2);
+        check_conv_against_ref(wide, 7, &state);
+        check_conv_against_ref(wide2, 7, &state);
+        openblas_set_num_threads(threads);
     }
+    gpfq_conv_set_kernel(initial);
     const size_t n = 37, in = 300, out = 23;
     float *x = malloc(n * in * 4), *w = malloc(out * in * 4), *b = malloc(out * 4);
     float *y = malloc(n * out * 4), *yr = malloc(n * out * 4);

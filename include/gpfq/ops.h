@@ -36,9 +36,32 @@ void gpfq_linear_ref(const float *x, const float *weight, const float *bias, siz
 /* Scratch floats gpfq_conv2d needs for a batch of n images. */
 size_t gpfq_conv2d_scratch(const gpfq_conv_geom *g, size_t n);
 /* x (n, in_c, in_h, in_w), weight (out_c, in_c/groups, kh, kw), bias (out_c) or NULL,
- * y (n, out_c, out_h, out_w). im2col + sgemm; 1x1 stride-1 unpadded convs skip im2col. */
+ * y (n, out_c, out_h, out_w). A direct kernel where one fits (below), else im2col + sgemm;
+ * 1x1 stride-1 unpadded convs skip im2col. */
 void gpfq_conv2d(const gpfq_conv_geom *g, const float *x, const float *weight, const float *bias,
                  size_t n, float *y, float *scratch);
+/* The kernel gpfq_conv2d runs for the convolutions a direct kernel covers (stride 1, odd
+ * kernel, padding (k-1)/2, stride 1 or 2, no dilation or groups); the others always take
+ * im2col + sgemm.
+ * The default is the best the CPU supports, or GPFQ_CONV=im2col|avx2|avx512 from the
+ * environment (read once); a kernel the CPU lacks falls back to the best it has. */
+typedef enum {
+    GPFQ_CONV_AUTO,
+    GPFQ_CONV_IM2COL,
+    GPFQ_CONV_AVX2,
+    GPFQ_CONV_AVX512,
+} gpfq_conv_kernel;
+gpfq_conv_kernel gpfq_conv_get_kernel(void);
+/* Sets the kernel for every later call (not thread-safe against running convs); returns the
+ * previous one. */
+gpfq_conv_kernel gpfq_conv_set_kernel(gpfq_conv_kernel kernel);
+const char *gpfq_conv_kernel_name(gpfq_conv_kernel kernel);
+/* 1 if gpfq_conv2d runs g with a direct kernel. */
+int gpfq_conv_direct_fits(const gpfq_conv_geom *g);
+/* The direct kernel alone (g must fit); uses as many threads as BLAS is set to and buffers of
+ * its own. 0, or -1 if out of memory (y then undefined). */
+int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *weight,
+                       const float *bias, size_t n, float *y);
 void gpfq_conv2d_ref(const gpfq_conv_geom *g, const float *x, const float *weight,
                      const float *bias, size_t n, float *y);
 

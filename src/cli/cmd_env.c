@@ -12,8 +12,8 @@
 static const char env_usage[] =
     "usage: gpfq env\n"
     "\n"
-    "Prints the gpfq version, the OpenBLAS kernel and threads, and the\n"
-    "MPI ranks with their hosts. Run it under mpirun to check MPI.\n";
+    "Prints the gpfq version, the OpenBLAS kernel and threads, the convolution\n"
+    "kernel, and the MPI ranks with their hosts. Run it under mpirun to check MPI.\n";
 
 static int mpi_check(int rc, const char *what) {
     if (rc == MPI_SUCCESS) return 1;
@@ -58,6 +58,8 @@ int cmd_env(int argc, char **argv) {
         if (newline) *newline = '\0';
         printf("gpfq     %s\n", GPFQ_VERSION);
         printf("blas     OpenBLAS, %s kernel, %d thread(s)\n", cli_blas_core(), cli_blas_threads());
+        printf("conv     %s for stride-1/2 \"same\" convolutions (GPFQ_CONV=im2col|avx2|avx512)\n",
+               gpfq_conv_kernel_name(gpfq_conv_get_kernel()));
         printf("mpi      MPI %d.%d, %s\n", version, subversion, library);
         printf("ranks    %d\n", size);
         for (int r = 0; gathered && r < size; r++) printf("rank %-3d %s\n", r, all[r]);

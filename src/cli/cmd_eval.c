@@ -118,9 +118,9 @@ int cmd_eval(int argc, char **argv) {
     if (!isnan(model->float_top1))
         printf("recorded %.2f%% / %.2f%% top-1/top-5 in the model file\n",
                100.0 * model->float_top1, 100.0 * model->float_top5);
-    printf("speed    %.0f images/s (%.3f s, batch %ld, %d thread%s, %s kernel)\n",
+    printf("speed    %.0f images/s (%.3f s, batch %ld, %d thread%s, conv %s, OpenBLAS %s kernel)\n",
            r.images / r.seconds, r.seconds, batch, o.workers, o.workers == 1 ? "" : "s",
-           cli_blas_core());
+           gpfq_conv_kernel_name(gpfq_conv_get_kernel()), cli_blas_core());
     gpfq_dataset_free(&test);
     gpfq_model_free(model);
     return 0;
