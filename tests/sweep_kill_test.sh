@@ -171,8 +171,9 @@ signals_mpi)
   use_tasks -p 1
   stop mpi_term_ranks 2 TERM ranks 3
   stop mpi_usr1_mpirun 2 USR1 sweep 3
-  # mpirun passes SIGTERM on to the ranks only a second or two later: all 48
-  use_tasks
+  # mpirun passes SIGTERM on to the ranks only a second or two later: twice the
+  # 48 tasks (about 4 s on two ranks) so that the sweep is still running then
+  use_tasks -p 1,0.995,0.99,0.98
   stop mpi_term_mpirun 2 TERM sweep any
   ;;
 *)
