@@ -72,10 +72,14 @@ static void check_fixture(const char *path) {
             CHECK(argmax(logits + i * m->num_classes, m->num_classes) ==
                       argmax(expected + i * m->num_classes, m->num_classes),
                   "%s: image %zu predicts a different class than torch", path, i);
-        /* planning (buffer reuse, in-place ops, aliases) changes nothing */
+        /* planning (buffer reuse, in-place ops, aliases, conv+BatchNorm+ReLU folding)
+         * changes nothing */
         float *naive = naive_forward(m, input, n);
         CHECK(memcmp(naive, logits, count * sizeof(float)) == 0,
-              "%s: planned and naive forward passes differ", path);
+              "%s: planned and naive forward passes differ (%d nodes folded into convs)", path,
+              gpfq_forward_fused(fwd));
+        if (strstr(path, "resnet") && gpfq_conv_get_kernel() != GPFQ_CONV_IM2COL)
+            CHECK(gpfq_forward_fused(fwd) > 0, "%s: no BatchNorm folded into a conv", path);
         free(naive);
         /* a batch of one gives the same logits as the full batch */
         gpfq_forward *single = NULL;

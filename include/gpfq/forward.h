@@ -5,6 +5,8 @@
  * buffers by liveness (an activation's buffer is reused once its last reader has
  * run), element-wise ops run in place when their input dies with them, and
  * identity/dropout/flatten are free aliases. One scratch area serves every conv.
+ * A conv followed by the BatchNorm (and ReLU) only it feeds runs them on its output
+ * chunk by chunk, while it is in cache.
  */
 #ifndef GPFQ_FORWARD_H
 #define GPFQ_FORWARD_H
@@ -49,6 +51,10 @@ const float *gpfq_forward_output(const gpfq_forward *fwd, int index);
 void gpfq_node_forward(const gpfq_node *node, const float *const *inputs, size_t n, float *output,
                        float *scratch);
 size_t gpfq_node_scratch(const gpfq_node *node, size_t n);
+
+/* How many BatchNorm and ReLU nodes the plan runs inside the conv before them (a conv with
+ * a direct kernel, when nothing else reads its output; the values are the same). */
+int gpfq_forward_fused(const gpfq_forward *fwd);
 
 /* Bytes of activation and scratch memory the plan holds. */
 size_t gpfq_forward_bytes(const gpfq_forward *fwd);

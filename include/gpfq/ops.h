@@ -40,6 +40,18 @@ size_t gpfq_conv2d_scratch(const gpfq_conv_geom *g, size_t n);
  * 1x1 stride-1 unpadded convs skip im2col. */
 void gpfq_conv2d(const gpfq_conv_geom *g, const float *x, const float *weight, const float *bias,
                  size_t n, float *y, float *scratch);
+/* What a conv's outputs go through before they are stored when the BatchNorm (and the ReLU)
+ * that only it feeds are folded into it: y = relu?((conv + bias) * scale + shift), the same
+ * float operations as the separate ops, so the results are identical. */
+typedef struct {
+    const float *scale, *shift; /* per output channel (gpfq_batchnorm_fold), or NULL */
+    int relu;
+} gpfq_conv_epilogue;
+/* As gpfq_conv2d, then the epilogue (NULL: none) on every output. */
+void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *weight,
+                       const float *bias, const gpfq_conv_epilogue *epilogue, size_t n, float *y,
+                       float *scratch);
+
 /* The kernel gpfq_conv2d runs for the convolutions a direct kernel covers (stride 1, odd
  * kernel, padding (k-1)/2, stride 1 or 2, no dilation or groups); the others always take
  * im2col + sgemm.
@@ -61,7 +73,7 @@ int gpfq_conv_direct_fits(const gpfq_conv_geom *g);
 /* The direct kernel alone (g must fit); uses as many threads as BLAS is set to and buffers of
  * its own. 0, or -1 if out of memory (y then undefined). */
 int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *weight,
-                       const float *bias, size_t n, float *y);
+                       const float *bias, const gpfq_conv_epilogue *epilogue, size_t n, float *y);
 void gpfq_conv2d_ref(const gpfq_conv_geom *g, const float *x, const float *weight,
                      const float *bias, size_t n, float *y);
 
@@ -74,6 +86,23 @@ void gpfq_im2col(const gpfq_conv_geom *g, const float *x, int c0, int cg, float 
 void gpfq_batchnorm2d(const float *x, const float *gamma, const float *beta, const float *mean,
                       const float *var, float eps, size_t n, int c, size_t hw, float *y);
 
+/* scale[ch], shift[ch] of inference BatchNorm, y = x * scale + shift (PyTorch's folding). */
+void gpfq_batchnorm_fold(const float *gamma, const float *beta, const float *mean, const float *var,
+                         float eps, int c, float *scale, float *shift);
+/* max(x, 0), NaN kept */
+static inline float gpfq_relu1(float x) {
+    return x > 0.0f ? x : (x != x ? x : 0.0f);
+}
+/* Applies gpfq_conv_epilogue to `count` outputs of one channel, in place. */
+static inline void gpfq_epilogue_run(const gpfq_conv_epilogue *e, int channel, float *v,
+                                     size_t count) {
+    if (e->scale) {
+        const float alpha = e->scale[channel], shift = e->shift[channel];
+        for (size_t k = 0; k < count; k++) v[k] = v[k] * alpha + shift;
+    }
+    if (e->relu)
+        for (size_t k = 0; k < count; k++) v[k] = gpfq_relu1(v[k]);
+}
 void gpfq_relu(const float *x, size_t count, float *y);
 void gpfq_add(const float *a, const float *b, size_t count, float *y);
 

@@ -16,7 +16,10 @@ struct gpfq_forward {
     size_t *buffer_floats;
     int *node_buffer;  /* (n_nodes) buffer holding each node's output */
     int *node_inplace; /* (n_nodes) 1 when the node writes over its input */
-    float *scratch;    /* (max over conv nodes of gpfq_node_scratch) */
+    int *node_fused;   /* (n_nodes) for a conv: the nodes after it it runs too (0..2) */
+    float *fold;       /* scale and shift of a folded BatchNorm: 2 * fold_channels */
+    int fold_channels;
+    float *scratch; /* (max over conv nodes of gpfq_node_scratch) */
     size_t scratch_floats;
 };
 
@@ -100,6 +103,8 @@ static int can_run_inplace(gpfq_op op) {
     return op == GPFQ_OP_RELU || op == GPFQ_OP_BATCHNORM2D || op == GPFQ_OP_ADD;
 }
 
+static void plan_fusion(gpfq_forward *fwd, const int *readers);
+
 /* Assigns buffers by simulating the pass: pending[b] counts reads still to come. */
 static gpfq_status plan_buffers(gpfq_forward *fwd) {
     const gpfq_model *m = fwd->model;
@@ -145,6 +150,13 @@ static gpfq_status plan_buffers(gpfq_forward *fwd) {
         if (need > fwd->buffer_floats[buf]) fwd->buffer_floats[buf] = need;
     }
     fwd->n_buffers = n_buffers;
+    fwd->node_fused = calloc((size_t)n, sizeof(int));
+    if (!fwd->node_fused) {
+        free(readers);
+        free(pending);
+        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory planning a forward pass");
+    }
+    plan_fusion(fwd, readers);
     free(readers);
     free(pending);
     return GPFQ_OK;
@@ -172,6 +184,9 @@ gpfq_status gpfq_forward_create(const gpfq_model *model, size_t max_batch, gpfq_
         size_t need = gpfq_node_scratch(&model->nodes[i], max_batch);
         if (need > fwd->scratch_floats) fwd->scratch_floats = need;
     }
+    if (st == GPFQ_OK && fwd->fold_channels &&
+        !(fwd->fold = gpfq_malloc(2 * (size_t)fwd->fold_channels * sizeof(float), "BatchNorm")))
+        st = GPFQ_ERR_NOMEM;
     if (st == GPFQ_OK && fwd->scratch_floats &&
         !(fwd->scratch = gpfq_malloc(fwd->scratch_floats * sizeof(float), "conv scratch")))
         st = GPFQ_ERR_NOMEM;
@@ -190,14 +205,44 @@ void gpfq_forward_free(gpfq_forward *fwd) {
     free(fwd->buffer_floats);
     free(fwd->node_buffer);
     free(fwd->node_inplace);
+    free(fwd->node_fused);
+    free(fwd->fold);
     free(fwd->scratch);
     free(fwd);
+}
+
+int gpfq_forward_fused(const gpfq_forward *fwd) {
+    int total = 0;
+    for (int i = 0; i < fwd->model->n_nodes; i++) total += fwd->node_fused[i];
+    return total;
 }
 
 size_t gpfq_forward_bytes(const gpfq_forward *fwd) {
     size_t total = fwd->scratch_floats;
     for (int b = 0; b < fwd->n_buffers; b++) total += fwd->buffer_floats[b] * fwd->max_batch;
     return total * sizeof(float);
+}
+
+/*
+ * A direct-kernel conv whose output only an in-place BatchNorm reads, and that BatchNorm's
+ * only an in-place ReLU, runs all three on each chunk while it is in cache instead of three
+ * passes over the batch. The folded nodes' outputs are the same buffer with the same values.
+ */
+static void plan_fusion(gpfq_forward *fwd, const int *readers) {
+    const gpfq_model *m = fwd->model;
+    for (int i = 0; i + 1 < m->n_nodes; i++) {
+        const gpfq_node *conv = &m->nodes[i], *bn = &m->nodes[i + 1];
+        if (conv->op != GPFQ_OP_CONV2D || bn->op != GPFQ_OP_BATCHNORM2D || bn->inputs[0] != i ||
+            readers[i] != 1 || !fwd->node_inplace[i + 1])
+            continue;
+        gpfq_conv_geom g = node_geom(conv);
+        if (!gpfq_conv_direct_fits(&g)) continue;
+        fwd->node_fused[i] = 1;
+        if (i + 2 < m->n_nodes && m->nodes[i + 2].op == GPFQ_OP_RELU &&
+            m->nodes[i + 2].inputs[0] == i + 1 && readers[i + 1] == 1 && fwd->node_inplace[i + 2])
+            fwd->node_fused[i] = 2;
+        if (conv->out_shape.c > fwd->fold_channels) fwd->fold_channels = conv->out_shape.c;
+    }
 }
 
 static gpfq_status run_range(gpfq_forward *fwd, const float *input, size_t n, int from, int upto,
@@ -216,6 +261,17 @@ static gpfq_status run_range(gpfq_forward *fwd, const float *input, size_t n, in
             inputs[k] =
                 node->inputs[k] >= 0 ? fwd->buffers[fwd->node_buffer[node->inputs[k]]] : input;
         float *output = fwd->buffers[fwd->node_buffer[i]];
+        int fused = hook ? 0 : fwd->node_fused[i]; /* a hook sees every node's own output */
+        if (fused && i + fused < upto) {
+            const gpfq_node *bn = &m->nodes[i + 1];
+            gpfq_conv_epilogue e = {fwd->fold, fwd->fold + bn->in_shape.c, fused == 2};
+            gpfq_batchnorm_fold(bn->weight, bn->bias, bn->running_mean, bn->running_var, bn->eps,
+                                bn->in_shape.c, fwd->fold, fwd->fold + bn->in_shape.c);
+            gpfq_conv_geom g = node_geom(node);
+            gpfq_conv2d_fused(&g, inputs[0], node->weight, node->bias, &e, n, output, fwd->scratch);
+            i += fused;
+            continue;
+        }
         if (!(is_alias(node->op) && fwd->node_inplace[i]))
             gpfq_node_forward(node, inputs, n, output, fwd->scratch);
         if (hook) hook(ctx, i, output, n);

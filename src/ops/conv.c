@@ -96,8 +96,24 @@ static void add_bias(const float *bias, size_t n, int channels, size_t pixels, f
         }
 }
 
+static void apply_epilogue(const gpfq_conv_epilogue *e, size_t n, int channels, size_t pixels,
+                           float *y) {
+    if (!e) return;
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < channels; c++) {
+            float *p = y + (i * channels + c) * pixels;
+            gpfq_epilogue_run(e, c, p, pixels);
+        }
+}
+
 void gpfq_conv2d(const gpfq_conv_geom *g, const float *x, const float *weight, const float *bias,
                  size_t n, float *y, float *scratch) {
+    gpfq_conv2d_fused(g, x, weight, bias, NULL, n, y, scratch);
+}
+
+void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *weight,
+                       const float *bias, const gpfq_conv_epilogue *epilogue, size_t n, float *y,
+                       float *scratch) {
     const size_t pixels = (size_t)g->out_h * g->out_w;
     const size_t in_size = (size_t)g->in_c * g->in_h * g->in_w;
     const size_t out_size = (size_t)g->out_c * pixels;
@@ -110,10 +126,12 @@ void gpfq_conv2d(const gpfq_conv_geom *g, const float *x, const float *weight, c
                         1.0f, weight, g->in_c, x + i * in_size, (int)pixels, 0.0f, y + i * out_size,
                         (int)pixels);
         add_bias(bias, n, g->out_c, pixels, y);
+        apply_epilogue(epilogue, n, g->out_c, pixels, y);
         return;
     }
 
-    if (gpfq_conv_direct_fits(g) && gpfq_conv2d_direct(g, x, weight, bias, n, y) == 0) return;
+    if (gpfq_conv_direct_fits(g) && gpfq_conv2d_direct(g, x, weight, bias, epilogue, n, y) == 0)
+        return;
 
     const size_t chunk = images_per_gemm(g, n);
     float *col = scratch;
@@ -140,6 +158,7 @@ void gpfq_conv2d(const gpfq_conv_geom *g, const float *x, const float *weight, c
         }
     }
     add_bias(bias, n, g->out_c, pixels, y);
+    apply_epilogue(epilogue, n, g->out_c, pixels, y);
 }
 
 void gpfq_conv2d_ref(const gpfq_conv_geom *g, const float *x, const float *weight,

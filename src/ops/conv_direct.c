@@ -208,8 +208,8 @@ static void pad_chunk(const layout *l, const float *x, size_t count, float *in) 
 }
 
 /* Keeps the real outputs of the staged planes and adds the bias. */
-static void unpad_chunk(const layout *l, const float *out, const float *bias, size_t count,
-                        float *y) {
+static void unpad_chunk(const layout *l, const float *out, const float *bias,
+                        const gpfq_conv_epilogue *e, size_t count, float *y) {
     const gpfq_conv_geom *g = l->g;
     const size_t pixels = (size_t)g->out_h * g->out_w;
     for (size_t i = 0; i < count; i++)
@@ -220,6 +220,7 @@ static void unpad_chunk(const layout *l, const float *out, const float *bias, si
             for (int r = 0; r < g->out_h; r++)
                 for (int x = 0; x < g->out_w; x++)
                     dst[(size_t)r * g->out_w + x] = src[r * l->wp + x] + b;
+            if (e) gpfq_epilogue_run(e, co, dst, pixels);
         }
 }
 
@@ -268,6 +269,7 @@ typedef struct {
     const layout *l;
     gpfq_conv_kernel kernel;
     const float *x, *packed, *bias;
+    const gpfq_conv_epilogue *epilogue;
     float *y;
     size_t n, first_chunk, chunk_step;
     int failed;
@@ -294,14 +296,14 @@ static void *run_worker(void *arg) {
             kernel_avx512(l, in, w->packed, out);
         else
             kernel_avx2(l, in, w->packed, out);
-        unpad_chunk(l, out, w->bias, count, w->y + first * out_image);
+        unpad_chunk(l, out, w->bias, w->epilogue, count, w->y + first * out_image);
     }
     free(in), free(out);
     return NULL;
 }
 
 int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *weight,
-                       const float *bias, size_t n, float *y) {
+                       const float *bias, const gpfq_conv_epilogue *epilogue, size_t n, float *y) {
     gpfq_conv_kernel kernel = gpfq_conv_get_kernel();
     if (n == 0) return 0;
     layout l;
@@ -319,7 +321,8 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
     pthread_t ids[64];
     int started = 1;
     for (int t = 0; t < threads; t++)
-        workers[t] = (worker){&l, kernel, x, packed, bias, y, n, (size_t)t, (size_t)threads, 0};
+        workers[t] =
+            (worker){&l, kernel, x, packed, bias, epilogue, y, n, (size_t)t, (size_t)threads, 0};
     for (int t = 1; t < threads; t++) {
         if (pthread_create(&ids[t], NULL, run_worker, &workers[t]) != 0) break;
         started++;

@@ -5,13 +5,22 @@
 
 #include <math.h>
 
-void gpfq_batchnorm2d(const float *x, const float *gamma, const float *beta, const float *mean,
-                      const float *var, float eps, size_t n, int c, size_t hw, float *y) {
+void gpfq_batchnorm_fold(const float *gamma, const float *beta, const float *mean, const float *var,
+                         float eps, int c, float *scale, float *shift) {
     for (int ch = 0; ch < c; ch++) {
         /* the same folding PyTorch's CPU kernel does: y = x * alpha + shift */
         float inv_std = 1.0f / sqrtf(var[ch] + eps);
-        float alpha = gamma ? gamma[ch] * inv_std : inv_std;
-        float shift = (beta ? beta[ch] : 0.0f) - mean[ch] * alpha;
+        scale[ch] = gamma ? gamma[ch] * inv_std : inv_std;
+        shift[ch] = (beta ? beta[ch] : 0.0f) - mean[ch] * scale[ch];
+    }
+}
+
+void gpfq_batchnorm2d(const float *x, const float *gamma, const float *beta, const float *mean,
+                      const float *var, float eps, size_t n, int c, size_t hw, float *y) {
+    for (int ch = 0; ch < c; ch++) {
+        float alpha, shift;
+        gpfq_batchnorm_fold(gamma ? gamma + ch : NULL, beta ? beta + ch : NULL, mean + ch, var + ch,
+                            eps, 1, &alpha, &shift);
         for (size_t i = 0; i < n; i++) {
             const float *src = x + (i * c + ch) * hw;
             float *dst = y + (i * c + ch) * hw;
@@ -21,7 +30,7 @@ void gpfq_batchnorm2d(const float *x, const float *gamma, const float *beta, con
 }
 
 void gpfq_relu(const float *x, size_t count, float *y) {
-    for (size_t i = 0; i < count; i++) y[i] = x[i] > 0.0f ? x[i] : (x[i] != x[i] ? x[i] : 0.0f);
+    for (size_t i = 0; i < count; i++) y[i] = gpfq_relu1(x[i]);
 }
 
 void gpfq_add(const float *a, const float *b, size_t count, float *y) {
