@@ -272,7 +272,7 @@ typedef struct {
     const gpfq_conv_epilogue *epilogue;
     float *y;
     size_t n, first_chunk, chunk_step;
-    int failed;
+    float *in, *out; /* this worker's padded input and staged output */
 } worker;
 
 static void *run_worker(void *arg) {
@@ -281,24 +281,16 @@ static void *run_worker(void *arg) {
     const gpfq_conv_geom *g = l->g;
     const size_t in_image = (size_t)g->in_c * g->in_h * g->in_w;
     const size_t out_image = (size_t)g->out_c * g->out_h * g->out_w;
-    float *in = malloc(sizeof(float) * l->plane * g->in_c);
-    float *out = malloc(sizeof(float) * l->q_len * l->co_blocks * CO_BLOCK);
-    if (!in || !out) {
-        free(in), free(out);
-        w->failed = 1;
-        return NULL;
-    }
     for (size_t k = w->first_chunk; k * l->images < w->n; k += w->chunk_step) {
         size_t first = k * l->images;
         size_t count = w->n - first < l->images ? w->n - first : l->images;
-        pad_chunk(l, w->x + first * in_image, count, in);
+        pad_chunk(l, w->x + first * in_image, count, w->in);
         if (w->kernel == GPFQ_CONV_AVX512)
-            kernel_avx512(l, in, w->packed, out);
+            kernel_avx512(l, w->in, w->packed, w->out);
         else
-            kernel_avx2(l, in, w->packed, out);
-        unpad_chunk(l, out, w->bias, w->epilogue, count, w->y + first * out_image);
+            kernel_avx2(l, w->in, w->packed, w->out);
+        unpad_chunk(l, w->out, w->bias, w->epilogue, count, w->y + first * out_image);
     }
-    free(in), free(out);
     return NULL;
 }
 
@@ -308,21 +300,27 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
     if (n == 0) return 0;
     layout l;
     plan_layout(g, n, kernel == GPFQ_CONV_AVX512 ? 6 * 16 : 3 * 8, &l);
-    float *packed = malloc(sizeof(float) * (size_t)l.co_blocks * CO_BLOCK * g->in_c * l.taps);
-    if (!packed) return -1;
-    pack_weights(&l, weight, packed);
-
     size_t chunks = (n + l.images - 1) / l.images;
     int threads = openblas_get_num_threads();
     if (threads < 1) threads = 1;
     if ((size_t)threads > chunks) threads = (int)chunks;
     if (threads > 64) threads = 64;
+
+    /* Every buffer comes from this thread's heap: threads started per call would each get
+     * fresh pages from an arena of their own, a page fault per 4 kB on every call. */
+    const size_t packed_floats = (size_t)l.co_blocks * CO_BLOCK * g->in_c * l.taps;
+    const size_t in_floats = l.plane * g->in_c, out_floats = l.q_len * l.co_blocks * CO_BLOCK;
+    float *packed = malloc(sizeof(float) * (packed_floats + threads * (in_floats + out_floats)));
+    if (!packed) return -1;
+    pack_weights(&l, weight, packed);
+
     worker workers[64];
     pthread_t ids[64];
     int started = 1;
-    for (int t = 0; t < threads; t++)
-        workers[t] =
-            (worker){&l, kernel, x, packed, bias, epilogue, y, n, (size_t)t, (size_t)threads, 0};
+    float *next = packed + packed_floats;
+    for (int t = 0; t < threads; t++, next += in_floats + out_floats)
+        workers[t] = (worker){&l, kernel, x,         packed,          bias, epilogue,
+                              y,  n,      (size_t)t, (size_t)threads, next, next + in_floats};
     for (int t = 1; t < threads; t++) {
         if (pthread_create(&ids[t], NULL, run_worker, &workers[t]) != 0) break;
         started++;
@@ -332,7 +330,5 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
         if (t == 0 || t >= started) run_worker(&workers[t]);
     for (int t = 1; t < started; t++) pthread_join(ids[t], NULL);
     free(packed);
-    for (int t = 0; t < threads; t++)
-        if (workers[t].failed) return -1;
     return 0;
 }
