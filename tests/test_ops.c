@@ -160,7 +160,12 @@ static void check_kernels(void) {
         {3, 5, 9, 6, 0, 0, 3, 5, 1, 1, 1, 2, 1, 1, 1},     /* rectangular kernel */
         {2, 1, 1, 3, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},     /* 1x1 image, all padding */
         {1, 1, 40, 2, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},    /* one row */
-        {3, 8, 8, 4, 0, 0, 3, 3, 1, 1, 0, 0, 1, 1, 1},     /* 3x3 unpadded: not direct */
+        {3, 8, 8, 4, 0, 0, 3, 3, 1, 1, 0, 0, 1, 1, 1},     /* 3x3 unpadded */
+        {6, 14, 14, 16, 0, 0, 5, 5, 1, 1, 0, 0, 1, 1, 1},  /* LeNet-5's conv2 */
+        {3, 6, 6, 4, 0, 0, 3, 3, 1, 1, 2, 2, 1, 1, 1},     /* padding k - 1: output grows */
+        {4, 7, 7, 5, 0, 0, 2, 2, 1, 1, 0, 1, 1, 1, 1},     /* even kernel, asymmetric padding */
+        {3, 8, 9, 4, 0, 0, 3, 5, 1, 1, 0, 2, 1, 1, 1},     /* rectangular, padding in w only */
+        {3, 8, 8, 4, 0, 0, 3, 3, 1, 1, 3, 3, 1, 1, 1},     /* padding k: not direct */
     };
     /* every kernel this CPU has; the direct ones must take the stride-1 "same" cases */
     const gpfq_conv_kernel kernels[] = {GPFQ_CONV_IM2COL, GPFQ_CONV_AVX2, GPFQ_CONV_AVX512};

@@ -52,9 +52,9 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
                        const float *bias, const gpfq_conv_epilogue *epilogue, size_t n, float *y,
                        float *scratch);
 
-/* The kernel gpfq_conv2d runs for the convolutions a direct kernel covers (stride 1, odd
- * kernel, padding (k-1)/2, stride 1 or 2, no dilation or groups); the others always take
- * im2col + sgemm.
+/* The kernel gpfq_conv2d runs for the convolutions a direct kernel covers (no dilation or
+ * groups; stride 1 with padding up to k - 1 but not 1x1, or stride 2 with an odd kernel and
+ * padding (k-1)/2); the others always take im2col + sgemm.
  * The default is the best the CPU supports, or GPFQ_CONV=im2col|avx2|avx512 from the
  * environment (read once); a kernel the CPU lacks falls back to the best it has. */
 typedef enum {

@@ -58,8 +58,9 @@ int cmd_env(int argc, char **argv) {
         if (newline) *newline = '\0';
         printf("gpfq     %s\n", GPFQ_VERSION);
         printf("blas     OpenBLAS, %s kernel, %d thread(s)\n", cli_blas_core(), cli_blas_threads());
-        printf("conv     %s for stride-1/2 \"same\" convolutions (GPFQ_CONV=im2col|avx2|avx512)\n",
-               gpfq_conv_kernel_name(gpfq_conv_get_kernel()));
+        printf(
+            "conv     %s kernel for stride-1 and -2 convolutions (GPFQ_CONV=im2col|avx2|avx512)\n",
+            gpfq_conv_kernel_name(gpfq_conv_get_kernel()));
         printf("mpi      MPI %d.%d, %s\n", version, subversion, library);
         printf("ranks    %d\n", size);
         for (int r = 0; gathered && r < size; r++) printf("rank %-3d %s\n", r, all[r]);

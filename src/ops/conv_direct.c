@@ -1,7 +1,7 @@
 /*
- * Direct convolution for "same" convolutions (odd kernel, padding (k-1)/2, no dilation, no
- * groups) with stride 1 or 2: every conv of a ResNet but the 1x1 stride-1 ones, which are
- * plain GEMMs already.
+ * Direct convolution, no dilation or groups: stride 1 with any padding up to k - 1, and
+ * stride 2 with odd kernels and "same" padding (k-1)/2: every conv of a ResNet or a LeNet
+ * but the 1x1 stride-1 ones, which are plain GEMMs already.
  *
  * im2col + sgemm writes, packs and reads a patch matrix nine times the size of the input;
  * with 16-64 output channels the GEMM does too little work per patch to hide that traffic.
@@ -13,7 +13,8 @@
  * a row is also the left padding of the next, and the zero rows after an image the top padding
  * of the next. Output q = i*S + y*Wp + x then reads tap (ki, kj) at q + ki*Wp + kj: the whole
  * chunk is one 1-D convolution, vectorised along q. Outputs at gap positions are computed and
- * dropped (7% of the work at 28x28, 23% at 7x7). Stride 2: see `layout`.
+ * dropped (7% of the work at 28x28, 23% at 7x7). With less padding than (k-1)/2 (a "valid"
+ * conv) the layout is the same and fewer outputs per row are kept. Stride 2: see `layout`.
  *
  * Kernel. A block of 4 output channels by PX consecutive q (96 with AVX-512, 24 with AVX2)
  * stays in registers while the loop runs over input channels and taps: per tap, PX/width
@@ -98,13 +99,16 @@ const char *gpfq_conv_kernel_name(gpfq_conv_kernel k) {
 
 int gpfq_conv_direct_fits(const gpfq_conv_geom *g) {
     if (gpfq_conv_get_kernel() == GPFQ_CONV_IM2COL || g->groups != 1 || g->dilation_h != 1 ||
-        g->dilation_w != 1 || g->kernel_h % 2 == 0 || g->kernel_w % 2 == 0 ||
-        g->kernel_h * g->kernel_w > MAX_TAPS || g->pad_h != g->kernel_h / 2 ||
-        g->pad_w != g->kernel_w / 2 || g->stride_h != g->stride_w)
+        g->dilation_w != 1 || g->kernel_h * g->kernel_w > MAX_TAPS || g->stride_h != g->stride_w)
         return 0;
-    if (g->stride_h == 1) /* 1x1 stride-1 convs are plain GEMMs */
-        return g->kernel_h * g->kernel_w > 1 && g->out_h == g->in_h && g->out_w == g->in_w;
-    return g->stride_h == 2 && g->out_h == (g->in_h + 1) / 2 && g->out_w == (g->in_w + 1) / 2;
+    if (g->stride_h == 1) /* any padding up to k - 1; 1x1 stride-1 convs are plain GEMMs */
+        return g->kernel_h * g->kernel_w > 1 && g->pad_h < g->kernel_h && g->pad_w < g->kernel_w &&
+               g->out_h == g->in_h + 2 * g->pad_h - g->kernel_h + 1 &&
+               g->out_w == g->in_w + 2 * g->pad_w - g->kernel_w + 1;
+    /* stride 2: odd kernels with "same" padding */
+    return g->stride_h == 2 && g->kernel_h % 2 == 1 && g->kernel_w % 2 == 1 &&
+           g->pad_h == g->kernel_h / 2 && g->pad_w == g->kernel_w / 2 &&
+           g->out_h == (g->in_h + 1) / 2 && g->out_w == (g->in_w + 1) / 2;
 }
 
 /*
@@ -142,8 +146,10 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
     l->g = g;
     l->stride = s;
     l->px = px;
-    l->wp = (size_t)g->out_w + g->pad_w;
-    l->image_stride = ((size_t)g->out_h + g->pad_h) * l->wp;
+    /* the values a phase plane holds per image: the input, or for stride 2 at most the output */
+    const size_t content_h = s == 1 ? g->in_h : g->out_h, content_w = s == 1 ? g->in_w : g->out_w;
+    l->wp = content_w + g->pad_w;
+    l->image_stride = (content_h + g->pad_h) * l->wp;
     l->lead = (size_t)g->pad_h * l->wp + g->pad_w;
     size_t per_image = (size_t)g->in_c * s * s * l->image_stride * sizeof(float);
     size_t images = CHUNK_BYTES / (per_image ? per_image : 1);
@@ -151,19 +157,22 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
     l->images = images < n ? images : n;
     l->q_blocks = (l->images * l->image_stride + px - 1) / px;
     l->q_len = l->q_blocks * px;
-    size_t reach = 2 * l->lead + 1; /* the farthest tap reads lead + shift <= 2 * lead past q */
-    l->phase = round_up(l->q_len + reach, 16);
-    l->plane = l->phase * s * s;
     l->co_blocks = (g->out_c + CO_BLOCK - 1) / CO_BLOCK;
     l->taps = g->kernel_h * g->kernel_w;
+    /* tap t reads phase[t] at offset shift[t] past q; a phase plane must hold the farthest */
+    int phase[MAX_TAPS];
+    long reach = 0;
     for (int ki = 0; ki < g->kernel_h; ki++)
         for (int kj = 0; kj < g->kernel_w; kj++) {
-            int r = ki - g->pad_h, c = kj - g->pad_w;
+            int r = ki - g->pad_h, c = kj - g->pad_w, t = ki * g->kernel_w + kj;
             int dy = s == 1 ? r : floor_half(r), dx = s == 1 ? c : floor_half(c);
-            int ph = s == 1 ? 0 : (r & 1) * 2 + (c & 1);
-            l->offsets[ki * g->kernel_w + kj] =
-                (long)(ph * l->phase + (g->pad_h + dy) * l->wp + (g->pad_w + dx));
+            phase[t] = s == 1 ? 0 : (r & 1) * 2 + (c & 1);
+            l->offsets[t] = (long)((g->pad_h + dy) * l->wp + (g->pad_w + dx));
+            if (l->offsets[t] + 1 > reach) reach = l->offsets[t] + 1;
         }
+    l->phase = round_up(l->q_len + (size_t)reach + l->lead, 16);
+    l->plane = l->phase * s * s;
+    for (int t = 0; t < l->taps; t++) l->offsets[t] += (long)(phase[t] * l->phase);
 }
 
 /* w (out_c, in_c, kh, kw) -> packed (co_blocks, in_c, taps, CO_BLOCK), zero beyond out_c. */
