@@ -53,8 +53,8 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
                        float *scratch);
 
 /* The kernel gpfq_conv2d runs for the convolutions a direct kernel covers (no dilation or
- * groups; stride 1 with padding up to k - 1 but not 1x1, or stride 2 with an odd kernel and
- * padding (k-1)/2); the others always take im2col + sgemm.
+ * groups, larger than 1x1; stride 1 with padding up to k - 1, or stride 2 with an odd kernel
+ * and padding (k-1)/2); the others always take im2col + sgemm.
  * The default is the best the CPU supports, or GPFQ_CONV=im2col|avx2|avx512 from the
  * environment (read once); a kernel the CPU lacks falls back to the best it has. */
 typedef enum {

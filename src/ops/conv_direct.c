@@ -1,7 +1,7 @@
 /*
- * Direct convolution, no dilation or groups: stride 1 with any padding up to k - 1, and
- * stride 2 with odd kernels and "same" padding (k-1)/2: every conv of a ResNet or a LeNet
- * but the 1x1 stride-1 ones, which are plain GEMMs already.
+ * Direct convolution, no dilation or groups, kernels larger than 1x1: stride 1 with any
+ * padding up to k - 1, and stride 2 with odd kernels and "same" padding (k-1)/2: every conv
+ * of a ResNet or a LeNet but the 1x1 ones, which are GEMMs.
  *
  * im2col + sgemm writes, packs and reads a patch matrix nine times the size of the input;
  * with 16-64 output channels the GEMM does too little work per patch to hide that traffic.
@@ -37,8 +37,7 @@ int openblas_get_num_threads(void);
 enum {
     CO_BLOCK = 4,
     MAX_TAPS = 64,            /* kernels up to 7x7 (and 5x11, ...) */
-    CHUNK_BYTES = 384 * 1024, /* padded input of a chunk: about half an L2 */
-    PX_MAX = 96,              /* the widest pixel block of any kernel */
+    CHUNK_BYTES = 768 * 1024, /* padded input and staged output of a chunk: most of an L2 */
 };
 
 static gpfq_conv_kernel chosen = GPFQ_CONV_AUTO;
@@ -101,8 +100,11 @@ int gpfq_conv_direct_fits(const gpfq_conv_geom *g) {
     if (gpfq_conv_get_kernel() == GPFQ_CONV_IM2COL || g->groups != 1 || g->dilation_h != 1 ||
         g->dilation_w != 1 || g->kernel_h * g->kernel_w > MAX_TAPS || g->stride_h != g->stride_w)
         return 0;
-    if (g->stride_h == 1) /* any padding up to k - 1; 1x1 stride-1 convs are plain GEMMs */
-        return g->kernel_h * g->kernel_w > 1 && g->pad_h < g->kernel_h && g->pad_w < g->kernel_w &&
+    /* 1x1 convs are GEMMs (after a subsample when strided); one tap per channel is too little
+     * work per register block to beat that */
+    if (g->kernel_h * g->kernel_w == 1) return 0;
+    if (g->stride_h == 1) /* any padding up to k - 1 */
+        return g->pad_h < g->kernel_h && g->pad_w < g->kernel_w &&
                g->out_h == g->in_h + 2 * g->pad_h - g->kernel_h + 1 &&
                g->out_w == g->in_w + 2 * g->pad_w - g->kernel_w + 1;
     /* stride 2: odd kernels with "same" padding */
@@ -151,10 +153,22 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
     l->wp = content_w + g->pad_w;
     l->image_stride = (content_h + g->pad_h) * l->wp;
     l->lead = (size_t)g->pad_h * l->wp + g->pad_w;
-    size_t per_image = (size_t)g->in_c * s * s * l->image_stride * sizeof(float);
-    size_t images = CHUNK_BYTES / (per_image ? per_image : 1);
-    if (images < 1) images = 1;
-    l->images = images < n ? images : n;
+    /* a chunk's padded input and staged output stay within CHUNK_BYTES (as far as one image
+     * allows): a conv with many more outputs than inputs would stream its staging otherwise */
+    size_t co_padded = ((size_t)g->out_c + CO_BLOCK - 1) / CO_BLOCK * CO_BLOCK;
+    size_t per_image = ((size_t)g->in_c * s * s + co_padded) * l->image_stride * sizeof(float);
+    size_t most = CHUNK_BYTES / (per_image ? per_image : 1);
+    if (most < 1) most = 1;
+    if (most > n) most = n;
+    /* the last pixel block of a chunk is part padding: of the chunk sizes within the budget,
+     * take the one that wastes the least of its blocks (7x7 planes waste a third otherwise) */
+    l->images = most;
+    double best = 0;
+    for (size_t images = most; images >= 1 && images * 2 > most; images--) {
+        size_t q = images * l->image_stride;
+        double used = (double)q / (double)((q + px - 1) / px * px);
+        if (used > best + 1e-9) best = used, l->images = images;
+    }
     l->q_blocks = (l->images * l->image_stride + px - 1) / px;
     l->q_len = l->q_blocks * px;
     l->co_blocks = (g->out_c + CO_BLOCK - 1) / CO_BLOCK;
