@@ -286,7 +286,7 @@ for m in "${models[@]}"; do
     # the same with the kernel OpenBLAS picks for this CPU when OPENBLAS_CORETYPE is unset
     timed "$o.gauto" env -u OPENBLAS_CORETYPE "$GPFQ" eval --model "$f" --data-dir "$DATA_DIR" \
         --limit "$n" --batch 256 --threads $THREADS
-    auto_kernel=$(sed -n 's/^speed .*, \([A-Za-z0-9]*\) kernel).*/\1/p' "$o.gauto")
+    auto_kernel=$(sed -n 's/^speed .* \([A-Za-z0-9]*\) kernel).*/\1/p' "$o.gauto")
     fl=$(flops_of "$m")
     g=$(ips "$o.g") ty=$(ips "$o.tyes") tn=$(ips "$o.tno") ga=$(ips "$o.gauto")
     echo "  $m ($n images, $(awk -v f="$fl" 'BEGIN { printf "%.2f", f / 1e6 }') MFLOP/image): gpfq $g img/s ($ga with OpenBLAS's own kernel, $auto_kernel), torch $ty img/s (tunables) / $tn img/s (none); torch: $(sed -n 's/^torch *//p' "$o.tyes")"

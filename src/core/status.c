@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 enum { GPFQ_ERROR_CAPACITY = 2048 };
 
@@ -68,8 +69,25 @@ const char *gpfq_status_name(gpfq_status status) {
     return "unknown error";
 }
 
+/*
+ * Buffers of several MB (activations of a batch, a layer's patches) are touched once per page
+ * on first use; on a virtual machine each 4 kB page fault costs microseconds, the first batch
+ * of a ResNet-20 evaluation 0.2 s. Such buffers are aligned to 2 MB and offered to the kernel
+ * for transparent huge pages (a no-op where THP is off or "never"), 512 times fewer faults.
+ */
+enum { HUGE_PAGE = 2 << 20, HUGE_MIN = 4 << 20 };
+
 void *gpfq_malloc(size_t bytes, const char *what) {
-    void *p = malloc(bytes ? bytes : 1);
+    void *p = NULL;
+    if (bytes >= HUGE_MIN) {
+        size_t rounded = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+        if (posix_memalign(&p, HUGE_PAGE, rounded) == 0)
+            madvise(p, rounded, MADV_HUGEPAGE); /* advice only: failure changes nothing */
+        else
+            p = NULL;
+    } else {
+        p = malloc(bytes ? bytes : 1);
+    }
     if (!p) gpfq_fail(GPFQ_ERR_NOMEM, "out of memory allocating %zu bytes for %s", bytes, what);
     return p;
 }
