@@ -5,7 +5,7 @@
  * buffers by liveness (an activation's buffer is reused once its last reader has
  * run), element-wise ops run in place when their input dies with them, and
  * identity/dropout/flatten are free aliases. One scratch area serves every conv.
- * A conv followed by the BatchNorm (and ReLU) only it feeds runs them on its output
+ * A conv followed by the BatchNorm and/or ReLU only it feeds runs them on its output
  * chunk by chunk, while it is in cache.
  */
 #ifndef GPFQ_FORWARD_H

@@ -226,21 +226,26 @@ size_t gpfq_forward_bytes(const gpfq_forward *fwd) {
 /*
  * A direct-kernel conv whose output only an in-place BatchNorm reads, and that BatchNorm's
  * only an in-place ReLU, runs all three on each chunk while it is in cache instead of three
- * passes over the batch. The folded nodes' outputs are the same buffer with the same values.
+ * passes over the batch; so does a conv followed by a ReLU alone. The folded nodes' outputs
+ * are the same buffer with the same values.
  */
+static int folds_into(const gpfq_forward *fwd, const int *readers, int node, gpfq_op op) {
+    const gpfq_model *m = fwd->model;
+    return node < m->n_nodes && m->nodes[node].op == op && m->nodes[node].inputs[0] == node - 1 &&
+           readers[node - 1] == 1 && fwd->node_inplace[node];
+}
+
 static void plan_fusion(gpfq_forward *fwd, const int *readers) {
     const gpfq_model *m = fwd->model;
-    for (int i = 0; i + 1 < m->n_nodes; i++) {
-        const gpfq_node *conv = &m->nodes[i], *bn = &m->nodes[i + 1];
-        if (conv->op != GPFQ_OP_CONV2D || bn->op != GPFQ_OP_BATCHNORM2D || bn->inputs[0] != i ||
-            readers[i] != 1 || !fwd->node_inplace[i + 1])
-            continue;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const gpfq_node *conv = &m->nodes[i];
+        if (conv->op != GPFQ_OP_CONV2D) continue;
         gpfq_conv_geom g = node_geom(conv);
         if (!gpfq_conv_direct_fits(&g)) continue;
-        fwd->node_fused[i] = 1;
-        if (i + 2 < m->n_nodes && m->nodes[i + 2].op == GPFQ_OP_RELU &&
-            m->nodes[i + 2].inputs[0] == i + 1 && readers[i + 1] == 1 && fwd->node_inplace[i + 2])
-            fwd->node_fused[i] = 2;
+        int next = i + 1;
+        if (folds_into(fwd, readers, next, GPFQ_OP_BATCHNORM2D)) next++;
+        if (folds_into(fwd, readers, next, GPFQ_OP_RELU)) next++;
+        fwd->node_fused[i] = next - i - 1;
         if (conv->out_shape.c > fwd->fold_channels) fwd->fold_channels = conv->out_shape.c;
     }
 }
@@ -264,9 +269,12 @@ static gpfq_status run_range(gpfq_forward *fwd, const float *input, size_t n, in
         int fused = hook ? 0 : fwd->node_fused[i]; /* a hook sees every node's own output */
         if (fused && i + fused < upto) {
             const gpfq_node *bn = &m->nodes[i + 1];
-            gpfq_conv_epilogue e = {fwd->fold, fwd->fold + bn->in_shape.c, fused == 2};
-            gpfq_batchnorm_fold(bn->weight, bn->bias, bn->running_mean, bn->running_var, bn->eps,
-                                bn->in_shape.c, fwd->fold, fwd->fold + bn->in_shape.c);
+            gpfq_conv_epilogue e = {NULL, NULL, m->nodes[i + fused].op == GPFQ_OP_RELU};
+            if (bn->op == GPFQ_OP_BATCHNORM2D) {
+                e.scale = fwd->fold, e.shift = fwd->fold + bn->in_shape.c;
+                gpfq_batchnorm_fold(bn->weight, bn->bias, bn->running_mean, bn->running_var,
+                                    bn->eps, bn->in_shape.c, fwd->fold, fwd->fold + bn->in_shape.c);
+            }
             gpfq_conv_geom g = node_geom(node);
             gpfq_conv2d_fused(&g, inputs[0], node->weight, node->bias, &e, n, output, fwd->scratch);
             i += fused;
