@@ -118,9 +118,10 @@ pick_best() { # BASE PARSER N: copies the one of BASE.1 .. BASE.N whose PARSER v
         if [ -z "$best" ] || awk -v a="$v" -v b="$best" 'BEGIN { exit !(a < b) }'; then
             best=$v
             cp "$1.$r" "$1"
+            cp "$1.$r.time" "$1.time"
         fi
     done
-    [ -n "$best" ] || cp "$1.1" "$1"
+    [ -n "$best" ] || { cp "$1.1" "$1" && cp "$1.1.time" "$1.time"; }
 }
 
 ratio() { # A B: A / B, or - when either is missing
