@@ -155,6 +155,9 @@ weights_note() {
     if [ -f "$ROOT/data/models/$1_fashion.h5" ]; then echo "trained, data/models/$1_fashion.h5"; else echo "RANDOM weights (no data/models/$1_fashion.h5; tools/export_torch.py --arch $1 --seed 0): accuracies are chance level, timings are valid"; fi
 }
 images_for() { case $1 in mlp | lenet5) echo 10000 ;; *) echo 2000 ;; esac; }
+# eval throughput: all test images but on resnet18, so that a first batch (gpfq's is timed,
+# torch's warm-up batch is not) weighs little
+eval_images_for() { case $1 in resnet18) echo 2000 ;; *) echo 10000 ;; esac; }
 
 # ---- 1. one configuration per model: quantize and eval ----
 
@@ -302,7 +305,7 @@ pct() { awk -v g="$1" -v p="$peak" 'BEGIN { if (p == "" || g == "-") print ""; e
 echo "== eval throughput: gpfq eval vs bench/torch_eval.py, batch 256, $THREADS threads, one timed run each =="
 for m in "${models[@]}"; do
     f=$(model_file "$m")
-    n=$(images_for "$m")
+    n=$(eval_images_for "$m")
     o=$tmp/$m.ev
     "$GPFQ" eval --model "$f" --data-dir "$DATA_DIR" --limit 256 --batch 256 --threads $THREADS >/dev/null 2>&1 || true
     timed "$o.g" "$GPFQ" eval --model "$f" --data-dir "$DATA_DIR" --limit "$n" --batch 256 --threads $THREADS
