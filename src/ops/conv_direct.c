@@ -325,6 +325,9 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
     plan_layout(g, n, kernel == GPFQ_CONV_AVX512 ? 6 * 16 : 3 * 8, &l);
     size_t chunks = (n + l.images - 1) / l.images;
     int threads = openblas_get_num_threads();
+    /* a thread started per call costs tens of microseconds: at least ~50 MFLOP each */
+    double flops = 2.0 * (double)n * g->out_c * g->out_h * g->out_w * g->in_c * l.taps;
+    if (threads > 1 + flops / 50e6) threads = (int)(1 + flops / 50e6);
     if (threads < 1) threads = 1;
     if ((size_t)threads > chunks) threads = (int)chunks;
     if (threads > 64) threads = 64;
