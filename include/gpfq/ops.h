@@ -70,8 +70,9 @@ gpfq_conv_kernel gpfq_conv_set_kernel(gpfq_conv_kernel kernel);
 const char *gpfq_conv_kernel_name(gpfq_conv_kernel kernel);
 /* 1 if gpfq_conv2d runs g with a direct kernel. */
 int gpfq_conv_direct_fits(const gpfq_conv_geom *g);
-/* The direct kernel alone (g must fit); uses as many threads as BLAS is set to and buffers of
- * its own. 0, or -1 if out of memory (y then undefined). */
+/* The direct kernel alone (g must fit); uses as many threads as BLAS is set to (at most one
+ * per 50 MFLOP of the call) and buffers of its own. 0, or -1 if out of memory (y then undefined).
+ */
 int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *weight,
                        const float *bias, const gpfq_conv_epilogue *epilogue, size_t n, float *y);
 void gpfq_conv2d_ref(const gpfq_conv_geom *g, const float *x, const float *weight,

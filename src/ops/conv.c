@@ -4,9 +4,9 @@
  * Small feature maps make one GEMM per image too thin to run BLAS well, so images
  * are unfolded side by side into one column matrix (a chunk of `images_per_gemm`
  * images at a time) and the product is scattered back to NCHW. A 1x1, stride-1,
- * unpadded conv needs no unfolding: the image already is the column matrix. "Same" convs of
- * stride 1 or 2 go to the direct kernels of conv_direct.c; their scratch stays reserved so that a
- * direct kernel short of memory can fall back to this path.
+ * unpadded conv needs no unfolding: the image already is the column matrix. The convs a
+ * direct kernel covers (gpfq_conv_direct_fits) go to conv_direct.c; their scratch stays reserved
+ * so that a direct kernel short of memory can fall back to this path.
  */
 #include "gpfq/ops.h"
 

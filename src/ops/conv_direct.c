@@ -20,9 +20,10 @@
  * stays in registers while the loop runs over input channels and taps: per tap, PX/width
  * unaligned loads and 4 broadcasts feed 4*PX/width FMAs.
  *
- * Threads. As many as BLAS is set to (openblas_get_num_threads), each on its own chunks of
- * images with its own buffers, so the evaluation's workers (BLAS at one thread) each run it
- * single-threaded and the calibration pass (BLAS at --threads) uses every thread.
+ * Threads. As many as BLAS is set to (openblas_get_num_threads), at most one per 50 MFLOP
+ * of the call, each on its own chunks of images with its own buffers, so the evaluation's workers
+ * (BLAS at one thread) each run it single-threaded and the calibration pass (BLAS at --threads)
+ * uses every thread.
  */
 #include "gpfq/ops.h"
 
@@ -129,7 +130,6 @@ typedef struct {
     size_t q_len;    /* q_blocks * px */
     size_t phase;    /* floats per phase plane */
     size_t plane;    /* floats per input channel: stride^2 phase planes */
-    int px;          /* pixels per kernel block */
     int co_blocks, taps;
     long offsets[MAX_TAPS];
 } layout;
@@ -147,7 +147,6 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
     const int s = g->stride_h;
     l->g = g;
     l->stride = s;
-    l->px = px;
     /* the values a phase plane holds per image: the input, or for stride 2 at most the output */
     const size_t content_h = s == 1 ? g->in_h : g->out_h, content_w = s == 1 ? g->in_w : g->out_w;
     l->wp = content_w + g->pad_w;
@@ -173,7 +172,7 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
     l->q_len = l->q_blocks * px;
     l->co_blocks = (g->out_c + CO_BLOCK - 1) / CO_BLOCK;
     l->taps = g->kernel_h * g->kernel_w;
-    /* tap t reads phase[t] at offset shift[t] past q; a phase plane must hold the farthest */
+    /* tap t reads phase plane phase[t] at offsets[t] past q; a plane must hold the farthest */
     int phase[MAX_TAPS];
     long reach = 0;
     for (int ki = 0; ki < g->kernel_h; ki++)

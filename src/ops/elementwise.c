@@ -5,22 +5,25 @@
 
 #include <math.h>
 
+/* the same folding PyTorch's CPU kernel does: y = x * scale + shift */
+static void fold_channel(const float *gamma, const float *beta, const float *mean, const float *var,
+                         float eps, int ch, float *scale, float *shift) {
+    float inv_std = 1.0f / sqrtf(var[ch] + eps);
+    *scale = gamma ? gamma[ch] * inv_std : inv_std;
+    *shift = (beta ? beta[ch] : 0.0f) - mean[ch] * *scale;
+}
+
 void gpfq_batchnorm_fold(const float *gamma, const float *beta, const float *mean, const float *var,
                          float eps, int c, float *scale, float *shift) {
-    for (int ch = 0; ch < c; ch++) {
-        /* the same folding PyTorch's CPU kernel does: y = x * alpha + shift */
-        float inv_std = 1.0f / sqrtf(var[ch] + eps);
-        scale[ch] = gamma ? gamma[ch] * inv_std : inv_std;
-        shift[ch] = (beta ? beta[ch] : 0.0f) - mean[ch] * scale[ch];
-    }
+    for (int ch = 0; ch < c; ch++)
+        fold_channel(gamma, beta, mean, var, eps, ch, &scale[ch], &shift[ch]);
 }
 
 void gpfq_batchnorm2d(const float *x, const float *gamma, const float *beta, const float *mean,
                       const float *var, float eps, size_t n, int c, size_t hw, float *y) {
     for (int ch = 0; ch < c; ch++) {
         float alpha, shift;
-        gpfq_batchnorm_fold(gamma ? gamma + ch : NULL, beta ? beta + ch : NULL, mean + ch, var + ch,
-                            eps, 1, &alpha, &shift);
+        fold_channel(gamma, beta, mean, var, eps, ch, &alpha, &shift);
         for (size_t i = 0; i < n; i++) {
             const float *src = x + (i * c + ch) * hw;
             float *dst = y + (i * c + ch) * hw;
