@@ -91,15 +91,15 @@ void __wrap_cblas_strmm(enum CBLAS_ORDER order, enum CBLAS_SIDE side, enum CBLAS
 
 /* What the wrapper saw for the layer being quantized (summed over groups). */
 typedef struct {
-    int calls;          /* gpfq_gpfq_layer calls (groups) */
-    size_t N, d, m;     /* of one group */
-    double seconds;     /* the GPFQ proper (or the ref prediction when est) */
+    int calls;      /* gpfq_gpfq_layer calls (groups) */
+    size_t N, d, m; /* of one group */
+    double seconds; /* the GPFQ proper (or the ref prediction when est) */
     double blas_seconds, blas_flops;
     double kind_seconds[3], kind_flops[3]; /* sgemm, ssyrk, strmm */
     int blas_calls, strmm_calls;
-    long faults; /* minor page faults inside the timed span */
-    gpfq_form ran;      /* observed */
-    int est;            /* ref predicted, not run (the layer ran `ran` instead) */
+    long faults;             /* minor page faults inside the timed span */
+    gpfq_form ran;           /* observed */
+    int est;                 /* ref predicted, not run (the layer ran `ran` instead) */
     double stand_in_seconds; /* time of the form that ran instead of ref */
     double probe_seconds;    /* the ref guard's probe */
 } layer_obs;
@@ -124,7 +124,9 @@ static double bench_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static double blas_start(void) { return W.in_gpfq ? bench_now() : 0.0; }
+static double blas_start(void) {
+    return W.in_gpfq ? bench_now() : 0.0;
+}
 
 enum { K_SGEMM, K_SSYRK, K_STRMM };
 static const char *const KIND_NAMES[3] = {"sgemm", "ssyrk", "strmm"};
@@ -166,8 +168,8 @@ void __wrap_cblas_strmm(enum CBLAS_ORDER order, enum CBLAS_SIDE side, enum CBLAS
 }
 
 /* Seconds of ref on the first k columns. */
-static double ref_columns(const float *weight, size_t N, size_t d, const float *Xt,
-                          const float *Yt, size_t m, const gpfq_alphabet *a, size_t k) {
+static double ref_columns(const float *weight, size_t N, size_t d, const float *Xt, const float *Yt,
+                          size_t m, const gpfq_alphabet *a, size_t k) {
     float *wk = malloc(N * k * sizeof(float));
     int32_t *ck = malloc(N * k * sizeof(int32_t));
     GPFQ_ASSERT(wk && ck);
@@ -285,15 +287,17 @@ static void on_layer(void *ctx, const gpfq_layer_report *rep, int index, int tot
 
 typedef struct {
     int ran;
-    double seconds;      /* gpfq_quantize_model */
-    double gpfq_seconds; /* sum over layers of the GPFQ proper */
+    double seconds;        /* gpfq_quantize_model */
+    double gpfq_seconds;   /* sum over layers of the GPFQ proper */
     double est_correction; /* ref only: predicted - stand-in time of the skipped layers,
                               less the guard's probes */
     int n_est;
     uint64_t hash;
 } model_run;
 
-static const char *form_name(gpfq_form f) { return gpfq_form_name(f); }
+static const char *form_name(gpfq_form f) {
+    return gpfq_form_name(f);
+}
 
 /* Share of codes of `r` equal to those of `base`, per layer. */
 static void compare_codes(const gpfq_quant_result *base, const gpfq_quant_result *r,
@@ -308,7 +312,9 @@ static void compare_codes(const gpfq_quant_result *base, const gpfq_quant_result
     }
 }
 
-static int file_exists(const char *path) { return access(path, R_OK) == 0; }
+static int file_exists(const char *path) {
+    return access(path, R_OK) == 0;
+}
 
 /* The shipped model, or a random-weight one of the same architecture. */
 static int model_path(const char *name, const char *model_dir, const char *export_dir,
@@ -482,10 +488,11 @@ static int bench_model(const char *name, const char *path, int random_weights,
            name, path, random_weights ? "random" : "trained", n_layers, cfg->threads[0],
            cfg->threads[0] == 1 ? "" : "s", cold_seconds);
     for (int t = 0; t < cfg->n_threads; t++) {
-        printf("\n-- %s, BLAS threads %d (ref: single-threaded C loop, measured at %d thread%s) --\n",
-               name, cfg->threads[t], cfg->threads[0], cfg->threads[0] == 1 ? "" : "s");
-        printf("%-22s %11s %7s %10s %9s %9s %9s %8s %8s %8s %6s %6s %6s %6s\n", "layer",
-               "N x d", "m", "ref s", "gram s", "ublock s", "auto s", "gram", "ublock", "auto",
+        printf(
+            "\n-- %s, BLAS threads %d (ref: single-threaded C loop, measured at %d thread%s) --\n",
+            name, cfg->threads[t], cfg->threads[0], cfg->threads[0] == 1 ? "" : "s");
+        printf("%-22s %11s %7s %10s %9s %9s %9s %8s %8s %8s %6s %6s %6s %6s\n", "layer", "N x d",
+               "m", "ref s", "gram s", "ublock s", "auto s", "gram", "ublock", "auto",
                "auto=", "blas%g", "blas%u", "agree");
         for (int l = 0; l < n_layers; l++) {
             layer_row *r = &rows[l];
@@ -576,7 +583,8 @@ static int bench_model(const char *name, const char *path, int random_weights,
             for (int l = 0; l < n_layers; l++) {
                 const layer_obs *ob = &rows[l].obs[t][k + 1];
                 bs += ob->blas_seconds, bf += ob->blas_flops, all += ob->seconds;
-                for (int q = 0; q < 3; q++) ks[q] += ob->kind_seconds[q], kf[q] += ob->kind_flops[q];
+                for (int q = 0; q < 3; q++)
+                    ks[q] += ob->kind_seconds[q], kf[q] += ob->kind_flops[q];
             }
             if (!runs[t][k + 1].ran || all <= 0) continue;
             printf("  %-6s: BLAS %.4f s of %.4f s (%.0f%%) at %.1f GFLOP/s (", fast[k], bs, all,
@@ -657,8 +665,8 @@ typedef struct {
 
 static void run_sgemm_square(void *p) {
     square_args *s = p;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->n, s->n, s->n, 1.0f, s->A, s->n,
-                s->B, s->n, 0.0f, s->C, s->n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->n, s->n, s->n, 1.0f, s->A, s->n, s->B,
+                s->n, 0.0f, s->C, s->n);
 }
 
 typedef struct {
@@ -772,14 +780,28 @@ static int parse_list(const char *s, char items[][32], int cap) {
 int main(int argc, char **argv) {
     char models[8][32];
     int n_models = parse_list("mlp,lenet5,resnet20,resnet18", models, 8);
-    bench_cfg cfg = {.threads = {1}, .n_threads = 1, .forms_on = {1, 1, 1, 1}, .bs = 256,
-                     .repeat = 1};
+    bench_cfg cfg = {
+        .threads = {1}, .n_threads = 1, .forms_on = {1, 1, 1, 1}, .bs = 256, .repeat = 1};
     int do_gram = 1, peak_n = 2048;
     const char *model_dir = GPFQ_BENCH_SOURCE_DIR "/data/models";
     const char *export_dir = GPFQ_BENCH_EXPORT_DIR;
     const char *python = "/usr/bin/python3", *data_dir = NULL;
-    enum { O_MODELS = 256, O_FORMS, O_THREADS, O_MAXREF, O_BS, O_REPEAT, O_NOGRAM, O_PEAK,
-           O_MDIR, O_EDIR, O_PY, O_DDIR, O_BLOCK, O_CLOCK };
+    enum {
+        O_MODELS = 256,
+        O_FORMS,
+        O_THREADS,
+        O_MAXREF,
+        O_BS,
+        O_REPEAT,
+        O_NOGRAM,
+        O_PEAK,
+        O_MDIR,
+        O_EDIR,
+        O_PY,
+        O_DDIR,
+        O_BLOCK,
+        O_CLOCK
+    };
     static const struct option opts[] = {
         {"models", required_argument, NULL, O_MODELS},
         {"forms", required_argument, NULL, O_FORMS},
