@@ -77,6 +77,40 @@ static void test_quantizers(void) {
     CHECK_CONTAINS(gpfq_last_error(), "use a lambda below");
 }
 
+/* The vectorised row quantizer gives the scalar rule's codes and values bit for bit:
+ * every quantizer, ties at half steps, +-0, NaN, values past the last level, norm 0,
+ * and a row length that is not a multiple of any vector width. */
+static void test_quantize_row(void) {
+    enum { N = 203 };
+    float z[N], values[N], v2[N];
+    int32_t codes[N];
+    unsigned long long state = 7;
+    for (int i = 0; i < N; i++) {
+        float r = check_rand(&state);                             /* in [-1, 1) */
+        z[i] = i % 3 == 0 ? floorf(r * 20.0f) * 0.5f : r * 12.0f; /* every third a tie */
+    }
+    z[5] = 0.0f, z[6] = -0.0f, z[7] = NAN, z[8] = 1e30f, z[9] = -1e30f;
+    const gpfq_quantizer kinds[4] = {GPFQ_QUANTIZER_NEAREST, GPFQ_QUANTIZER_L1, GPFQ_QUANTIZER_L0,
+                                     GPFQ_QUANTIZER_STOCHASTIC};
+    const float norms[3] = {1.0f, 0.37f, 0.0f};
+    for (int k = 0; k < 4; k++)
+        for (int n = 0; n < 3; n++) {
+            gpfq_alphabet a = alphabet(kinds[k], 3, 0.5f, 0.3f);
+            gpfq_quantize_row(&a, z, N, norms[n], 11, 5, codes, values);
+            int bad = 0;
+            for (int i = 0; i < N; i++) {
+                int code =
+                    norms[n] == 0.0f ? 0 : gpfq_quantize_code(&a, z[i] / norms[n], 11 + 5 * i);
+                float value = gpfq_code_value(&a, code);
+                bad += codes[i] != code || memcmp(&values[i], &value, sizeof value) != 0;
+            }
+            CHECK(bad == 0, "kind %d norm %g: %d of %d codes or values differ", k, norms[n], bad,
+                  N);
+            gpfq_code_values(&a, codes, N, v2);
+            CHECK(memcmp(v2, values, sizeof values) == 0, "kind %d: gpfq_code_values", k);
+        }
+}
+
 /* Fills with small integers (exact) or uniform reals. */
 static void fill(float *v, size_t n, int exact, float scale, unsigned long long *state) {
     for (size_t i = 0; i < n; i++) {
@@ -356,6 +390,7 @@ static void test_eval_and_ranges(const char *fixtures) {
 
 int main(int argc, char **argv) {
     test_quantizers();
+    test_quantize_row();
     test_forms();
     test_driver(argc > 1 ? argv[1] : "tests/fixtures");
     test_eval_and_ranges(argc > 1 ? argv[1] : "tests/fixtures");

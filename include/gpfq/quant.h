@@ -53,6 +53,12 @@ gpfq_status gpfq_alphabet_make(const float *weight, size_t rows, size_t cols, in
 int gpfq_quantize_code(const gpfq_alphabet *a, float z, uint64_t stream);
 /* The real value of a code. */
 float gpfq_code_value(const gpfq_alphabet *a, int code);
+/* gpfq_quantize_code of z[i] / norm for i < n (every code 0 when norm is 0), element
+ * i drawing from stream stream0 + i * step, and the codes' values; vectorised. */
+void gpfq_quantize_row(const gpfq_alphabet *a, const float *z, size_t n, float norm,
+                       uint64_t stream0, uint64_t step, int32_t *codes, float *values);
+/* values[i] = gpfq_code_value(a, codes[i]) for i < n; vectorised. */
+void gpfq_code_values(const gpfq_alphabet *a, const int32_t *codes, size_t n, float *values);
 
 /* Counter-based uniform in [0, 1) for (seed, stream). */
 double gpfq_uniform(uint64_t seed, uint64_t stream);

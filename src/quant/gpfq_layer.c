@@ -60,25 +60,24 @@ void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *X
  * each column t of the block, the argument numerators without the in-block Q
  * terms; H is the d x d (gram) or B x B (ublock) matrix with leading dimension
  * ldh, positioned at the block's diagonal. Writes Qt and codes (transposed: row
- * t0 + r, column i is stored at codes[i * d + t0 + r]). */
-static void sweep_block(float *P, size_t B, size_t N, const float *H, size_t ldh, size_t t0,
-                        size_t d, const gpfq_alphabet *a, float *Qt, int32_t *codes) {
+ * t0 + r, column i is stored at codes[i * d + t0 + r]); row_codes holds N codes.
+ * Built for the CPU at hand (the source is compiled with -ffp-contract=off, so
+ * every clone does the same float operations and gives the same codes). */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) static void
+sweep_block(float *P, size_t B, size_t N, const float *H, size_t ldh, size_t t0, size_t d,
+            const gpfq_alphabet *a, float *Qt, int32_t *codes, int32_t *row_codes) {
     for (size_t r = 0; r < B; r++) {
-        float *p = P + r * N;
+        float *restrict p = P + r * N;
         const float *h = H + r * ldh;
         for (size_t s = 0; s < r; s++) {
             const float hs = h[s];
             if (hs == 0.0f) continue;
-            const float *q = Qt + (t0 + s) * N;
+            const float *restrict q = Qt + (t0 + s) * N;
             for (size_t i = 0; i < N; i++) p[i] -= hs * q[i];
         }
-        const float norm = h[r];
-        float *qrow = Qt + (t0 + r) * N;
-        for (size_t i = 0; i < N; i++) {
-            int code = norm == 0.0f ? 0 : gpfq_quantize_code(a, p[i] / norm, i * d + t0 + r);
-            codes[i * d + t0 + r] = (int32_t)code;
-            qrow[i] = gpfq_code_value(a, code);
-        }
+        const size_t t = t0 + r;
+        gpfq_quantize_row(a, p, N, h[r], t, d, row_codes, Qt + t * N);
+        for (size_t i = 0; i < N; i++) codes[i * d + t] = row_codes[i];
     }
 }
 
@@ -94,8 +93,9 @@ static gpfq_status layer_gram(const float *Wt, size_t N, size_t d, const float *
     float *G = gpfq_malloc(d * d * sizeof(float), "the Gram matrix G");
     float *H = gpfq_malloc(d * d * sizeof(float), "the Gram matrix H");
     float *P = gpfq_malloc(d * N * sizeof(float), "the GPFQ arguments");
-    if (!G || !H || !P) {
-        free(G), free(H), free(P);
+    int32_t *row_codes = gpfq_malloc(N * sizeof(int32_t), "a row of codes");
+    if (!G || !H || !P || !row_codes) {
+        free(G), free(H), free(P), free(row_codes);
         return GPFQ_ERR_NOMEM;
     }
     /* G = Y^T X = Yt Xt^T; H = Yt Yt^T (lower triangle is what is read) */
@@ -115,9 +115,9 @@ static gpfq_status layer_gram(const float *Wt, size_t N, size_t d, const float *
         if (t0 > 0)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)N, (int)t0, -1.0f,
                         H + t0 * d, (int)d, Qt, (int)N, 1.0f, P + t0 * N, (int)N);
-        sweep_block(P + t0 * N, B, N, H + t0 * d + t0, d, t0, d, a, Qt, codes);
+        sweep_block(P + t0 * N, B, N, H + t0 * d + t0, d, t0, d, a, Qt, codes, row_codes);
     }
-    free(G), free(H), free(P);
+    free(G), free(H), free(P), free(row_codes);
     return GPFQ_OK;
 }
 
@@ -131,8 +131,9 @@ static gpfq_status layer_ublock(const float *Wt, size_t N, size_t d, const float
     float *P = gpfq_malloc(block * N * sizeof(float), "the GPFQ arguments");
     float *Gb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
     float *Hb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
-    if (!U || !P || !Gb || !Hb) {
-        free(U), free(P), free(Gb), free(Hb);
+    int32_t *row_codes = gpfq_malloc(N * sizeof(int32_t), "a row of codes");
+    if (!U || !P || !Gb || !Hb || !row_codes) {
+        free(U), free(P), free(Gb), free(Hb), free(row_codes);
         return GPFQ_ERR_NOMEM;
     }
     for (size_t t0 = 0; t0 < d; t0 += block) {
@@ -154,7 +155,7 @@ static gpfq_status layer_ublock(const float *Wt, size_t N, size_t d, const float
         /* P += tril(Gb) W_b^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)N, (int)B, 1.0f, Gb,
                     (int)B, Wb, (int)N, 1.0f, P, (int)N);
-        sweep_block(P, B, N, Hb, B, t0, d, a, Qt, codes);
+        sweep_block(P, B, N, Hb, B, t0, d, a, Qt, codes, row_codes);
         if (t0 + B < d || err2) {
             /* U += W_b X_b - Q_b Y_b, with W_b = Wb^T (N x B) */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)m, (int)B, 1.0f, Wb,
@@ -168,7 +169,7 @@ static gpfq_status layer_ublock(const float *Wt, size_t N, size_t d, const float
         for (size_t k = 0; k < N * m; k++) sum += (double)U[k] * U[k];
         *err2 = sum;
     }
-    free(U), free(P), free(Gb), free(Hb);
+    free(U), free(P), free(Gb), free(Hb), free(row_codes);
     return GPFQ_OK;
 }
 
@@ -237,7 +238,7 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
     if (st != GPFQ_OK) return st;
     float *values = quantized ? quantized : gpfq_malloc(N * d * sizeof(float), "quantized weights");
     if (!values) return GPFQ_ERR_NOMEM;
-    for (size_t k = 0; k < N * d; k++) values[k] = gpfq_code_value(a, codes[k]);
+    gpfq_code_values(a, codes, N * d, values);
     if (stats) {
         stats->form = form;
         stats->seconds = gpfq_now() - start;
