@@ -81,6 +81,12 @@ static void check_fixture(const char *path) {
         if ((strstr(path, "resnet") || strstr(path, "lenet")) &&
             gpfq_conv_get_kernel() != GPFQ_CONV_IM2COL)
             CHECK(gpfq_forward_fused(fwd) > 0, "%s: no BatchNorm or ReLU folded into a conv", path);
+        /* model_resnet_small: conv1 + bn + relu, layer1_conv1 + bn + relu, layer1_conv2 + bn +
+         * the residual add + relu, layer2_conv1 + bn + relu, layer2_conv2 + bn (its add comes
+         * after the downsample's nodes): 10 nodes folded */
+        if (strstr(path, "model_resnet_small") && gpfq_conv_get_kernel() != GPFQ_CONV_IM2COL)
+            CHECK(gpfq_forward_fused(fwd) == 10, "%s: %d nodes folded into convs, expected 10",
+                  path, gpfq_forward_fused(fwd));
         free(naive);
         /* a batch of one gives the same logits as the full batch */
         gpfq_forward *single = NULL;

@@ -45,7 +45,8 @@ void gpfq_conv2d(const gpfq_conv_geom *g, const float *x, const float *weight, c
  * float operations as the separate ops, so the results are identical. */
 typedef struct {
     const float *scale, *shift; /* per output channel (gpfq_batchnorm_fold), or NULL */
-    int relu;
+    const float *residual;      /* added next: a tensor of the output's shape, or NULL */
+    int relu;                   /* then ReLU */
 } gpfq_conv_epilogue;
 /* As gpfq_conv2d, then the epilogue (NULL: none) on every output. */
 void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *weight,
@@ -94,15 +95,56 @@ void gpfq_batchnorm_fold(const float *gamma, const float *beta, const float *mea
 static inline float gpfq_relu1(float x) {
     return x > 0.0f ? x : (x != x ? x : 0.0f);
 }
-/* Applies gpfq_conv_epilogue to `count` outputs of one channel, in place. */
-static inline void gpfq_epilogue_run(const gpfq_conv_epilogue *e, int channel, float *v,
-                                     size_t count) {
-    if (e->scale) {
-        const float alpha = e->scale[channel], shift = e->shift[channel];
-        for (size_t k = 0; k < count; k++) v[k] = v[k] * alpha + shift;
+/* dst[k] = the epilogue of src[k] + bias for `count` outputs of one channel whose first is at
+ * index `at` of the output tensor; src may be dst; e may be NULL (the bias only). Each step
+ * is the float operation the unfused node does (gpfq_batchnorm2d's folded form, gpfq_add,
+ * gpfq_relu), so the results are the same. */
+static inline __attribute__((always_inline)) void
+gpfq_epilogue_loop(const float *src, float bias, float *dst, size_t count, float alpha, float shift,
+                   const float *res, int scale, int add, int relu) {
+    for (size_t k = 0; k < count; k++) {
+        float t = src[k] + bias;
+        if (scale) t = t * alpha + shift;
+        if (add) t = t + res[k];
+        if (relu) t = gpfq_relu1(t);
+        dst[k] = t;
     }
-    if (e->relu)
-        for (size_t k = 0; k < count; k++) v[k] = gpfq_relu1(v[k]);
+}
+static inline void gpfq_epilogue_run(const gpfq_conv_epilogue *e, int channel, float bias,
+                                     const float *src, float *dst, size_t at, size_t count) {
+    if (!e) {
+        gpfq_epilogue_loop(src, bias, dst, count, 1.0f, 0.0f, NULL, 0, 0, 0);
+        return;
+    }
+    const float alpha = e->scale ? e->scale[channel] : 1.0f;
+    const float shift = e->scale ? e->shift[channel] : 0.0f;
+    const float *res = e->residual ? e->residual + at : NULL;
+    switch ((e->scale ? 4 : 0) | (res ? 2 : 0) | (e->relu ? 1 : 0)) {
+    case 0:
+        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 0, 0, 0);
+        break;
+    case 1:
+        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 0, 0, 1);
+        break;
+    case 2:
+        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 0, 1, 0);
+        break;
+    case 3:
+        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 0, 1, 1);
+        break;
+    case 4:
+        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 1, 0, 0);
+        break;
+    case 5:
+        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 1, 0, 1);
+        break;
+    case 6:
+        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 1, 1, 0);
+        break;
+    default:
+        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 1, 1, 1);
+        break;
+    }
 }
 void gpfq_relu(const float *x, size_t count, float *y);
 void gpfq_add(const float *a, const float *b, size_t count, float *y);

@@ -224,10 +224,11 @@ size_t gpfq_forward_bytes(const gpfq_forward *fwd) {
 }
 
 /*
- * A direct-kernel conv whose output only an in-place BatchNorm reads, and that BatchNorm's
- * only an in-place ReLU, runs all three on each chunk while it is in cache instead of three
- * passes over the batch; so does a conv followed by a ReLU alone. The folded nodes' outputs
- * are the same buffer with the same values.
+ * A direct-kernel conv runs the nodes that follow it on each chunk while it is in cache,
+ * instead of a pass over the batch each: a BatchNorm, then a residual Add (the conv's value
+ * as its first operand), then a ReLU, each optional, in that order, each the only reader of
+ * the node before it and running in place. The folded nodes' outputs are the same buffer
+ * with the same values.
  */
 static int folds_into(const gpfq_forward *fwd, const int *readers, int node, gpfq_op op) {
     const gpfq_model *m = fwd->model;
@@ -244,10 +245,32 @@ static void plan_fusion(gpfq_forward *fwd, const int *readers) {
         if (!gpfq_conv_direct_fits(&g)) continue;
         int next = i + 1;
         if (folds_into(fwd, readers, next, GPFQ_OP_BATCHNORM2D)) next++;
+        if (folds_into(fwd, readers, next, GPFQ_OP_ADD)) next++;
         if (folds_into(fwd, readers, next, GPFQ_OP_RELU)) next++;
         fwd->node_fused[i] = next - i - 1;
         if (conv->out_shape.c > fwd->fold_channels) fwd->fold_channels = conv->out_shape.c;
     }
+}
+
+/* The epilogue of conv node i and the `fused` nodes after it. */
+static gpfq_conv_epilogue plan_epilogue(gpfq_forward *fwd, int i, int fused, const float *input) {
+    const gpfq_model *m = fwd->model;
+    gpfq_conv_epilogue e = {0};
+    for (int k = i + 1; k <= i + fused; k++) {
+        const gpfq_node *node = &m->nodes[k];
+        if (node->op == GPFQ_OP_BATCHNORM2D) {
+            const int c = node->in_shape.c;
+            e.scale = fwd->fold, e.shift = fwd->fold + c;
+            gpfq_batchnorm_fold(node->weight, node->bias, node->running_mean, node->running_var,
+                                node->eps, c, fwd->fold, fwd->fold + c);
+        } else if (node->op == GPFQ_OP_ADD) {
+            const int other = node->inputs[1];
+            e.residual = other >= 0 ? fwd->buffers[fwd->node_buffer[other]] : input;
+        } else if (node->op == GPFQ_OP_RELU) {
+            e.relu = 1;
+        }
+    }
+    return e;
 }
 
 static gpfq_status run_range(gpfq_forward *fwd, const float *input, size_t n, int from, int upto,
@@ -268,13 +291,7 @@ static gpfq_status run_range(gpfq_forward *fwd, const float *input, size_t n, in
         float *output = fwd->buffers[fwd->node_buffer[i]];
         int fused = hook ? 0 : fwd->node_fused[i]; /* a hook sees every node's own output */
         if (fused && i + fused < upto) {
-            const gpfq_node *bn = &m->nodes[i + 1];
-            gpfq_conv_epilogue e = {NULL, NULL, m->nodes[i + fused].op == GPFQ_OP_RELU};
-            if (bn->op == GPFQ_OP_BATCHNORM2D) {
-                e.scale = fwd->fold, e.shift = fwd->fold + bn->in_shape.c;
-                gpfq_batchnorm_fold(bn->weight, bn->bias, bn->running_mean, bn->running_var,
-                                    bn->eps, bn->in_shape.c, fwd->fold, fwd->fold + bn->in_shape.c);
-            }
+            gpfq_conv_epilogue e = plan_epilogue(fwd, i, fused, input);
             gpfq_conv_geom g = node_geom(node);
             gpfq_conv2d_fused(&g, inputs[0], node->weight, node->bias, &e, n, output, fwd->scratch);
             i += fused;

@@ -87,22 +87,17 @@ void gpfq_im2col(const gpfq_conv_geom *g, const float *x, int c0, int cg, float 
     }
 }
 
-static void add_bias(const float *bias, size_t n, int channels, size_t pixels, float *y) {
-    if (!bias) return;
+/* The bias, then the epilogue, in one pass over y (n, channels, pixels). */
+static void finish(const float *bias, const gpfq_conv_epilogue *e, size_t n, int channels,
+                   size_t pixels, float *y) {
+    if (!bias && !e) return;
     for (size_t i = 0; i < n; i++)
         for (int c = 0; c < channels; c++) {
-            float *p = y + (i * channels + c) * pixels;
-            for (size_t k = 0; k < pixels; k++) p[k] += bias[c];
-        }
-}
-
-static void apply_epilogue(const gpfq_conv_epilogue *e, size_t n, int channels, size_t pixels,
-                           float *y) {
-    if (!e) return;
-    for (size_t i = 0; i < n; i++)
-        for (int c = 0; c < channels; c++) {
-            float *p = y + (i * channels + c) * pixels;
-            gpfq_epilogue_run(e, c, p, pixels);
+            const size_t at = (i * channels + c) * pixels;
+            if (bias)
+                gpfq_epilogue_run(e, c, bias[c], y + at, y + at, at, pixels);
+            else /* no bias: nothing added (x + 0 would turn -0 into +0) */
+                gpfq_epilogue_run(e, c, -0.0f, y + at, y + at, at, pixels);
         }
 }
 
@@ -125,8 +120,7 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->out_c, (int)pixels, g->in_c,
                         1.0f, weight, g->in_c, x + i * in_size, (int)pixels, 0.0f, y + i * out_size,
                         (int)pixels);
-        add_bias(bias, n, g->out_c, pixels, y);
-        apply_epilogue(epilogue, n, g->out_c, pixels, y);
+        finish(bias, epilogue, n, g->out_c, pixels, y);
         return;
     }
 
@@ -157,8 +151,7 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
                            staging + (size_t)o * columns + i * pixels, sizeof(float) * pixels);
         }
     }
-    add_bias(bias, n, g->out_c, pixels, y);
-    apply_epilogue(epilogue, n, g->out_c, pixels, y);
+    finish(bias, epilogue, n, g->out_c, pixels, y);
 }
 
 void gpfq_conv2d_ref(const gpfq_conv_geom *g, const float *x, const float *weight,

@@ -188,6 +188,10 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
     for (int t = 0; t < l->taps; t++) l->offsets[t] += (long)(phase[t] * l->phase);
 }
 
+/* The copies around the kernel, vectorised for the CPU at hand. The source is compiled with
+ * -ffp-contract=off: the epilogue's multiply-add must round as the unfused BatchNorm does. */
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
 /* w (out_c, in_c, kh, kw) -> packed (co_blocks, in_c, taps, CO_BLOCK), zero beyond out_c. */
 static void pack_weights(const layout *l, const float *w, float *packed) {
     const gpfq_conv_geom *g = l->g;
@@ -201,11 +205,14 @@ static void pack_weights(const layout *l, const float *w, float *packed) {
                 }
 }
 
-static void pad_chunk(const layout *l, const float *x, size_t count, float *in) {
+/* Copies a chunk's images into their places in the planes. The rest (gaps, and for stride 2
+ * the phase rows and columns an odd size leaves empty) is never written and stays as cleared
+ * once per call; in a last, shorter chunk, the slots past `count` keep earlier images, which
+ * only outputs that are dropped read. */
+CLONES static void pad_chunk(const layout *l, const float *x, size_t count, float *in) {
     const gpfq_conv_geom *g = l->g;
     const size_t image = (size_t)g->in_c * g->in_h * g->in_w;
     const int s = l->stride;
-    memset(in, 0, sizeof(float) * l->plane * g->in_c);
     for (size_t i = 0; i < count; i++)
         for (int c = 0; c < g->in_c; c++) {
             const float *src = x + i * image + (size_t)c * g->in_h * g->in_w;
@@ -229,20 +236,23 @@ static void pad_chunk(const layout *l, const float *x, size_t count, float *in) 
         }
 }
 
-/* Keeps the real outputs of the staged planes and adds the bias. */
-static void unpad_chunk(const layout *l, const float *out, const float *bias,
-                        const gpfq_conv_epilogue *e, size_t count, float *y) {
+/* Keeps the real outputs of the staged planes of images first.. first + count - 1, adds the
+ * bias and runs the epilogue while the channel is in L1. */
+CLONES static void unpad_chunk(const layout *l, const float *out, const float *bias,
+                               const gpfq_conv_epilogue *e, size_t first, size_t count, float *y) {
     const gpfq_conv_geom *g = l->g;
     const size_t pixels = (size_t)g->out_h * g->out_w;
     for (size_t i = 0; i < count; i++)
         for (int co = 0; co < g->out_c; co++) {
             const float *src = out + (size_t)co * l->q_len + i * l->image_stride;
-            float *dst = y + (i * g->out_c + co) * pixels;
-            float b = bias ? bias[co] : 0.0f;
+            const size_t at = ((first + i) * g->out_c + co) * pixels;
+            float *dst = y + at;
+            const float b = bias ? bias[co] : 0.0f;
             for (int r = 0; r < g->out_h; r++)
                 for (int x = 0; x < g->out_w; x++)
                     dst[(size_t)r * g->out_w + x] = src[r * l->wp + x] + b;
-            if (e) gpfq_epilogue_run(e, co, dst, pixels);
+            /* x + -0 is x: the bias is not added twice */
+            if (e) gpfq_epilogue_run(e, co, -0.0f, dst, dst, at, pixels);
         }
 }
 
@@ -302,7 +312,7 @@ static void *run_worker(void *arg) {
     const layout *l = w->l;
     const gpfq_conv_geom *g = l->g;
     const size_t in_image = (size_t)g->in_c * g->in_h * g->in_w;
-    const size_t out_image = (size_t)g->out_c * g->out_h * g->out_w;
+    memset(w->in, 0, sizeof(float) * l->plane * g->in_c);
     for (size_t k = w->first_chunk; k * l->images < w->n; k += w->chunk_step) {
         size_t first = k * l->images;
         size_t count = w->n - first < l->images ? w->n - first : l->images;
@@ -311,7 +321,7 @@ static void *run_worker(void *arg) {
             kernel_avx512(l, w->in, w->packed, w->out);
         else
             kernel_avx2(l, w->in, w->packed, w->out);
-        unpad_chunk(l, w->out, w->bias, w->epilogue, count, w->y + first * out_image);
+        unpad_chunk(l, w->out, w->bias, w->epilogue, first, count, w->y);
     }
     return NULL;
 }
