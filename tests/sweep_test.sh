@@ -48,7 +48,7 @@ part_ranks() {
     if cmp -s ranks1.txt "ranks$n.txt"; then
       echo "ok: $n rank(s) and 1 rank: identical results per task"
     else
-      echo "FAIL: $n rank(s) and 1 rank differ (task status top1 top5 sparsity codes_hash):"
+      echo "FAIL: $n rank(s) and 1 rank differ (task status float and quantized top1 top5, sparsity, codes_hash):"
       diff ranks1.txt "ranks$n.txt" | sed 's/^/    /'
       failures=$((failures + 1))
     fi
@@ -60,7 +60,7 @@ part_ranks() {
   check "one stochastic row" [ "$(grep -c " stochastic=1 " ranks3.dump)" -eq 1 ]
   check "one L0 row" [ "$(grep -c " regularizer=L0 " ranks3.dump)" -eq 1 ]
   check "weight-code hashes differ between tasks (at least 12 distinct)" \
-    [ "$(awk '{ print $6 }' ranks1.txt | sort -u | wc -l)" -ge 12 ]
+    [ "$(awk '{ print $NF }' ranks1.txt | sort -u | wc -l)" -ge 12 ]
 }
 
 # ---- 2. resume, grown grids, --dry-run ----

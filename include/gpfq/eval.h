@@ -34,6 +34,9 @@ typedef struct {
      * contiguous part of them (default 1: the calling thread). Every op then
      * runs in parallel, not only the GEMMs; keep BLAS at one thread when > 1. */
     int workers;
+    /* Only share `part` (0-based) of `parts` of those images, a contiguous range: processes
+     * that each take one share add up their counts to the whole (default 0 of 1: all). */
+    int part, parts;
     /* Fail with GPFQ_ERR_NUMERIC at the first image whose logits are not finite,
      * naming `what` (default 0: such images count as misses and in nonfinite). */
     int require_finite;

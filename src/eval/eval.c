@@ -42,6 +42,7 @@ void gpfq_eval_options_default(gpfq_eval_options *o) {
     memset(o, 0, sizeof *o);
     o->batch = 256;
     o->workers = 1;
+    o->parts = 1;
     o->what = "the model";
 }
 
@@ -126,7 +127,11 @@ gpfq_status gpfq_evaluate_with(const gpfq_model *model, const gpfq_dataset *data
                                const gpfq_eval_options *o, gpfq_eval_result *result) {
     GPFQ_TRY(gpfq_eval_check(model, data));
     if (o->batch == 0) return gpfq_fail(GPFQ_ERR_ARG, "the batch size must be at least 1");
-    const size_t total = o->limit && o->limit < data->n ? o->limit : data->n;
+    if (o->parts > 1 && (o->part < 0 || o->part >= o->parts))
+        return gpfq_fail(GPFQ_ERR_ARG, "share %d of %d does not exist", o->part, o->parts);
+    const size_t all = o->limit && o->limit < data->n ? o->limit : data->n;
+    const size_t lo = o->parts > 1 ? all * (size_t)o->part / (size_t)o->parts : 0;
+    const size_t total = (o->parts > 1 ? all * (size_t)(o->part + 1) / (size_t)o->parts : all) - lo;
     size_t workers = o->workers > 1 ? (size_t)o->workers : 1;
     if (workers > total) workers = total ? total : 1;
     eval_part *parts = gpfq_calloc(workers, sizeof *parts, "evaluation workers");
@@ -144,8 +149,8 @@ gpfq_status gpfq_evaluate_with(const gpfq_model *model, const gpfq_dataset *data
         parts[w] = (eval_part){.model = model,
                                .data = data,
                                .o = o,
-                               .first = total * w / workers,
-                               .last = total * (w + 1) / workers,
+                               .first = lo + total * w / workers,
+                               .last = lo + total * (w + 1) / workers,
                                .total = total,
                                .lock = &lock,
                                .done = &done};

@@ -113,12 +113,16 @@ static void fill_config(const sweep_task *t, sweep_row *row) {
 
 /* The sweep fails a model whose logits are not finite: its accuracy would be
  * recorded as done and meaningless. */
+/* Evaluates share `part` of `parts` of the test images (see gpfq_eval_options). */
 static gpfq_status evaluate_checked(const gpfq_model *model, const gpfq_dataset *data, size_t batch,
-                                    size_t limit, gpfq_eval_result *result, const char *what) {
+                                    size_t limit, int part, int parts, gpfq_eval_result *result,
+                                    const char *what) {
     gpfq_eval_options o;
     gpfq_eval_options_default(&o);
     o.batch = batch;
     o.limit = limit;
+    o.part = part;
+    o.parts = parts;
     o.require_finite = 1;
     o.what = what;
     return gpfq_evaluate_with(model, data, &o, result);
@@ -144,7 +148,7 @@ static void run_task(sweep_state *s, int index, task_result *out) {
     if (st == GPFQ_OK) {
         gpfq_eval_result ev;
         double eval_start = gpfq_now();
-        st = evaluate_checked(res.model, &s->test, s->job.eval_batch, s->job.eval_limit, &ev,
+        st = evaluate_checked(res.model, &s->test, s->job.eval_batch, s->job.eval_limit, 0, 1, &ev,
                               "the quantized model");
         row->eval_seconds = gpfq_now() - eval_start;
         if (st == GPFQ_OK) {
@@ -719,6 +723,10 @@ static int fail_everywhere(sweep_state *s, int ok, int code) {
 
 int sweep_main(const sweep_args *a) {
     int provided = 0;
+    /* Open MPI's ob1 messaging unless the user picked one (mpirun --mca pml ..., or the
+     * environment): the sweep sends a few small messages per task, and the default's
+     * UCX start-up alone took 0.2 s of every run on a single node (docs/sweep.md) */
+    setenv("OMPI_MCA_pml", "ob1", 0);
     if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
         fprintf(stderr, "gpfq sweep: error: MPI_Init failed\n");
         return EXIT_ERROR;
@@ -755,16 +763,16 @@ int sweep_main(const sweep_args *a) {
     }
     ok = s->rank == 0 ? check_output(s->job.output, s->context, a->fresh) == GPFQ_OK : 1;
     if ((code = fail_everywhere(s, ok, EXIT_BAD_INPUT))) goto out;
-    /* the data, before the results file is touched: rank 0 first, so that an
-     * error is printed once; the training split only when a GPFQ task exists */
+    /* the data, before the results file is touched, every rank at once (decompressing
+     * takes a fraction of a second); the training split only when a GPFQ task exists.
+     * An error is printed by rank 0, or by the others only when rank 0 had none. */
     const int any_gpfq = needs_gpfq_any(s);
-    ok = s->rank == 0 ? load_data(s, any_gpfq) == GPFQ_OK : 1;
-    if ((code = fail_everywhere(s, ok, EXIT_ERROR))) goto out;
-    if (s->rank != 0 && load_data(s, any_gpfq) != GPFQ_OK) {
+    ok = load_data(s, any_gpfq) == GPFQ_OK;
+    int ok0 = ok;
+    MPI_Bcast(&ok0, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (!ok && s->rank != 0 && ok0)
         fprintf(stderr, "gpfq sweep: rank %d on %s: error: %s\n", s->rank, s->host,
                 gpfq_last_error());
-        ok = 0;
-    }
     if ((code = fail_everywhere(s, ok, EXIT_ERROR))) goto out;
 
     /* what is left to do: decided from the results table */
@@ -797,30 +805,41 @@ int sweep_main(const sweep_args *a) {
     }
     const int gpfq = needs_gpfq(s, pending, n_pending);
 
-    /* float accuracy once, shared with every row */
-    double floats[3] = {0, 0, 0};
-    if (s->rank == 0) {
-        gpfq_eval_result ev;
+    /* float accuracy once, shared with every row: each rank evaluates a share of the test
+     * images and the counts are summed */
+    {
+        gpfq_eval_result ev = {0};
+        const double start = gpfq_now();
         gpfq_status st = evaluate_checked(s->model, &s->test, s->job.eval_batch, s->job.eval_limit,
-                                          &ev, "the float model");
-        ok = st == GPFQ_OK;
-        if (st == GPFQ_ERR_NUMERIC) { /* the tasks will fail and say why */
-            fprintf(stderr, "gpfq sweep: warning: %s; its accuracy is recorded as NaN\n",
-                    gpfq_last_error());
-            floats[0] = floats[1] = NAN;
-            floats[2] = gpfq_model_sparsity(s->model);
-            ok = 1;
-        } else if (ok) {
-            floats[0] = (double)ev.top1 / ev.images;
-            floats[1] = (double)ev.top5 / ev.images;
-            floats[2] = gpfq_model_sparsity(s->model);
-            printf("float     top-1 %.2f%%, top-5 %.2f%% (%zu images, %.2f s)\n", 100 * floats[0],
-                   100 * floats[1], ev.images, ev.seconds);
+                                          s->rank, s->size, &ev, "the float model");
+        /* per rank: failed, outputs not finite; then images, top-1 and top-5 hits */
+        int flags[2] = {st != GPFQ_OK && st != GPFQ_ERR_NUMERIC, st == GPFQ_ERR_NUMERIC}, any[2];
+        unsigned long long counts[3] = {ev.images, ev.top1, ev.top5}, sums[3];
+        MPI_Allreduce(flags, any, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        MPI_Allreduce(counts, sums, 3, MPI_UNSIGNED_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+        /* the lowest rank with an error explains it */
+        int mine = st != GPFQ_OK ? s->rank : s->size, first;
+        MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        if (any[0]) {
+            if (s->rank == first) fprintf(stderr, "gpfq sweep: error: %s\n", gpfq_last_error());
+            code = EXIT_ERROR;
+            goto out_res;
+        }
+        s->float_sparsity = gpfq_model_sparsity(s->model);
+        if (any[1]) { /* the tasks will fail and say why */
+            if (s->rank == first)
+                fprintf(stderr, "gpfq sweep: warning: %s; its accuracy is recorded as NaN\n",
+                        gpfq_last_error());
+            s->float_top1 = s->float_top5 = NAN;
+        } else {
+            s->float_top1 = (double)sums[1] / (double)sums[0];
+            s->float_top5 = (double)sums[2] / (double)sums[0];
+            if (s->rank == 0)
+                printf("float     top-1 %.2f%%, top-5 %.2f%% (%llu images on %d rank(s), %.2f s)\n",
+                       100 * s->float_top1, 100 * s->float_top5, sums[0], s->size,
+                       gpfq_now() - start);
         }
     }
-    if ((code = fail_everywhere(s, ok, EXIT_ERROR))) goto out_res;
-    MPI_Bcast(floats, 3, MPI_DOUBLE, 0, MPI_COMM_WORLD);
-    s->float_top1 = floats[0], s->float_top5 = floats[1], s->float_sparsity = floats[2];
 
     if (gpfq && !a->no_shared_cache && build_cache(s, s->rank == 0) != 0) {
         if (s->rank == 0) fprintf(stderr, "gpfq sweep: error: %s\n", gpfq_last_error());

@@ -48,8 +48,10 @@ def by_id(rows):
 
 
 def results(rows):
-    return "".join(" ".join(show(r[c]) for c in ("task_id", "status", "quant_top1", "quant_top5",
-                                                 "quant_sparsity", "codes_hash")) + "\n"
+    # the float accuracy too: each rank evaluates a share of the test images
+    return "".join(" ".join(show(r[c]) for c in ("task_id", "status", "float_top1", "float_top5",
+                                                 "quant_top1", "quant_top5", "quant_sparsity",
+                                                 "codes_hash")) + "\n"
                    for r in by_id(rows))
 
 
