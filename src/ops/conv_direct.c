@@ -237,22 +237,35 @@ CLONES static void pad_chunk(const layout *l, const float *x, size_t count, floa
 }
 
 /* Keeps the real outputs of the staged planes of images first.. first + count - 1, adds the
- * bias and runs the epilogue while the channel is in L1. */
+ * bias and runs the epilogue while the channel is in L1. Rows are copied 16 floats at a time
+ * (whole vector moves where a loop would do its remainder one float at a time), so a row's
+ * copy runs past its end into the rows, channels or images after it, which this loop writes
+ * later; a row whose copy would leave the chunk's outputs is copied exactly. The staged
+ * planes have ROW_SLACK floats of room to read past their end. */
+enum { ROW_STEP = 16, ROW_SLACK = ROW_STEP };
+
 CLONES static void unpad_chunk(const layout *l, const float *out, const float *bias,
                                const gpfq_conv_epilogue *e, size_t first, size_t count, float *y) {
     const gpfq_conv_geom *g = l->g;
-    const size_t pixels = (size_t)g->out_h * g->out_w;
+    const size_t pixels = (size_t)g->out_h * g->out_w, ow = (size_t)g->out_w;
+    const size_t ow_steps = (ow + ROW_STEP - 1) / ROW_STEP * ROW_STEP;
+    const float *end = y + (first + count) * g->out_c * pixels; /* this chunk's outputs */
     for (size_t i = 0; i < count; i++)
         for (int co = 0; co < g->out_c; co++) {
             const float *src = out + (size_t)co * l->q_len + i * l->image_stride;
             const size_t at = ((first + i) * g->out_c + co) * pixels;
             float *dst = y + at;
-            const float b = bias ? bias[co] : 0.0f;
-            for (int r = 0; r < g->out_h; r++)
-                for (int x = 0; x < g->out_w; x++)
-                    dst[(size_t)r * g->out_w + x] = src[r * l->wp + x] + b;
-            /* x + -0 is x: the bias is not added twice */
-            if (e) gpfq_epilogue_run(e, co, -0.0f, dst, dst, at, pixels);
+            for (int r = 0; r < g->out_h; r++) {
+                const float *s = src + (size_t)r * l->wp;
+                float *d = dst + (size_t)r * ow;
+                if (d + ow_steps > end) {
+                    memcpy(d, s, sizeof(float) * ow);
+                    continue;
+                }
+                for (size_t x = 0; x < ow; x += ROW_STEP)
+                    for (int j = 0; j < ROW_STEP; j++) d[x + j] = s[x + j];
+            }
+            gpfq_epilogue_run(e, co, bias ? bias[co] : 0.0f, dst, dst, at, pixels);
         }
 }
 
@@ -344,7 +357,7 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
     /* Every buffer comes from this thread's heap: threads started per call would each get
      * fresh pages from an arena of their own, a page fault per 4 kB on every call. */
     const size_t packed_floats = (size_t)l.co_blocks * CO_BLOCK * g->in_c * l.taps;
-    const size_t in_floats = l.plane * g->in_c, out_floats = l.q_len * l.co_blocks * CO_BLOCK;
+    const size_t in_floats = l.plane * g->in_c, out_floats = l.q_len * l.co_blocks * CO_BLOCK + ROW_SLACK;
     float *packed = malloc(sizeof(float) * (packed_floats + threads * (in_floats + out_floats)));
     if (!packed) return -1;
     pack_weights(&l, weight, packed);
