@@ -205,6 +205,25 @@ static void pack_weights(const layout *l, const float *w, float *packed) {
                 }
 }
 
+/* n floats, for rows of a few dozen: whole vector moves, the last one overlapping the one
+ * before (a loop would do its remainder one float at a time, memcpy costs a call). Inlined
+ * into the per-CPU clones, so the fixed-size copies become that CPU's vector moves. */
+static inline void copy_row(float *restrict d, const float *restrict s, size_t n) {
+    if (n >= 16) {
+        size_t x = 0;
+        for (; x + 16 <= n; x += 16) memcpy(d + x, s + x, 16 * sizeof(float));
+        if (x < n) memcpy(d + n - 16, s + n - 16, 16 * sizeof(float));
+    } else if (n >= 8) {
+        memcpy(d, s, 8 * sizeof(float));
+        memcpy(d + n - 8, s + n - 8, 8 * sizeof(float));
+    } else if (n >= 4) {
+        memcpy(d, s, 4 * sizeof(float));
+        memcpy(d + n - 4, s + n - 4, 4 * sizeof(float));
+    } else {
+        for (size_t x = 0; x < n; x++) d[x] = s[x];
+    }
+}
+
 /* Copies a chunk's images into their places in the planes. The rest (gaps, and for stride 2
  * the phase rows and columns an odd size leaves empty) is never written and stays as cleared
  * once per call; in a last, shorter chunk, the slots past `count` keep earlier images, which
@@ -219,7 +238,7 @@ CLONES static void pad_chunk(const layout *l, const float *x, size_t count, floa
             float *dst = in + (size_t)c * l->plane + l->lead + i * l->image_stride;
             if (s == 1) {
                 for (int y = 0; y < g->in_h; y++)
-                    memcpy(dst + y * l->wp, src + (size_t)y * g->in_w, sizeof(float) * g->in_w);
+                    copy_row(dst + y * l->wp, src + (size_t)y * g->in_w, (size_t)g->in_w);
                 continue;
             }
             /* input row y, column x goes to phase (y % 2, x % 2) at (y / 2, x / 2) */
@@ -237,34 +256,18 @@ CLONES static void pad_chunk(const layout *l, const float *x, size_t count, floa
 }
 
 /* Keeps the real outputs of the staged planes of images first.. first + count - 1, adds the
- * bias and runs the epilogue while the channel is in L1. Rows are copied 16 floats at a time
- * (whole vector moves where a loop would do its remainder one float at a time), so a row's
- * copy runs past its end into the rows, channels or images after it, which this loop writes
- * later; a row whose copy would leave the chunk's outputs is copied exactly. The staged
- * planes have ROW_SLACK floats of room to read past their end. */
-enum { ROW_STEP = 16, ROW_SLACK = ROW_STEP };
-
+ * bias and runs the epilogue while the channel is in L1. */
 CLONES static void unpad_chunk(const layout *l, const float *out, const float *bias,
                                const gpfq_conv_epilogue *e, size_t first, size_t count, float *y) {
     const gpfq_conv_geom *g = l->g;
     const size_t pixels = (size_t)g->out_h * g->out_w, ow = (size_t)g->out_w;
-    const size_t ow_steps = (ow + ROW_STEP - 1) / ROW_STEP * ROW_STEP;
-    const float *end = y + (first + count) * g->out_c * pixels; /* this chunk's outputs */
     for (size_t i = 0; i < count; i++)
         for (int co = 0; co < g->out_c; co++) {
             const float *src = out + (size_t)co * l->q_len + i * l->image_stride;
             const size_t at = ((first + i) * g->out_c + co) * pixels;
             float *dst = y + at;
-            for (int r = 0; r < g->out_h; r++) {
-                const float *s = src + (size_t)r * l->wp;
-                float *d = dst + (size_t)r * ow;
-                if (d + ow_steps > end) {
-                    memcpy(d, s, sizeof(float) * ow);
-                    continue;
-                }
-                for (size_t x = 0; x < ow; x += ROW_STEP)
-                    for (int j = 0; j < ROW_STEP; j++) d[x + j] = s[x + j];
-            }
+            for (int r = 0; r < g->out_h; r++)
+                copy_row(dst + (size_t)r * ow, src + (size_t)r * l->wp, ow);
             gpfq_epilogue_run(e, co, bias ? bias[co] : 0.0f, dst, dst, at, pixels);
         }
 }
@@ -357,7 +360,7 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
     /* Every buffer comes from this thread's heap: threads started per call would each get
      * fresh pages from an arena of their own, a page fault per 4 kB on every call. */
     const size_t packed_floats = (size_t)l.co_blocks * CO_BLOCK * g->in_c * l.taps;
-    const size_t in_floats = l.plane * g->in_c, out_floats = l.q_len * l.co_blocks * CO_BLOCK + ROW_SLACK;
+    const size_t in_floats = l.plane * g->in_c, out_floats = l.q_len * l.co_blocks * CO_BLOCK;
     float *packed = malloc(sizeof(float) * (packed_floats + threads * (in_floats + out_floats)));
     if (!packed) return -1;
     pack_weights(&l, weight, packed);
