@@ -10,6 +10,7 @@
 
 #include "gpfq/gpfq.h"
 
+#include <fcntl.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -188,6 +189,87 @@ static int write_idx_dir(const char *dir, uint32_t n) {
     return 0;
 }
 
+/* .idx files in dir, and the path of one of them */
+static int cache_files(const char *dir, char *one) {
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "ls '%s' 2>/dev/null | grep -c '\\.idx$'", dir);
+    FILE *p = popen(cmd, "r");
+    int n = 0;
+    if (!p || fscanf(p, "%d", &n) != 1) n = -1;
+    if (p) pclose(p);
+    snprintf(cmd, sizeof cmd, "ls '%s'/*.idx 2>/dev/null | head -n1", dir);
+    p = popen(cmd, "r");
+    one[0] = '\0';
+    if (p && fgets(one, 512, p)) one[strcspn(one, "\n")] = '\0';
+    if (p) pclose(p);
+    return n;
+}
+
+/* The decompressed-image cache: a gzipped image file of 8 MB or more is kept decompressed,
+ * read back on the next load, ignored when damaged, keyed by the source's identity, and
+ * not used when GPFQ_CACHE_DIR is empty. */
+static void test_cache(void) {
+    char img[512], lab[512], dir[512], file[512];
+    path_in(img, "big-images-idx3-ubyte.gz");
+    path_in(lab, "big-labels-idx1-ubyte");
+    path_in(dir, "cache/sub");
+    const uint32_t n = 11000; /* 8.6 MB of incompressible pixels */
+    const size_t bytes = (size_t)n * 784;
+    unsigned char *buf = malloc(16 + bytes);
+    put_be32(buf, 0x803), put_be32(buf + 4, n), put_be32(buf + 8, 28), put_be32(buf + 12, 28);
+    uint64_t x = 88172645463325252ULL;
+    for (size_t k = 0; k < bytes; k++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        buf[16 + k] = (unsigned char)x;
+    }
+    gzFile gz = gzopen(img, "wb1");
+    gzwrite(gz, buf, (unsigned)(16 + bytes));
+    gzclose(gz);
+    write_idx_labels(lab, 0x801, n, n, -1, 0);
+    setenv("GPFQ_CACHE_DIR", dir, 1);
+
+    gpfq_dataset a, b;
+    CHECK(gpfq_idx_load(img, lab, 10, &a) == GPFQ_OK, "%s", gpfq_last_error());
+    CHECK(a.n == n && memcmp(a.images, buf + 16, bytes) == 0, "images read from the gzip file");
+    CHECK(cache_files(dir, file) == 1, "one cache file in %s (the directory made)", dir);
+    CHECK(gpfq_idx_load(img, lab, 10, &b) == GPFQ_OK && memcmp(a.images, b.images, bytes) == 0,
+          "the second load gives the same images");
+    gpfq_dataset_free(&b);
+    /* the second load reads the cache: a byte changed there shows */
+    FILE *f = fopen(file, "r+b");
+    CHECK(f && fseek(f, 16, SEEK_SET) == 0 && fputc(buf[16] ^ 0xFF, f) != EOF, "edit %s", file);
+    if (f) fclose(f);
+    CHECK(gpfq_idx_load(img, lab, 10, &b) == GPFQ_OK && b.images[0] == (buf[16] ^ 0xFF),
+          "the cache file is what the next load reads");
+    gpfq_dataset_free(&b);
+    /* a damaged cache file is ignored and written again */
+    CHECK(truncate(file, 1000) == 0, "truncate %s", file);
+    CHECK(gpfq_idx_load(img, lab, 10, &b) == GPFQ_OK && memcmp(a.images, b.images, bytes) == 0,
+          "a truncated cache file: the images come from the gzip file");
+    gpfq_dataset_free(&b);
+    struct stat sb;
+    CHECK(stat(file, &sb) == 0 && (size_t)sb.st_size == 16 + bytes,
+          "the cache file is whole again");
+    /* a changed source gets a cache file of its own */
+    struct timespec when[2] = {{0, UTIME_OMIT}, {1000000000, 0}};
+    CHECK(utimensat(AT_FDCWD, img, when, 0) == 0, "set the mtime of %s", img);
+    CHECK(gpfq_idx_load(img, lab, 10, &b) == GPFQ_OK && memcmp(a.images, b.images, bytes) == 0,
+          "images after the source changed");
+    gpfq_dataset_free(&b);
+    CHECK(cache_files(dir, file) == 2, "a second cache file for the changed source");
+    /* no cache when GPFQ_CACHE_DIR is empty */
+    setenv("GPFQ_CACHE_DIR", "", 1);
+    CHECK(utimensat(AT_FDCWD, img, (struct timespec[2]){{0, UTIME_OMIT}, {2000000000, 0}}, 0) == 0,
+          "set the mtime of %s", img);
+    CHECK(gpfq_idx_load(img, lab, 10, &b) == GPFQ_OK && memcmp(a.images, b.images, bytes) == 0,
+          "images without a cache");
+    gpfq_dataset_free(&b);
+    CHECK(cache_files(dir, file) == 2, "no cache file written with GPFQ_CACHE_DIR empty");
+    unsetenv("GPFQ_CACHE_DIR");
+    gpfq_dataset_free(&a);
+    free(buf);
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "--write-idx") == 0)
         return write_idx_dir(argv[2], (uint32_t)atoi(argv[3]));
@@ -195,6 +277,7 @@ int main(int argc, char **argv) {
     if (!mkdtemp(tmpdir)) return 1;
     test_idx();
     test_cifar();
+    test_cache();
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 enum { IDX_IMAGES_MAGIC = 0x00000803, IDX_LABELS_MAGIC = 0x00000801 };
@@ -121,7 +122,99 @@ static gpfq_status check_trailing(gzFile f, const char *path) {
     return GPFQ_OK;
 }
 
+static gpfq_status read_idx_images_from(const char *path, gpfq_dataset *out);
+
+/*
+ * The decompressed-image cache. Inflating Fashion-MNIST's 26 MB of gzipped training images
+ * takes about 0.2 s of every command (0.02-0.1 s to read the 47 MB plain); so the images of a
+ * gzipped IDX file of CACHE_MIN bytes or more are kept decompressed in the cache directory,
+ * named after the file and keyed by its path, size, inode and modification time: a changed
+ * source is decompressed again. A cache file that cannot be read back whole is ignored (and
+ * replaced); one that cannot be written is skipped. GPFQ_CACHE_DIR sets the directory (empty:
+ * no cache), else $XDG_CACHE_HOME/gpfq, else ~/.cache/gpfq.
+ */
+enum { CACHE_MIN = 8 << 20 };
+
+static int cache_dir(char *out, size_t size) {
+    const char *d = getenv("GPFQ_CACHE_DIR");
+    if (d) {
+        if (!*d) return 0;
+        snprintf(out, size, "%s", d);
+    } else if ((d = getenv("XDG_CACHE_HOME")) && *d) {
+        snprintf(out, size, "%s/gpfq", d);
+    } else if ((d = getenv("HOME")) && *d) {
+        snprintf(out, size, "%s/.cache/gpfq", d);
+    } else {
+        return 0;
+    }
+    /* mkdir -p */
+    for (char *p = out + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(out, 0755);
+            *p = '/';
+        }
+    return mkdir(out, 0755) == 0 || errno == EEXIST;
+}
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001B3ULL;
+    return h;
+}
+
+/* The cache file for a gzipped IDX image file, or 0 when it has none. */
+static int cache_path(const char *path, char *out, size_t size) {
+    struct stat sb;
+    size_t len = strlen(path);
+    if (len < 4 || strcmp(path + len - 3, ".gz") != 0 || stat(path, &sb) != 0 ||
+        !S_ISREG(sb.st_mode) || sb.st_size < CACHE_MIN)
+        return 0;
+    char dir[4096], *real = realpath(path, NULL);
+    if (!real) return 0;
+    uint64_t h = fnv1a(0xCBF29CE484222325ULL, real, strlen(real));
+    free(real);
+    const int64_t stamp[5] = {(int64_t)sb.st_size, (int64_t)sb.st_ino, (int64_t)sb.st_dev,
+                              (int64_t)sb.st_mtim.tv_sec, (int64_t)sb.st_mtim.tv_nsec};
+    h = fnv1a(h, stamp, sizeof stamp);
+    if (!cache_dir(dir, sizeof dir)) return 0;
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    int n = snprintf(out, size, "%s/%.*s-%016llx.idx", dir, (int)(strlen(base) - 3), base,
+                     (unsigned long long)h);
+    return n > 0 && (size_t)n < size;
+}
+
+/* Writes the images as a plain IDX file, atomically (a reader sees all of it or nothing). */
+static void cache_write(const char *cached, const gpfq_dataset *d) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%.4096s.tmp.%ld", cached, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return;
+    const uint32_t v[4] = {IDX_IMAGES_MAGIC, (uint32_t)d->n, (uint32_t)d->h, (uint32_t)d->w};
+    unsigned char head[16];
+    for (int i = 0; i < 4; i++)
+        for (int b = 0; b < 4; b++) head[4 * i + b] = (unsigned char)(v[i] >> (24 - 8 * b));
+    const size_t bytes = d->n * (size_t)d->h * (size_t)d->w;
+    int ok =
+        fwrite(head, 1, sizeof head, f) == sizeof head && fwrite(d->images, 1, bytes, f) == bytes;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, cached) != 0) unlink(tmp);
+}
+
 static gpfq_status read_idx_images(const char *path, gpfq_dataset *out) {
+    char cached[4200];
+    const int cacheable = cache_path(path, cached, sizeof cached);
+    if (cacheable) {
+        if (read_idx_images_from(cached, out) == GPFQ_OK) return GPFQ_OK;
+        free(out->images), out->images = NULL;
+        gpfq_clear_error();
+    }
+    GPFQ_TRY(read_idx_images_from(path, out));
+    if (cacheable) cache_write(cached, out);
+    return GPFQ_OK;
+}
+
+static gpfq_status read_idx_images_from(const char *path, gpfq_dataset *out) {
     gzFile f;
     GPFQ_TRY(gz_open(path, &f));
     uint32_t dims[3] = {0, 0, 0};
