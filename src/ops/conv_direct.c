@@ -246,11 +246,13 @@ CLONES static void pad_chunk(const layout *l, const float *x, size_t count, floa
                 const float *row = src + (size_t)y * g->in_w;
                 float *even = dst + ((y & 1) * 2) * l->phase + (size_t)(y / 2) * l->wp;
                 float *odd = even + l->phase;
-                for (int col = 0; col + 1 < g->in_w; col += 2) {
-                    even[col / 2] = row[col];
-                    odd[col / 2] = row[col + 1];
+                const int pairs = g->in_w / 2;
+#pragma GCC ivdep /* the planes and the input do not overlap */
+                for (int b = 0; b < pairs; b++) {
+                    even[b] = row[2 * b];
+                    odd[b] = row[2 * b + 1];
                 }
-                if (g->in_w & 1) even[g->in_w / 2] = row[g->in_w - 1];
+                if (g->in_w & 1) even[pairs] = row[2 * pairs];
             }
         }
 }
