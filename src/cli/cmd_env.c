@@ -7,6 +7,7 @@
 
 #include <mpi.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char env_usage[] =
@@ -57,7 +58,9 @@ int cmd_env(int argc, char **argv) {
         char *newline = strchr(library, '\n');
         if (newline) *newline = '\0';
         printf("gpfq     %s\n", GPFQ_VERSION);
-        printf("blas     OpenBLAS, %s kernel, %d thread(s)\n", cli_blas_core(), cli_blas_threads());
+        const char *timeout = getenv("OPENBLAS_THREAD_TIMEOUT");
+        printf("blas     OpenBLAS, %s kernel, %d thread(s), OPENBLAS_THREAD_TIMEOUT=%s\n",
+               cli_blas_core(), cli_blas_threads(), timeout ? timeout : "(unset: 28)");
         printf(
             "conv     %s kernel for stride-1 and -2 convolutions (GPFQ_CONV=im2col|avx2|avx512)\n",
             gpfq_conv_kernel_name(gpfq_conv_get_kernel()));
