@@ -119,6 +119,7 @@ static inline void gpfq_epilogue_run(const gpfq_conv_epilogue *e, int channel, f
     const float alpha = e->scale ? e->scale[channel] : 1.0f;
     const float shift = e->scale ? e->shift[channel] : 0.0f;
     const float *res = e->residual ? e->residual + at : NULL;
+    /* one instantiation per combination: each loop is branch-free, and vectorised */
     switch ((e->scale ? 4 : 0) | (res ? 2 : 0) | (e->relu ? 1 : 0)) {
     case 0:
         gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 0, 0, 0);

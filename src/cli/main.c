@@ -120,8 +120,13 @@ static void quiet_openblas_threads(char **argv) {
         return;
     const char *preload = getenv("LD_PRELOAD");
     if (preload && strstr(preload, "vgpreload")) return;
+    /* the binary's own path, not /proc/self/exe: the process keeps its name (ps, pkill) */
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0 || (size_t)len >= sizeof self - 1) return;
+    self[len] = '\0';
     if (setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) != 0) return;
-    execv("/proc/self/exe", argv); /* returns only on failure: go on as we are */
+    execv(self, argv); /* returns only on failure: go on as we are */
 }
 
 int main(int argc, char **argv) {
