@@ -66,7 +66,7 @@ echo "machine   $(nproc) CPUs, ${cpu:-unknown CPU}, Linux $(uname -r)"
 echo "gpfq      $GPFQ, git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src include 2>/dev/null || echo ' + uncommitted changes in src/include')"
 echo "OpenBLAS  $blas; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-(unset)}"
 echo "conv      $conv"
-echo "torch     $("$PYTHON" -c 'import torch; print(torch.__version__)'), torch.set_num_threads($THREADS); the peer runs with and without GLIBC_TUNABLES=$TUNABLES; gpfq with GLIBC_TUNABLES=${GLIBC_TUNABLES-(unset)}"
+echo "torch     $("$PYTHON" -c 'import torch; print(torch.__version__)'), torch.set_num_threads($THREADS); the peer runs with and without GLIBC_TUNABLES=$TUNABLES OPENBLAS_THREAD_TIMEOUT=4; gpfq with GLIBC_TUNABLES=${GLIBC_TUNABLES-(unset)} (and sets OPENBLAS_THREAD_TIMEOUT=4 itself)"
 echo "load      $load_start at start"
 echo
 
@@ -86,13 +86,15 @@ timed() {
 }
 wall() { cut -d' ' -f1 "$1.time"; }
 rss() { cut -d' ' -f2 "$1.time"; }
-peer() { # OUT yes|no CMD...: timed, with or without the glibc tunables
+# The peer's tuned environment: glibc's malloc keeps freed memory, and OpenBLAS's idle
+# threads sleep at once, as gpfq sets for itself (torch calls OpenBLAS too).
+peer() { # OUT yes|no CMD...: timed, in the tuned environment or in a plain one
     local out=$1 tun=$2
     shift 2
     if [ "$tun" = yes ]; then
-        timed "$out" env GLIBC_TUNABLES="$TUNABLES" "$@"
+        timed "$out" env GLIBC_TUNABLES="$TUNABLES" OPENBLAS_THREAD_TIMEOUT=4 "$@"
     else
-        timed "$out" env -u GLIBC_TUNABLES "$@"
+        timed "$out" env -u GLIBC_TUNABLES -u OPENBLAS_THREAD_TIMEOUT "$@"
     fi
 }
 
@@ -189,8 +191,8 @@ for m in "${models[@]}"; do
     printf '  %-34s quantize %8s s  eval %7s s  wall %7s s  top-1 %6s%%  RSS %5s MB\n' \
         "gpfq --reference --threads 2" "$(g_quant "$o.gref")" "$(g_eval "$o.gref")" "$(wall "$o.gref")" "$(g_top1 "$o.gref")" "$(rss "$o.gref")" \
         "gpfq (defaults)" "$(g_quant "$o.gdef")" "$(g_eval "$o.gdef")" "$(wall "$o.gdef")" "$(g_top1 "$o.gdef")" "$(rss "$o.gdef")" \
-        "peer, GLIBC_TUNABLES set" "$(p_quant "$o.pyes")" "$(p_eval "$o.pyes")" "$(wall "$o.pyes")" "$(p_top1 "$o.pyes")" "$(rss "$o.pyes")" \
-        "peer, GLIBC_TUNABLES unset" "$(p_quant "$o.pno")" "$(p_eval "$o.pno")" "$(wall "$o.pno")" "$(p_top1 "$o.pno")" "$(rss "$o.pno")"
+        "peer, tuned environment" "$(p_quant "$o.pyes")" "$(p_eval "$o.pyes")" "$(wall "$o.pyes")" "$(p_top1 "$o.pyes")" "$(rss "$o.pyes")" \
+        "peer, plain environment" "$(p_quant "$o.pno")" "$(p_eval "$o.pno")" "$(wall "$o.pno")" "$(p_top1 "$o.pno")" "$(rss "$o.pno")"
     row "$m quantize s, --reference --threads 2" "$(g_quant "$o.gref")" "$(p_quant "$o.pyes")" "$(p_quant "$o.pno")"
     row "$m quantize s, gpfq defaults" "$(g_quant "$o.gdef")" "$(p_quant "$o.pyes")" "$(p_quant "$o.pno")"
     row "$m eval s, float + quantized, $n img" "$(g_eval "$o.gref")" "$(p_eval "$o.pyes")" "$(p_eval "$o.pno")"
@@ -247,7 +249,7 @@ study() {
         done
         est=$(awk -v s="$sum" -v k=$k -v n="$count" 'BEGIN { printf "%.1f", s / k * n }')
         if [ $tun = yes ]; then peer_yes=$est; else peer_no=$est; fi
-        echo "  peer loop, GLIBC_TUNABLES $([ $tun = yes ] && echo set || echo unset): $k runs ($flag $values) in $sum s, extrapolated x$count/$k"
+        echo "  peer loop, $([ $tun = yes ] && echo tuned || echo plain) environment: $k runs ($flag $values) in $sum s, extrapolated x$count/$k"
     done
     row "$label, sweep --reference, s" "$(wall "$tmp/$name-reference.out")" "$peer_yes" "$peer_no"
     row "$label, sweep defaults, s" "$(wall "$tmp/$name-defaults.out")" "$peer_yes" "$peer_no"
@@ -338,7 +340,7 @@ echo "== ratios (load average $load_start at start, $load_end at end; $elapsed s
 printf '%-46s %12s %12s %12s %7s %7s\n' "figure" "gpfq" "peer tun" "peer none" "x tun" "x none"
 printf '%s\n' "${rows[@]}"
 echo
-echo "peer tun / peer none: torch with GLIBC_TUNABLES=$TUNABLES / without it."
+echo "peer tun / peer none: torch with GLIBC_TUNABLES=$TUNABLES OPENBLAS_THREAD_TIMEOUT=4 / without them."
 echo "x: how many times gpfq is ahead (peer time / gpfq time, gpfq rate / peer rate,"
 echo "   peer RSS / gpfq RSS); > 1 means gpfq is faster or smaller."
 echo "quantize s: the loop over the layers as each tool reports it (image draws, forward"
