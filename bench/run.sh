@@ -9,7 +9,7 @@
 # Environment: PYTHON (default /usr/bin/python3, needs torch, numpy, h5py),
 # GPFQ (default build/gpfq), GPFQ_FORMS (default build/bench/gpfq_forms, for the
 # sgemm peak; skipped when missing), DATA_DIR (default /usr/share/datasets/fashion-mnist),
-# SMALL_REPEATS (default 3: mlp and lenet5 single runs, best of that many per side).
+# SMALL_REPEATS (default 3: mlp, lenet5 and resnet20 single runs, best of that many per side).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -170,10 +170,10 @@ for m in "${models[@]}"; do
     echo "$m: $(weights_note "$m"); evaluation on $n test images"
     [ "$n" = 10000 ] || notes+=("$m: float and quantized evaluation on the first $n test images on both sides")
     o=$tmp/$m
-    # small models: best of $SMALL_REPEATS runs per side (interleaved), a run takes seconds and
-    # single runs of a fraction of a second vary with the machine's state
+    # mlp, lenet5, resnet20: best of $SMALL_REPEATS runs per side (interleaved): single runs
+    # vary with the machine's state (the peer's resnet20 quantize: 3.4-8.3 s in one hour)
     reps=1
-    case $m in mlp | lenet5) reps=$SMALL_REPEATS ;; esac
+    case $m in mlp | lenet5 | resnet20) reps=$SMALL_REPEATS ;; esac
     [ "$reps" -eq 1 ] || notes+=("$m single runs: best of $reps per side (by quantize time), the four commands interleaved")
     for r in $(seq "$reps"); do
         timed "$o.gref.$r" "$GPFQ" quantize -model "$f" -b 4 -bs 256 -s 1.16 --reference --threads $THREADS \
