@@ -112,40 +112,26 @@ gpfq_epilogue_loop(const float *src, float bias, float *dst, size_t count, float
 }
 static inline void gpfq_epilogue_run(const gpfq_conv_epilogue *e, int channel, float bias,
                                      const float *src, float *dst, size_t at, size_t count) {
-    if (!e) {
-        gpfq_epilogue_loop(src, bias, dst, count, 1.0f, 0.0f, NULL, 0, 0, 0);
-        return;
-    }
-    const float alpha = e->scale ? e->scale[channel] : 1.0f;
-    const float shift = e->scale ? e->shift[channel] : 0.0f;
-    const float *res = e->residual ? e->residual + at : NULL;
+    const int scale = e && e->scale, add = e && e->residual, relu = e && e->relu;
+    const float alpha = scale ? e->scale[channel] : 1.0f;
+    const float shift = scale ? e->shift[channel] : 0.0f;
+    const float *res = add ? e->residual + at : NULL;
     /* one instantiation per combination: each loop is branch-free, and vectorised */
-    switch ((e->scale ? 4 : 0) | (res ? 2 : 0) | (e->relu ? 1 : 0)) {
-    case 0:
-        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 0, 0, 0);
-        break;
-    case 1:
-        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 0, 0, 1);
-        break;
-    case 2:
-        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 0, 1, 0);
-        break;
-    case 3:
-        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 0, 1, 1);
-        break;
-    case 4:
-        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 1, 0, 0);
-        break;
-    case 5:
-        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 1, 0, 1);
-        break;
-    case 6:
-        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 1, 1, 0);
-        break;
-    default:
-        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, 1, 1, 1);
-        break;
+#define GPFQ_EPILOGUE_CASE(S, A, R)                                                                \
+    case S * 4 + A * 2 + R:                                                                        \
+        gpfq_epilogue_loop(src, bias, dst, count, alpha, shift, res, S, A, R);                     \
+        return;
+    switch (scale * 4 + add * 2 + relu) {
+        GPFQ_EPILOGUE_CASE(0, 0, 0)
+        GPFQ_EPILOGUE_CASE(0, 0, 1)
+        GPFQ_EPILOGUE_CASE(0, 1, 0)
+        GPFQ_EPILOGUE_CASE(0, 1, 1)
+        GPFQ_EPILOGUE_CASE(1, 0, 0)
+        GPFQ_EPILOGUE_CASE(1, 0, 1)
+        GPFQ_EPILOGUE_CASE(1, 1, 0)
+        GPFQ_EPILOGUE_CASE(1, 1, 1)
     }
+#undef GPFQ_EPILOGUE_CASE
 }
 void gpfq_relu(const float *x, size_t count, float *y);
 void gpfq_add(const float *a, const float *b, size_t count, float *y);

@@ -94,10 +94,8 @@ static void finish(const float *bias, const gpfq_conv_epilogue *e, size_t n, int
     for (size_t i = 0; i < n; i++)
         for (int c = 0; c < channels; c++) {
             const size_t at = (i * channels + c) * pixels;
-            if (bias)
-                gpfq_epilogue_run(e, c, bias[c], y + at, y + at, at, pixels);
-            else /* no bias: nothing added (x + 0 would turn -0 into +0) */
-                gpfq_epilogue_run(e, c, -0.0f, y + at, y + at, at, pixels);
+            /* no bias: -0, which adds nothing (+0 would turn -0 into +0) */
+            gpfq_epilogue_run(e, c, bias ? bias[c] : -0.0f, y + at, y + at, at, pixels);
         }
 }
 

@@ -27,6 +27,8 @@
  */
 #include "gpfq/ops.h"
 
+#include "../core/clones.h"
+
 #include <immintrin.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -188,9 +190,8 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
     for (int t = 0; t < l->taps; t++) l->offsets[t] += (long)(phase[t] * l->phase);
 }
 
-/* The copies around the kernel, vectorised for the CPU at hand. The source is compiled with
- * -ffp-contract=off: the epilogue's multiply-add must round as the unfused BatchNorm does. */
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+/* The copies around the kernel are built per CPU (GPFQ_CLONES); -ffp-contract=off also keeps
+ * the epilogue's multiply-add rounding as the unfused BatchNorm does. */
 
 /* w (out_c, in_c, kh, kw) -> packed (co_blocks, in_c, taps, CO_BLOCK), zero beyond out_c. */
 static void pack_weights(const layout *l, const float *w, float *packed) {
@@ -228,7 +229,7 @@ static inline void copy_row(float *restrict d, const float *restrict s, size_t n
  * the phase rows and columns an odd size leaves empty) is never written and stays as cleared
  * once per call; in a last, shorter chunk, the slots past `count` keep earlier images, which
  * only outputs that are dropped read. */
-CLONES static void pad_chunk(const layout *l, const float *x, size_t count, float *in) {
+GPFQ_CLONES static void pad_chunk(const layout *l, const float *x, size_t count, float *in) {
     const gpfq_conv_geom *g = l->g;
     const size_t image = (size_t)g->in_c * g->in_h * g->in_w;
     const int s = l->stride;
@@ -259,8 +260,9 @@ CLONES static void pad_chunk(const layout *l, const float *x, size_t count, floa
 
 /* Keeps the real outputs of the staged planes of images first.. first + count - 1, adds the
  * bias and runs the epilogue while the channel is in L1. */
-CLONES static void unpad_chunk(const layout *l, const float *out, const float *bias,
-                               const gpfq_conv_epilogue *e, size_t first, size_t count, float *y) {
+GPFQ_CLONES static void unpad_chunk(const layout *l, const float *out, const float *bias,
+                                    const gpfq_conv_epilogue *e, size_t first, size_t count,
+                                    float *y) {
     const gpfq_conv_geom *g = l->g;
     const size_t pixels = (size_t)g->out_h * g->out_w, ow = (size_t)g->out_w;
     for (size_t i = 0; i < count; i++)

@@ -4,6 +4,8 @@
  */
 #include "gpfq/quant.h"
 
+#include "../core/clones.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,7 +136,6 @@ float gpfq_code_value(const gpfq_alphabet *a, int code) {
 /* The same rules over a row, written so that the compiler vectorises the common case
  * (nearest rounding) in the clone for the CPU at hand; every operation is a correctly
  * rounded float operation, so each clone gives the scalar function's codes bit for bit. */
-#define GPFQ_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
 GPFQ_CLONES
 void gpfq_quantize_row(const gpfq_alphabet *a, const float *restrict z, size_t n, float norm,

@@ -29,6 +29,8 @@
 
 #include "gpfq/eval.h"
 
+#include "../core/clones.h"
+
 enum { GPFQ_DEFAULT_BLOCK = 128 };
 
 void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *Xt, const float *Yt,
@@ -61,11 +63,10 @@ void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *X
  * terms; H is the d x d (gram) or B x B (ublock) matrix with leading dimension
  * ldh, positioned at the block's diagonal. Writes Qt and codes (transposed: row
  * t0 + r, column i is stored at codes[i * d + t0 + r]); row_codes holds N codes.
- * Built for the CPU at hand (the source is compiled with -ffp-contract=off, so
- * every clone does the same float operations and gives the same codes). */
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) static void
-sweep_block(float *P, size_t B, size_t N, const float *H, size_t ldh, size_t t0, size_t d,
-            const gpfq_alphabet *a, float *Qt, int32_t *codes, int32_t *row_codes) {
+ * Built for the CPU at hand (GPFQ_CLONES: every clone gives the same codes). */
+GPFQ_CLONES static void sweep_block(float *P, size_t B, size_t N, const float *H, size_t ldh,
+                                    size_t t0, size_t d, const gpfq_alphabet *a, float *Qt,
+                                    int32_t *codes, int32_t *row_codes) {
     for (size_t r = 0; r < B; r++) {
         float *restrict p = P + r * N;
         const float *h = H + r * ldh;

@@ -111,9 +111,9 @@ static void fill_config(const sweep_task *t, sweep_row *row) {
     row->retain_rate = q->retain_rate;
 }
 
-/* The sweep fails a model whose logits are not finite: its accuracy would be
- * recorded as done and meaningless. */
-/* Evaluates share `part` of `parts` of the test images (see gpfq_eval_options). */
+/* Evaluates share `part` of `parts` of the test images (see gpfq_eval_options). The sweep
+ * fails a model whose logits are not finite: its accuracy would be recorded as done and
+ * meaningless. */
 static gpfq_status evaluate_checked(const gpfq_model *model, const gpfq_dataset *data, size_t batch,
                                     size_t limit, int part, int parts, gpfq_eval_result *result,
                                     const char *what) {
