@@ -48,10 +48,11 @@ typedef struct {
     const float *residual;      /* added next: a tensor of the output's shape, or NULL */
     int relu;                   /* then ReLU */
 } gpfq_conv_epilogue;
-/* As gpfq_conv2d, then the epilogue (NULL: none) on every output. */
+/* As gpfq_conv2d, then the epilogue (NULL: none) on every output. `packed` is the weights
+ * as gpfq_conv2d_pack left them for a direct kernel, or NULL: packed on every call. */
 void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *weight,
-                       const float *bias, const gpfq_conv_epilogue *epilogue, size_t n, float *y,
-                       float *scratch);
+                       const float *packed, const float *bias, const gpfq_conv_epilogue *epilogue,
+                       size_t n, float *y, float *scratch);
 
 /* The kernel gpfq_conv2d runs for the convolutions a direct kernel covers (no dilation or
  * groups, larger than 1x1; stride 1 with padding up to k - 1, or stride 2 with an odd kernel
@@ -75,7 +76,12 @@ int gpfq_conv_direct_fits(const gpfq_conv_geom *g);
  * per 50 MFLOP of the call) and buffers of its own. 0, or -1 if out of memory (y then undefined).
  */
 int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *weight,
-                       const float *bias, const gpfq_conv_epilogue *epilogue, size_t n, float *y);
+                       const float *packed, const float *bias, const gpfq_conv_epilogue *epilogue,
+                       size_t n, float *y);
+/* The direct kernels' order of the weights: gpfq_conv2d_packed_floats(g) floats (0 when no
+ * direct kernel fits g), which a caller that runs the same weights many times keeps. */
+size_t gpfq_conv2d_packed_floats(const gpfq_conv_geom *g);
+void gpfq_conv2d_pack(const gpfq_conv_geom *g, const float *weight, float *packed);
 void gpfq_conv2d_ref(const gpfq_conv_geom *g, const float *x, const float *weight,
                      const float *bias, size_t n, float *y);
 

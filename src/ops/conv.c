@@ -101,12 +101,12 @@ static void finish(const float *bias, const gpfq_conv_epilogue *e, size_t n, int
 
 void gpfq_conv2d(const gpfq_conv_geom *g, const float *x, const float *weight, const float *bias,
                  size_t n, float *y, float *scratch) {
-    gpfq_conv2d_fused(g, x, weight, bias, NULL, n, y, scratch);
+    gpfq_conv2d_fused(g, x, weight, NULL, bias, NULL, n, y, scratch);
 }
 
 void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *weight,
-                       const float *bias, const gpfq_conv_epilogue *epilogue, size_t n, float *y,
-                       float *scratch) {
+                       const float *packed, const float *bias, const gpfq_conv_epilogue *epilogue,
+                       size_t n, float *y, float *scratch) {
     const size_t pixels = (size_t)g->out_h * g->out_w;
     const size_t in_size = (size_t)g->in_c * g->in_h * g->in_w;
     const size_t out_size = (size_t)g->out_c * pixels;
@@ -122,7 +122,8 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
         return;
     }
 
-    if (gpfq_conv_direct_fits(g) && gpfq_conv2d_direct(g, x, weight, bias, epilogue, n, y) == 0)
+    if (gpfq_conv_direct_fits(g) &&
+        gpfq_conv2d_direct(g, x, weight, packed, bias, epilogue, n, y) == 0)
         return;
 
     const size_t chunk = images_per_gemm(g, n);

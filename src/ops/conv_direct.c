@@ -193,16 +193,23 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
 /* The copies around the kernel are built per CPU (GPFQ_CLONES); -ffp-contract=off also keeps
  * the epilogue's multiply-add rounding as the unfused BatchNorm does. */
 
-/* w (out_c, in_c, kh, kw) -> packed (co_blocks, in_c, taps, CO_BLOCK), zero beyond out_c. */
-static void pack_weights(const layout *l, const float *w, float *packed) {
-    const gpfq_conv_geom *g = l->g;
-    for (int cb = 0; cb < l->co_blocks; cb++)
+/* w (out_c, in_c, kh, kw) -> packed (co_blocks, in_c, taps, CO_BLOCK), zero beyond out_c: the
+ * order depends on the geometry only, not on the kernel or the batch. */
+size_t gpfq_conv2d_packed_floats(const gpfq_conv_geom *g) {
+    if (!gpfq_conv_direct_fits(g)) return 0;
+    const size_t co_blocks = ((size_t)g->out_c + CO_BLOCK - 1) / CO_BLOCK;
+    return co_blocks * CO_BLOCK * g->in_c * g->kernel_h * g->kernel_w;
+}
+
+void gpfq_conv2d_pack(const gpfq_conv_geom *g, const float *w, float *packed) {
+    const int co_blocks = (g->out_c + CO_BLOCK - 1) / CO_BLOCK, taps = g->kernel_h * g->kernel_w;
+    for (int cb = 0; cb < co_blocks; cb++)
         for (int c = 0; c < g->in_c; c++)
-            for (int t = 0; t < l->taps; t++)
+            for (int t = 0; t < taps; t++)
                 for (int o = 0; o < CO_BLOCK; o++) {
                     int co = cb * CO_BLOCK + o;
-                    size_t at = (((size_t)cb * g->in_c + c) * l->taps + t) * CO_BLOCK + o;
-                    packed[at] = co < g->out_c ? w[((size_t)co * g->in_c + c) * l->taps + t] : 0.0f;
+                    size_t at = (((size_t)cb * g->in_c + c) * taps + t) * CO_BLOCK + o;
+                    packed[at] = co < g->out_c ? w[((size_t)co * g->in_c + c) * taps + t] : 0.0f;
                 }
 }
 
@@ -281,10 +288,10 @@ GPFQ_CLONES static void unpad_chunk(const layout *l, const float *out, const flo
  * floats, NV the registers per pixel block (PX = NV * WIDTH), P the intrinsics' prefix.
  */
 #define DIRECT_KERNEL(NAME, TARGET, VEC, WIDTH, NV, P)                                             \
-    __attribute__((target(TARGET))) static void NAME(const layout *l, const float *in,             \
-                                                     const float *packed, float *out) {            \
+    __attribute__((target(TARGET))) static void NAME(                                              \
+        const layout *l, const float *in, const float *packed, size_t q_blocks, float *out) {      \
         const int in_c = l->g->in_c, taps = l->taps;                                               \
-        for (size_t qb = 0; qb < l->q_blocks; qb++) {                                              \
+        for (size_t qb = 0; qb < q_blocks; qb++) {                                                 \
             const size_t q0 = qb * (NV) * (WIDTH);                                                 \
             for (int cb = 0; cb < l->co_blocks; cb++) {                                            \
                 VEC acc[CO_BLOCK][NV];                                                             \
@@ -336,18 +343,22 @@ static void *run_worker(void *arg) {
     for (size_t k = w->first_chunk; k * l->images < w->n; k += w->chunk_step) {
         size_t first = k * l->images;
         size_t count = w->n - first < l->images ? w->n - first : l->images;
+        /* a last, shorter chunk runs only the pixel blocks its images reach */
+        const size_t px = l->q_len / l->q_blocks;
+        const size_t blocks = (count * l->image_stride + px - 1) / px;
         pad_chunk(l, w->x + first * in_image, count, w->in);
         if (w->kernel == GPFQ_CONV_AVX512)
-            kernel_avx512(l, w->in, w->packed, w->out);
+            kernel_avx512(l, w->in, w->packed, blocks, w->out);
         else
-            kernel_avx2(l, w->in, w->packed, w->out);
+            kernel_avx2(l, w->in, w->packed, blocks, w->out);
         unpad_chunk(l, w->out, w->bias, w->epilogue, first, count, w->y);
     }
     return NULL;
 }
 
 int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *weight,
-                       const float *bias, const gpfq_conv_epilogue *epilogue, size_t n, float *y) {
+                       const float *prepacked, const float *bias,
+                       const gpfq_conv_epilogue *epilogue, size_t n, float *y) {
     gpfq_conv_kernel kernel = gpfq_conv_get_kernel();
     if (n == 0) return 0;
     layout l;
@@ -363,16 +374,17 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
 
     /* Every buffer comes from this thread's heap: threads started per call would each get
      * fresh pages from an arena of their own, a page fault per 4 kB on every call. */
-    const size_t packed_floats = (size_t)l.co_blocks * CO_BLOCK * g->in_c * l.taps;
+    const size_t packed_floats = prepacked ? 0 : (size_t)l.co_blocks * CO_BLOCK * g->in_c * l.taps;
     const size_t in_floats = l.plane * g->in_c, out_floats = l.q_len * l.co_blocks * CO_BLOCK;
-    float *packed = malloc(sizeof(float) * (packed_floats + threads * (in_floats + out_floats)));
-    if (!packed) return -1;
-    pack_weights(&l, weight, packed);
+    float *own = malloc(sizeof(float) * (packed_floats + threads * (in_floats + out_floats)));
+    if (!own) return -1;
+    if (!prepacked) gpfq_conv2d_pack(g, weight, own);
+    const float *packed = prepacked ? prepacked : own;
 
     worker workers[64];
     pthread_t ids[64];
     int started = 1;
-    float *next = packed + packed_floats;
+    float *next = own + packed_floats;
     for (int t = 0; t < threads; t++, next += in_floats + out_floats)
         workers[t] = (worker){&l, kernel, x,         packed,          bias, epilogue,
                               y,  n,      (size_t)t, (size_t)threads, next, next + in_floats};
@@ -384,6 +396,6 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
     for (int t = 0; t < threads; t++)
         if (t == 0 || t >= started) run_worker(&workers[t]);
     for (int t = 1; t < started; t++) pthread_join(ids[t], NULL);
-    free(packed);
+    free(own);
     return 0;
 }
