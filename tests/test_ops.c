@@ -48,6 +48,8 @@ static float *naive_forward(const gpfq_model *m, const float *input, size_t n) {
     return result;
 }
 
+enum { GPFQ_MAX_NODES_TESTED = 256 };
+
 static void check_fixture(const char *path) {
     gpfq_model *m = NULL;
     gpfq_status st = gpfq_model_load(path, &m);
@@ -87,6 +89,53 @@ static void check_fixture(const char *path) {
         if (strstr(path, "model_resnet_small") && gpfq_conv_get_kernel() != GPFQ_CONV_IM2COL)
             CHECK(gpfq_forward_fused(fwd) == 10, "%s: %d nodes folded into convs, expected 10",
                   path, gpfq_forward_fused(fwd));
+        /* a plan run in slices computes what separate passes over each slice's images do, bit
+         * for bit, a last short slice included (BLAS's GEMMs may round differently for another
+         * number of images, so the reference is per slice too) */
+        const size_t slices[] = {1, 2, 3, n > 1 ? n - 1 : 1};
+        const size_t image = gpfq_shape_size(m->input_shape);
+        float *per_slice = malloc(count * sizeof(float));
+        for (size_t k = 0; k < sizeof slices / sizeof slices[0]; k++) {
+            for (size_t first = 0; first < n; first += slices[k]) {
+                const size_t len = n - first < slices[k] ? n - first : slices[k];
+                float *part = naive_forward(m, input + first * image, len);
+                memcpy(per_slice + first * m->num_classes, part,
+                       len * m->num_classes * sizeof(float));
+                free(part);
+            }
+            gpfq_forward *sliced = NULL;
+            const float *out = NULL;
+            CHECK(gpfq_forward_create(m, n, &sliced) == GPFQ_OK, "%s", gpfq_last_error());
+            gpfq_forward_set_slice(sliced, slices[k]);
+            CHECK(gpfq_forward_run(sliced, input, n, &out) == GPFQ_OK, "%s", gpfq_last_error());
+            CHECK(memcmp(per_slice, out, count * sizeof(float)) == 0,
+                  "%s: a pass in slices of %zu images differs from passes over each slice", path,
+                  slices[k]);
+            gpfq_forward_free(sliced);
+        }
+        free(per_slice);
+        /* a plan keeps its convs' packed weights: after new weights and
+         * gpfq_forward_weights_changed it computes what a fresh plan does */
+        float *saved[GPFQ_MAX_NODES_TESTED] = {NULL};
+        for (int i = 0; i < m->n_nodes && i < GPFQ_MAX_NODES_TESTED; i++) {
+            gpfq_node *node = &m->nodes[i];
+            if (node->op != GPFQ_OP_CONV2D) continue;
+            saved[i] = malloc(node->weight_count * sizeof(float));
+            memcpy(saved[i], node->weight, node->weight_count * sizeof(float));
+            for (size_t w = 0; w < node->weight_count; w++)
+                node->weight[w] *= w % 3 ? 1.25f : -0.5f;
+        }
+        gpfq_forward_weights_changed(fwd, -1);
+        CHECK(gpfq_forward_run(fwd, input, n, &logits) == GPFQ_OK, "%s", gpfq_last_error());
+        float *renewed = naive_forward(m, input, n);
+        CHECK(memcmp(renewed, logits, count * sizeof(float)) == 0,
+              "%s: a plan run after its weights changed differs from a fresh pass", path);
+        free(renewed);
+        for (int i = 0; i < m->n_nodes && i < GPFQ_MAX_NODES_TESTED; i++)
+            if (saved[i]) {
+                memcpy(m->nodes[i].weight, saved[i], m->nodes[i].weight_count * sizeof(float));
+                free(saved[i]);
+            }
         free(naive);
         /* a batch of one gives the same logits as the full batch */
         gpfq_forward *single = NULL;

@@ -6,7 +6,9 @@
  * run), element-wise ops run in place when their input dies with them, and
  * identity/dropout/flatten are free aliases. One scratch area serves every conv.
  * A conv followed by the BatchNorm and/or ReLU only it feeds runs them on its output
- * chunk by chunk, while it is in cache.
+ * chunk by chunk, while it is in cache. A pass runs its images in slices of
+ * gpfq_forward_slice(), each through every node before the next, so that activations
+ * go from node to node through the cache rather than through memory.
  */
 #ifndef GPFQ_FORWARD_H
 #define GPFQ_FORWARD_H
@@ -25,6 +27,13 @@ typedef struct gpfq_forward gpfq_forward;
 typedef void (*gpfq_node_hook)(void *ctx, int index, const float *output, size_t n);
 
 gpfq_status gpfq_forward_create(const gpfq_model *model, size_t max_batch, gpfq_forward **out);
+
+/* Images per slice of a pass: as many as keep the model's widest activation within about an
+ * L2 cache (1 MB), at least 1. A caller that only needs the logits does best with batches of
+ * this size: smaller buffers, the same speed. */
+size_t gpfq_forward_slice(const gpfq_model *model);
+/* Sets a plan's slice (at least 1); the values are the same for any slice. */
+void gpfq_forward_set_slice(gpfq_forward *fwd, size_t images);
 void gpfq_forward_free(gpfq_forward *fwd);
 
 /* Runs the whole graph on input (n, C, H, W), n <= max_batch. *logits points into
@@ -56,7 +65,11 @@ size_t gpfq_node_scratch(const gpfq_node *node, size_t n);
  * a direct kernel, when nothing else reads its output; the values are the same). */
 int gpfq_forward_fused(const gpfq_forward *fwd);
 
-/* Bytes of activation and scratch memory the plan holds. */
+/* A plan packs a conv's weights for the direct kernel when it first runs it and keeps them:
+ * after changing node `index`'s weights (-1: any node's), call this before the next pass. */
+void gpfq_forward_weights_changed(gpfq_forward *fwd, int index);
+
+/* Bytes of activation, scratch and packed-weight memory the plan holds. */
 size_t gpfq_forward_bytes(const gpfq_forward *fwd);
 
 #ifdef __cplusplus

@@ -21,7 +21,8 @@ static const char eval_usage[] =
     "                      model file names, else fashion-mnist)\n"
     "  -D, --data-dir DIR  directory of the data files (default for fashion-mnist:\n"
     "                      " GPFQ_FASHION_MNIST_DIR ")\n"
-    "  -b, --batch N       images per forward pass (default 256)\n"
+    "  -b, --batch N       images read per step (default 256); the forward pass runs\n"
+    "                      them in slices sized to stay in cache\n"
     "  -n, --limit N       evaluate only the first N test images\n"
     "  -t, --threads N     threads, each evaluating a share of the images with\n"
     "                      single-threaded BLAS (default: OpenBLAS's thread count)\n"
@@ -118,9 +119,11 @@ int cmd_eval(int argc, char **argv) {
     if (!isnan(model->float_top1))
         printf("recorded %.2f%% / %.2f%% top-1/top-5 in the model file\n",
                100.0 * model->float_top1, 100.0 * model->float_top5);
-    printf("speed    %.0f images/s (%.3f s, batch %ld, %d thread%s, conv %s, OpenBLAS %s kernel)\n",
-           r.images / r.seconds, r.seconds, batch, o.workers, o.workers == 1 ? "" : "s",
-           gpfq_conv_kernel_name(gpfq_conv_get_kernel()), cli_blas_core());
+    printf("speed    %.0f images/s (%.3f s, batch %ld in slices of %zu, %d thread%s, conv %s, "
+           "OpenBLAS %s kernel)\n",
+           r.images / r.seconds, r.seconds, batch, gpfq_forward_slice(model), o.workers,
+           o.workers == 1 ? "" : "s", gpfq_conv_kernel_name(gpfq_conv_get_kernel()),
+           cli_blas_core());
     gpfq_dataset_free(&test);
     gpfq_model_free(model);
     return 0;

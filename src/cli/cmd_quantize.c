@@ -61,7 +61,7 @@ static const char quantize_usage[] =
     "                              MODEL_gpfqBITS.h5 in the current directory)\n"
     "  --no-save                   do not save the quantized model\n"
     "  --log FILE                  append a CSV row (research code's columns)\n"
-    "  --eval-batch N              images per forward pass in evaluation (default 256)\n"
+    "  --eval-batch N              images read per step in evaluation (default 256)\n"
     "  --limit N                   evaluate only the first N test images\n"
     "  --threads N                 threads: BLAS threads while quantizing, worker\n"
     "                              threads in evaluation (default: OpenBLAS's count)\n"

@@ -70,7 +70,11 @@ static void *eval_part_run(void *arg) {
     const gpfq_model *model = p->model;
     const int classes = model->num_classes;
     const size_t span = p->last - p->first;
-    const size_t batch = p->o->batch < span ? p->o->batch : span;
+    /* the forward pass runs a batch in slices anyway (gpfq/forward.h); batches of a slice
+     * keep its buffers in cache, where a whole batch's would be faulted in and spill */
+    const size_t slice = gpfq_forward_slice(model);
+    size_t batch = p->o->batch < span ? p->o->batch : span;
+    if (batch > slice) batch = slice;
     if (batch == 0) return NULL;
     gpfq_forward *fwd = NULL;
     gpfq_status st = gpfq_forward_create(model, batch, &fwd);

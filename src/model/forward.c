@@ -11,6 +11,7 @@
 struct gpfq_forward {
     const gpfq_model *model;
     size_t max_batch;
+    size_t micro_batch; /* images per slice of a pass (see run_range) */
     int n_buffers;
     float **buffers; /* (n_buffers) each (max_batch * buffer_floats[b]) */
     size_t *buffer_floats;
@@ -21,7 +22,15 @@ struct gpfq_forward {
     int fold_channels;
     float *scratch; /* (max over conv nodes of gpfq_node_scratch) */
     size_t scratch_floats;
+    float **packed; /* (n_nodes) a direct-kernel conv's packed weights, made on first use */
+    int *packed_ok; /* (n_nodes) 1 while packed[i] holds node i's current weights */
+    size_t packed_floats;
 };
+
+/* Floats per image of the value node `index` produces (-1: the model's input). */
+static size_t value_floats(const gpfq_model *m, int index) {
+    return gpfq_shape_size(index >= 0 ? m->nodes[index].out_shape : m->input_shape);
+}
 
 static gpfq_conv_geom node_geom(const gpfq_node *node) {
     gpfq_conv_geom g = {
@@ -162,6 +171,28 @@ static gpfq_status plan_buffers(gpfq_forward *fwd) {
     return GPFQ_OK;
 }
 
+/* A slice's widest value stays within SLICE_BYTES, about an L2 cache, so that a conv's output
+ * is still there when the next node reads it; but every conv gets at least SLICE_PIXELS output
+ * pixels per channel, or its per-call costs and its kernel's partly used pixel blocks would
+ * outweigh that (resnet18's 4x4 convs: 32 images). Measured on the shipped ResNets: resnet20
+ * (20 images) runs 10% faster than whole batches of 256, resnet18 (32 images) 5-10%. */
+enum { SLICE_BYTES = 1 << 20, SLICE_PIXELS = 512 };
+
+size_t gpfq_forward_slice(const gpfq_model *model) {
+    size_t widest = 1, least = 0;
+    for (int i = 0; i < model->n_nodes; i++) {
+        const gpfq_node *node = &model->nodes[i];
+        if (value_floats(model, i) > widest) widest = value_floats(model, i);
+        if (node->op == GPFQ_OP_CONV2D) {
+            const size_t pixels = (size_t)node->out_shape.h * node->out_shape.w;
+            const size_t images = (SLICE_PIXELS + pixels - 1) / pixels;
+            if (images > least) least = images;
+        }
+    }
+    const size_t images = SLICE_BYTES / (widest * sizeof(float));
+    return images > least ? images : least > 0 ? least : 1;
+}
+
 gpfq_status gpfq_forward_create(const gpfq_model *model, size_t max_batch, gpfq_forward **out) {
     *out = NULL;
     if (max_batch == 0) return gpfq_fail(GPFQ_ERR_ARG, "the batch size must be at least 1");
@@ -170,6 +201,8 @@ gpfq_status gpfq_forward_create(const gpfq_model *model, size_t max_batch, gpfq_
     fwd->model = model;
     fwd->max_batch = max_batch;
     gpfq_status st = plan_buffers(fwd);
+    fwd->micro_batch = gpfq_forward_slice(model);
+    if (fwd->micro_batch > max_batch) fwd->micro_batch = max_batch;
     if (st == GPFQ_OK &&
         !(fwd->buffers = gpfq_calloc((size_t)fwd->n_buffers, sizeof(float *), "buffers")))
         st = GPFQ_ERR_NOMEM;
@@ -190,6 +223,10 @@ gpfq_status gpfq_forward_create(const gpfq_model *model, size_t max_batch, gpfq_
     if (st == GPFQ_OK && fwd->scratch_floats &&
         !(fwd->scratch = gpfq_malloc(fwd->scratch_floats * sizeof(float), "conv scratch")))
         st = GPFQ_ERR_NOMEM;
+    if (st == GPFQ_OK &&
+        (!(fwd->packed = gpfq_calloc((size_t)model->n_nodes, sizeof(float *), "packed weights")) ||
+         !(fwd->packed_ok = gpfq_calloc((size_t)model->n_nodes, sizeof(int), "packed weights"))))
+        st = GPFQ_ERR_NOMEM;
     if (st != GPFQ_OK) {
         gpfq_forward_free(fwd);
         return st;
@@ -208,6 +245,9 @@ void gpfq_forward_free(gpfq_forward *fwd) {
     free(fwd->node_fused);
     free(fwd->fold);
     free(fwd->scratch);
+    for (int i = 0; fwd->packed && i < fwd->model->n_nodes; i++) free(fwd->packed[i]);
+    free(fwd->packed);
+    free(fwd->packed_ok);
     free(fwd);
 }
 
@@ -217,8 +257,17 @@ int gpfq_forward_fused(const gpfq_forward *fwd) {
     return total;
 }
 
+void gpfq_forward_set_slice(gpfq_forward *fwd, size_t images) {
+    fwd->micro_batch = images ? images : 1;
+}
+
+void gpfq_forward_weights_changed(gpfq_forward *fwd, int index) {
+    for (int i = 0; i < fwd->model->n_nodes; i++)
+        if (index < 0 || i == index) fwd->packed_ok[i] = 0;
+}
+
 size_t gpfq_forward_bytes(const gpfq_forward *fwd) {
-    size_t total = fwd->scratch_floats;
+    size_t total = fwd->scratch_floats + fwd->packed_floats;
     for (int b = 0; b < fwd->n_buffers; b++) total += fwd->buffer_floats[b] * fwd->max_batch;
     return total * sizeof(float);
 }
@@ -252,8 +301,10 @@ static void plan_fusion(gpfq_forward *fwd, const int *readers) {
     }
 }
 
-/* The epilogue of conv node i and the `fused` nodes after it. */
-static gpfq_conv_epilogue plan_epilogue(gpfq_forward *fwd, int i, int fused, const float *input) {
+/* The epilogue of conv node i and the `fused` nodes after it, on the slice of images from
+ * `first` on. */
+static gpfq_conv_epilogue plan_epilogue(gpfq_forward *fwd, int i, int fused, const float *input,
+                                        size_t first) {
     const gpfq_model *m = fwd->model;
     gpfq_conv_epilogue e = {0};
     for (int k = i + 1; k <= i + fused; k++) {
@@ -265,7 +316,8 @@ static gpfq_conv_epilogue plan_epilogue(gpfq_forward *fwd, int i, int fused, con
                                 node->eps, c, fwd->fold, fwd->fold + c);
         } else if (node->op == GPFQ_OP_ADD) {
             const int other = node->inputs[1];
-            e.residual = other >= 0 ? fwd->buffers[fwd->node_buffer[other]] : input;
+            e.residual = (other >= 0 ? fwd->buffers[fwd->node_buffer[other]] : input) +
+                         first * value_floats(m, other);
         } else if (node->op == GPFQ_OP_RELU) {
             e.relu = 1;
         }
@@ -273,6 +325,60 @@ static gpfq_conv_epilogue plan_epilogue(gpfq_forward *fwd, int i, int fused, con
     return e;
 }
 
+/* Conv node i's weights in the direct kernels' order, packed on first use; NULL when no direct
+ * kernel runs it (or no memory: the conv then packs them itself). */
+static const float *packed_weights(gpfq_forward *fwd, int i, const gpfq_conv_geom *g) {
+    if (fwd->packed_ok[i]) return fwd->packed[i];
+    const size_t floats = gpfq_conv2d_packed_floats(g);
+    if (!floats) return NULL;
+    if (!fwd->packed[i]) {
+        fwd->packed[i] = gpfq_malloc(floats * sizeof(float), "packed weights");
+        if (!fwd->packed[i]) return NULL;
+        fwd->packed_floats += floats;
+    }
+    gpfq_conv2d_pack(g, fwd->model->nodes[i].weight, fwd->packed[i]);
+    fwd->packed_ok[i] = 1;
+    return fwd->packed[i];
+}
+
+/* Runs nodes [from, upto) on images first .. first + n - 1 of the batch: each value's slice
+ * starts `first` images into its buffer. */
+static void run_slice(gpfq_forward *fwd, const float *input, size_t first, size_t n, int from,
+                      int upto, gpfq_node_hook hook, void *ctx) {
+    const gpfq_model *m = fwd->model;
+    for (int i = from; i < upto; i++) {
+        const gpfq_node *node = &m->nodes[i];
+        const float *inputs[GPFQ_MAX_INPUTS] = {NULL, NULL};
+        for (int k = 0; k < node->n_inputs; k++) {
+            const int src = node->inputs[k];
+            inputs[k] = (src >= 0 ? fwd->buffers[fwd->node_buffer[src]] : input) +
+                        first * value_floats(m, src);
+        }
+        float *output = fwd->buffers[fwd->node_buffer[i]] + first * value_floats(m, i);
+        if (node->op == GPFQ_OP_CONV2D) {
+            int fused = hook ? 0 : fwd->node_fused[i]; /* a hook sees every node's own output */
+            if (i + fused >= upto) fused = 0;
+            gpfq_conv_geom g = node_geom(node);
+            gpfq_conv_epilogue e = plan_epilogue(fwd, i, fused, input, first);
+            gpfq_conv2d_fused(&g, inputs[0], node->weight, packed_weights(fwd, i, &g), node->bias,
+                              fused ? &e : NULL, n, output, fwd->scratch);
+            if (hook) hook(ctx, i, output, n);
+            i += fused;
+            continue;
+        }
+        if (!(is_alias(node->op) && fwd->node_inplace[i]))
+            gpfq_node_forward(node, inputs, n, output, fwd->scratch);
+        if (hook) hook(ctx, i, output, n);
+    }
+}
+
+/*
+ * Every op works image by image, so a pass over n images can run as slices of micro_batch
+ * images, each through every node of the range before the next: a slice's activations stay
+ * in cache from the node that writes them to the node that reads them, where a whole batch's
+ * go out to memory and back (resnet20: 12.8 MB per conv at 256 images). A hook sees whole
+ * nodes, so a hooked pass runs the batch at once.
+ */
 static gpfq_status run_range(gpfq_forward *fwd, const float *input, size_t n, int from, int upto,
                              gpfq_node_hook hook, void *ctx) {
     if (n > fwd->max_batch)
@@ -282,25 +388,9 @@ static gpfq_status run_range(gpfq_forward *fwd, const float *input, size_t n, in
     if (from < 0 || upto > m->n_nodes || from > upto)
         return gpfq_fail(GPFQ_ERR_ARG, "nodes %d..%d are not a range of the model's %d nodes", from,
                          upto, m->n_nodes);
-    for (int i = from; i < upto; i++) {
-        const gpfq_node *node = &m->nodes[i];
-        const float *inputs[GPFQ_MAX_INPUTS] = {NULL, NULL};
-        for (int k = 0; k < node->n_inputs; k++)
-            inputs[k] =
-                node->inputs[k] >= 0 ? fwd->buffers[fwd->node_buffer[node->inputs[k]]] : input;
-        float *output = fwd->buffers[fwd->node_buffer[i]];
-        int fused = hook ? 0 : fwd->node_fused[i]; /* a hook sees every node's own output */
-        if (fused && i + fused < upto) {
-            gpfq_conv_epilogue e = plan_epilogue(fwd, i, fused, input);
-            gpfq_conv_geom g = node_geom(node);
-            gpfq_conv2d_fused(&g, inputs[0], node->weight, node->bias, &e, n, output, fwd->scratch);
-            i += fused;
-            continue;
-        }
-        if (!(is_alias(node->op) && fwd->node_inplace[i]))
-            gpfq_node_forward(node, inputs, n, output, fwd->scratch);
-        if (hook) hook(ctx, i, output, n);
-    }
+    const size_t step = hook ? n : fwd->micro_batch;
+    for (size_t first = 0; first < n; first += step)
+        run_slice(fwd, input, first, n - first < step ? n - first : step, from, upto, hook, ctx);
     return GPFQ_OK;
 }
 

@@ -503,6 +503,7 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
                                    node->name);
             }
             if (st == GPFQ_OK) st = quantize_node(dr, j, layer, x, y, res, rep);
+            if (st == GPFQ_OK && qs.fwd) gpfq_forward_weights_changed(qs.fwd, j);
         }
         if (st == GPFQ_OK && on_layer) on_layer(ctx, rep, layer, res->n_layers);
     }
