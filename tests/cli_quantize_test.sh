@@ -184,6 +184,21 @@ check "same --seed: identical weight codes" cmp -s "$tmp/seed1.codes" "$tmp/seed
 check "different --seed: different weight codes" differ "$tmp/seed1.codes" "$tmp/seed2.codes"
 check "seed runs extracted codes" [ "$(grep -c weight_codes "$tmp/seed1.codes")" -eq 5 ]
 
+# ---- thread counts: with two BLAS threads the float and the quantized passes run at once,
+# each single-threaded; the codes must not depend on it ----
+for mode in shared reference; do
+  flags=(); [ "$mode" = reference ] && flags=(--reference)
+  for t in 1 2; do
+    expect 0 "saved" -- "${q[@]}" "${base[@]}" -bs 32 "${flags[@]}" --threads "$t" \
+      --out "$tmp/threads$t.h5"
+    codes "$tmp/threads$t.h5" >"$tmp/threads$t.codes"
+  done
+  check "$mode calibration: --threads 1 and 2 give identical weight codes" \
+    cmp -s "$tmp/threads1.codes" "$tmp/threads2.codes"
+  check "$mode calibration: thread runs extracted codes" \
+    [ "$(grep -c weight_codes "$tmp/threads1.codes")" -eq 5 ]
+done
+
 # ---- MSQ needs no calibration data ----
 expect 0 "config +MSQ, 4 bits" -- "${q[@]}" -model "$model" --data-dir "$tmp/testonly" --method msq \
   --out "$tmp/msq.h5"

@@ -11,6 +11,7 @@
 #include "gpfq/quant.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,9 @@
 #include "gpfq/eval.h"
 #include "gpfq/forward.h"
 #include "gpfq/ops.h"
+
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int num_threads);
 
 /* ---- random streams: every draw is a function of (seed, purpose, index) ---- */
 
@@ -142,6 +146,43 @@ static gpfq_status stepper_advance(stepper *s, int upto) {
     GPFQ_TRY(gpfq_forward_range(s->fwd, s->input, s->n, s->next, upto));
     s->next = upto;
     return GPFQ_OK;
+}
+
+typedef struct {
+    stepper *s;
+    int upto;
+    gpfq_status st;
+    char message[1024]; /* gpfq_fail's message is per thread */
+} advance_job;
+
+static void *advance_run(void *arg) {
+    advance_job *a = arg;
+    a->st = stepper_advance(a->s, a->upto);
+    if (a->st != GPFQ_OK) snprintf(a->message, sizeof a->message, "%s", gpfq_last_error());
+    return NULL;
+}
+
+/* Advances the float stepper (when there is one) and the quantized one to node upto. The two
+ * passes are independent and cost the same, so with two or more BLAS threads they run at once,
+ * each on one thread with single-threaded kernels: no threads are started and joined per conv
+ * or GEMM, and each pass's slices stay in its own core's cache. The values are the same either
+ * way: no kernel's results depend on its thread count. */
+static gpfq_status advance_both(stepper *fs, stepper *qs, int upto) {
+    const int threads = openblas_get_num_threads();
+    if (!fs->fwd || threads < 2 || fs->next >= upto || qs->next >= upto) {
+        if (fs->fwd) GPFQ_TRY(stepper_advance(fs, upto));
+        return stepper_advance(qs, upto);
+    }
+    advance_job job = {.s = fs, .upto = upto};
+    pthread_t id;
+    openblas_set_num_threads(1);
+    const int started = pthread_create(&id, NULL, advance_run, &job) == 0;
+    if (!started) advance_run(&job);
+    gpfq_status st = stepper_advance(qs, upto);
+    if (started) pthread_join(id, NULL);
+    openblas_set_num_threads(threads);
+    if (job.st != GPFQ_OK) return gpfq_fail(job.st, "%s", job.message);
+    return st;
 }
 
 /* ---- layer matrices ---- */
@@ -492,8 +533,7 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
                 if (run_float) st = stepper_start(&fs, fm, dr->images, dr->n);
                 if (st == GPFQ_OK) st = stepper_start(&qs, dr->qmodel, dr->images, dr->n);
             }
-            if (st == GPFQ_OK && run_float) st = stepper_advance(&fs, j);
-            if (st == GPFQ_OK && need_data) st = stepper_advance(&qs, j);
+            if (st == GPFQ_OK && need_data) st = advance_both(&fs, &qs, j);
             if (st == GPFQ_OK && need_data) {
                 x = run_float ? stepper_value(&fs, node->inputs[0])
                               : dr->source(dr->source_ctx, layer, j, dr->n);
