@@ -14,6 +14,7 @@ struct gpfq_forward {
     const gpfq_model *model;
     size_t max_batch;
     size_t micro_batch; /* images per slice of a pass (see run_range) */
+    int slice_fixed;    /* set by gpfq_forward_set_slice: micro_batch per step, any threads */
     int n_buffers;
     float **buffers; /* (n_buffers) each (max_batch * buffer_floats[b]) */
     size_t *buffer_floats;
@@ -261,6 +262,7 @@ int gpfq_forward_fused(const gpfq_forward *fwd) {
 
 void gpfq_forward_set_slice(gpfq_forward *fwd, size_t images) {
     fwd->micro_batch = images ? images : 1;
+    fwd->slice_fixed = 1;
 }
 
 void gpfq_forward_weights_changed(gpfq_forward *fwd, int index) {
@@ -391,7 +393,7 @@ static gpfq_status run_range(gpfq_forward *fwd, const float *input, size_t n, in
     if (from < 0 || upto > m->n_nodes || from > upto)
         return gpfq_fail(GPFQ_ERR_ARG, "nodes %d..%d are not a range of the model's %d nodes", from,
                          upto, m->n_nodes);
-    const int threads = openblas_get_num_threads();
+    const int threads = fwd->slice_fixed ? 1 : openblas_get_num_threads();
     const size_t step = hook ? n : fwd->micro_batch * (size_t)(threads > 1 ? threads : 1);
     for (size_t first = 0; first < n; first += step)
         run_slice(fwd, input, first, n - first < step ? n - first : step, from, upto, hook, ctx);
