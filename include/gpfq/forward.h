@@ -32,8 +32,8 @@ gpfq_status gpfq_forward_create(const gpfq_model *model, size_t max_batch, gpfq_
  * L2 cache (1 MB), at least 1. A caller that only needs the logits does best with batches of
  * this size: smaller buffers, the same speed. */
 size_t gpfq_forward_slice(const gpfq_model *model);
-/* Sets the images of every step of a plan's passes (at least 1), whatever BLAS's thread count;
- * the values are the same as separate passes over each step's images. */
+/* Sets a plan's slice (at least 1); the values are those of separate passes over each slice's
+ * images. */
 void gpfq_forward_set_slice(gpfq_forward *fwd, size_t images);
 void gpfq_forward_free(gpfq_forward *fwd);
 

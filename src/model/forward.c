@@ -6,15 +6,12 @@
 #include "gpfq/ops.h"
 
 #include <stdlib.h>
-
-int openblas_get_num_threads(void);
 #include <string.h>
 
 struct gpfq_forward {
     const gpfq_model *model;
     size_t max_batch;
     size_t micro_batch; /* images per slice of a pass (see run_range) */
-    int slice_fixed;    /* set by gpfq_forward_set_slice: micro_batch per step, any threads */
     int n_buffers;
     float **buffers; /* (n_buffers) each (max_batch * buffer_floats[b]) */
     size_t *buffer_floats;
@@ -262,7 +259,6 @@ int gpfq_forward_fused(const gpfq_forward *fwd) {
 
 void gpfq_forward_set_slice(gpfq_forward *fwd, size_t images) {
     fwd->micro_batch = images ? images : 1;
-    fwd->slice_fixed = 1;
 }
 
 void gpfq_forward_weights_changed(gpfq_forward *fwd, int index) {
@@ -380,9 +376,10 @@ static void run_slice(gpfq_forward *fwd, const float *input, size_t first, size_
  * Every op works image by image, so a pass over n images can run as slices of micro_batch
  * images, each through every node of the range before the next: a slice's activations stay
  * in cache from the node that writes them to the node that reads them, where a whole batch's
- * go out to memory and back (resnet20: 12.8 MB per conv at 256 images). With BLAS at T threads
- * a slice is T times as large, each thread's share of it one slice: the convs split their
- * images among the threads. A hook sees whole nodes, so a hooked pass runs the batch at once.
+ * go out to memory and back (resnet20: 12.8 MB per conv at 256 images). The slice depends on
+ * the model only, not on the thread count: a GEMM may round differently for another number of
+ * images, and the values must not change with --threads. A hook sees whole nodes, so a hooked
+ * pass runs the batch at once.
  */
 static gpfq_status run_range(gpfq_forward *fwd, const float *input, size_t n, int from, int upto,
                              gpfq_node_hook hook, void *ctx) {
@@ -393,8 +390,7 @@ static gpfq_status run_range(gpfq_forward *fwd, const float *input, size_t n, in
     if (from < 0 || upto > m->n_nodes || from > upto)
         return gpfq_fail(GPFQ_ERR_ARG, "nodes %d..%d are not a range of the model's %d nodes", from,
                          upto, m->n_nodes);
-    const int threads = fwd->slice_fixed ? 1 : openblas_get_num_threads();
-    const size_t step = hook ? n : fwd->micro_batch * (size_t)(threads > 1 ? threads : 1);
+    const size_t step = hook ? n : fwd->micro_batch;
     for (size_t first = 0; first < n; first += step)
         run_slice(fwd, input, first, n - first < step ? n - first : step, from, upto, hook, ctx);
     return GPFQ_OK;
