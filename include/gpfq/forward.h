@@ -29,8 +29,9 @@ typedef void (*gpfq_node_hook)(void *ctx, int index, const float *output, size_t
 gpfq_status gpfq_forward_create(const gpfq_model *model, size_t max_batch, gpfq_forward **out);
 
 /* Images per slice of a pass: as many as keep the model's widest activation within about an
- * L2 cache (1 MB), at least 1. A caller that only needs the logits does best with batches of
- * this size: smaller buffers, the same speed. */
+ * L2 cache (1 MB), but enough for 512 output pixels per channel of every conv, and at least 1.
+ * A caller that only needs the logits can run batches of this size: smaller buffers, which
+ * are not faulted in as whole-batch ones are. */
 size_t gpfq_forward_slice(const gpfq_model *model);
 /* Sets a plan's slice (at least 1); the values are those of separate passes over each slice's
  * images. */

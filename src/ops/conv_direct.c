@@ -129,6 +129,7 @@ typedef struct {
     size_t wp, image_stride, lead;
     size_t images;   /* per chunk */
     size_t q_blocks; /* pixel blocks per chunk */
+    size_t px;       /* outputs per pixel block */
     size_t q_len;    /* q_blocks * px */
     size_t phase;    /* floats per phase plane */
     size_t plane;    /* floats per input channel: stride^2 phase planes */
@@ -171,6 +172,7 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
         if (used > best + 1e-9) best = used, l->images = images;
     }
     l->q_blocks = (l->images * l->image_stride + px - 1) / px;
+    l->px = (size_t)px;
     l->q_len = l->q_blocks * px;
     l->co_blocks = (g->out_c + CO_BLOCK - 1) / CO_BLOCK;
     l->taps = g->kernel_h * g->kernel_w;
@@ -189,9 +191,6 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
     l->plane = l->phase * s * s;
     for (int t = 0; t < l->taps; t++) l->offsets[t] += (long)(phase[t] * l->phase);
 }
-
-/* The copies around the kernel are built per CPU (GPFQ_CLONES); -ffp-contract=off also keeps
- * the epilogue's multiply-add rounding as the unfused BatchNorm does. */
 
 /* w (out_c, in_c, kh, kw) -> packed (co_blocks, in_c, taps, CO_BLOCK), zero beyond out_c: the
  * order depends on the geometry only, not on the kernel or the batch. */
@@ -212,6 +211,9 @@ void gpfq_conv2d_pack(const gpfq_conv_geom *g, const float *w, float *packed) {
                     packed[at] = co < g->out_c ? w[((size_t)co * g->in_c + c) * taps + t] : 0.0f;
                 }
 }
+
+/* The copies around the kernel are built per CPU (GPFQ_CLONES); -ffp-contract=off also keeps
+ * the epilogue's multiply-add rounding as the unfused BatchNorm does. */
 
 /* n floats, for rows of a few dozen: whole vector moves, the last one overlapping the one
  * before (a loop would do its remainder one float at a time, memcpy costs a call). Inlined
@@ -344,8 +346,7 @@ static void *run_worker(void *arg) {
         size_t first = k * l->images;
         size_t count = w->n - first < l->images ? w->n - first : l->images;
         /* a last, shorter chunk runs only the pixel blocks its images reach */
-        const size_t px = l->q_len / l->q_blocks;
-        const size_t blocks = (count * l->image_stride + px - 1) / px;
+        const size_t blocks = (count * l->image_stride + l->px - 1) / l->px;
         pad_chunk(l, w->x + first * in_image, count, w->in);
         if (w->kernel == GPFQ_CONV_AVX512)
             kernel_avx512(l, w->in, w->packed, blocks, w->out);
@@ -374,7 +375,7 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
 
     /* Every buffer comes from this thread's heap: threads started per call would each get
      * fresh pages from an arena of their own, a page fault per 4 kB on every call. */
-    const size_t packed_floats = prepacked ? 0 : (size_t)l.co_blocks * CO_BLOCK * g->in_c * l.taps;
+    const size_t packed_floats = prepacked ? 0 : gpfq_conv2d_packed_floats(g);
     const size_t in_floats = l.plane * g->in_c, out_floats = l.q_len * l.co_blocks * CO_BLOCK;
     float *own = malloc(sizeof(float) * (packed_floats + threads * (in_floats + out_floats)));
     if (!own) return -1;

@@ -136,7 +136,6 @@ float gpfq_code_value(const gpfq_alphabet *a, int code) {
 /* The same rules over a row, written so that the compiler vectorises the common case
  * (nearest rounding) in the clone for the CPU at hand; every operation is a correctly
  * rounded float operation, so each clone gives the scalar function's codes bit for bit. */
-
 GPFQ_CLONES
 void gpfq_quantize_row(const gpfq_alphabet *a, const float *restrict z, size_t n, float norm,
                        uint64_t stream0, uint64_t step, int32_t *restrict codes,
