@@ -112,11 +112,19 @@ static void bench_conv(const char *model, const gpfq_conv_geom *g, size_t n, dou
     double flops = 2.0 * n * g->out_c * g->out_h * g->out_w * g->in_c * g->kernel_h * g->kernel_w;
     printf("%-9s %4d->%-4d %3dx%-3d k%dx%d s%d p%d ", model, g->in_c, g->out_c, g->in_h, g->in_w,
            g->kernel_h, g->kernel_w, g->stride_h, g->pad_h);
-    const gpfq_conv_kernel kernels[] = {GPFQ_CONV_IM2COL, GPFQ_CONV_AVX2, GPFQ_CONV_AVX512};
-    for (int k = 0; k < 3; k++) {
+    /* the last column: Winograd on the AVX-512 kernel, its GFLOP/s counted as the direct
+     * kernel's flops over its time */
+    const gpfq_conv_kernel kernels[] = {GPFQ_CONV_IM2COL, GPFQ_CONV_AVX2, GPFQ_CONV_AVX512,
+                                        GPFQ_CONV_AVX512};
+    const gpfq_winograd_mode modes[] = {GPFQ_WINOGRAD_OFF, GPFQ_WINOGRAD_OFF, GPFQ_WINOGRAD_OFF,
+                                        GPFQ_WINOGRAD_ALL};
+    const gpfq_winograd_mode initial = gpfq_conv_get_winograd();
+    for (int k = 0; k < 4; k++) {
         gpfq_conv_set_kernel(kernels[k]);
+        gpfq_conv_set_winograd(modes[k]);
         if (gpfq_conv_get_kernel() != kernels[k] ||
-            (kernels[k] != GPFQ_CONV_IM2COL && !gpfq_conv_direct_fits(g))) {
+            (kernels[k] != GPFQ_CONV_IM2COL && !gpfq_conv_direct_fits(g)) ||
+            (modes[k] == GPFQ_WINOGRAD_ALL && !gpfq_conv_winograd_fits(g))) {
             printf(" %16s", "-");
             continue;
         }
@@ -137,6 +145,7 @@ static void bench_conv(const char *model, const gpfq_conv_geom *g, size_t n, dou
         if (k > 0 && diff > 1e-4 * scale) printf(" (DIFFERS: %.2g)", diff / scale);
         printf(" %7.1f (%4.0f%%)", flops / best * 1e-9, 100.0 * flops / best * 1e-9 / peak);
     }
+    gpfq_conv_set_winograd(initial);
     printf("\n");
     free(x), free(w), free(y), free(y0), free(scratch);
 }
@@ -176,8 +185,8 @@ int main(int argc, char **argv) {
         printf("\n-- threads %d: cblas_sgemm 1024^3 %.1f GFLOP/s; FMA peak AVX2 %.1f, AVX-512 "
                "%.1f GFLOP/s; GFLOP/s (%% of the sgemm) --\n",
                threads[t], peak, fma_peak(threads[t], 0), fma_peak(threads[t], 1));
-        printf("%-9s %-28s %16s %16s %16s\n", "model", "conv", "im2col+sgemm", "direct AVX2",
-               "direct AVX-512");
+        printf("%-9s %-28s %16s %16s %16s %16s\n", "model", "conv", "im2col+sgemm", "direct AVX2",
+               "direct AVX-512", "Winograd AVX-512");
         for (int mi = 0; mi < n_models; mi++) {
             gpfq_model *m = NULL;
             if (gpfq_model_load(models[mi], &m) != GPFQ_OK) {

@@ -196,8 +196,65 @@ static void check_conv_against_ref(gpfq_conv_geom g, size_t n, unsigned long lon
     CHECK(excess <= 0, "conv %dx%dx%d->%d k%dx%d s%d p%d d%d g%d n%zu (%s%s): max abs error %.3g",
           g.in_c, g.in_h, g.in_w, g.out_c, g.kernel_h, g.kernel_w, g.stride_h, g.pad_h,
           g.dilation_h, g.groups, n, gpfq_conv_kernel_name(gpfq_conv_get_kernel()),
-          gpfq_conv_direct_fits(&g) ? "" : ", not direct", max_abs);
+          !gpfq_conv_direct_fits(&g)    ? ", not direct"
+          : gpfq_conv_winograd_fits(&g) ? ", Winograd"
+                                        : "",
+          max_abs);
     free(x), free(w), free(b), free(y), free(yr), free(scratch);
+}
+
+/* Winograd F(2x2, 3x3) where the CPU has AVX-512: which convs take it, then the same
+ * tolerance against the reference as the direct kernels */
+static void check_winograd(unsigned long long *state) {
+    const gpfq_conv_kernel kernel = gpfq_conv_set_kernel(GPFQ_CONV_AVX512);
+    if (gpfq_conv_get_kernel() != GPFQ_CONV_AVX512) {
+        printf("test_ops: AVX-512 not supported by this CPU, Winograd skipped\n");
+        gpfq_conv_set_kernel(kernel);
+        return;
+    }
+    const gpfq_winograd_mode mode = gpfq_conv_set_winograd(GPFQ_WINOGRAD_AUTO);
+    const int big = GPFQ_WINOGRAD_MIN_CHANNELS;
+    const gpfq_conv_geom wide = {big, 7, 7, big, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+    const gpfq_conv_geom narrow = {big - 1, 7, 7, big, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+    const gpfq_conv_geom down = {big, 8, 8, big, 4, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1};
+    const gpfq_conv_geom valid = {big, 8, 8, big, 6, 6, 3, 3, 1, 1, 0, 0, 1, 1, 1};
+    const gpfq_conv_geom five = {big, 8, 8, big, 8, 8, 5, 5, 1, 1, 2, 2, 1, 1, 1};
+    CHECK(gpfq_conv_winograd_fits(&wide) && !gpfq_conv_winograd_fits(&narrow) &&
+              !gpfq_conv_winograd_fits(&down) && !gpfq_conv_winograd_fits(&valid) &&
+              !gpfq_conv_winograd_fits(&five),
+          "auto: Winograd for 3x3 stride-1 \"same\" convs with %d channels in and out only", big);
+    gpfq_conv_set_winograd(GPFQ_WINOGRAD_OFF);
+    CHECK(!gpfq_conv_winograd_fits(&wide), "off: no Winograd");
+    CHECK(gpfq_conv2d_packed_floats(&wide) == (size_t)big * big * 9,
+          "off: 9 packed weights per channel pair");
+    gpfq_conv_set_winograd(GPFQ_WINOGRAD_ALL);
+    CHECK(gpfq_conv_winograd_fits(&narrow) && !gpfq_conv_winograd_fits(&down),
+          "all: Winograd for every 3x3 stride-1 \"same\" conv, and for no other");
+    CHECK(gpfq_conv2d_packed_floats(&wide) == (size_t)big * big * 16,
+          "all: 16 packed weights per channel pair");
+    /* in_c,in_h,in_w, out_c,oh,ow, kh,kw, sh,sw, ph,pw, dh,dw, groups */
+    const gpfq_conv_geom cases[] = {
+        {3, 9, 9, 4, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},     /* odd size: the last tiles half out */
+        {5, 8, 6, 7, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},     /* out_c not a multiple of 4 */
+        {2, 1, 1, 3, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},     /* 1x1 image: one tile, all padding */
+        {1, 1, 40, 2, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},    /* one row of 20 tiles: two vectors */
+        {3, 5, 70, 4, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},    /* rows of 35 tiles, 70 outputs */
+        {100, 4, 4, 12, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},  /* in_c in two slices of the products */
+        {16, 28, 28, 32, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* many blocks of tiles per image */
+        {64, 7, 7, 64, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* resnet's 7x7 stage */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        check_conv_against_ref(cases[i], 1, state);
+        check_conv_against_ref(cases[i], 5, state);
+        check_conv_against_ref(cases[i], 70, state);
+    }
+    /* chunks of images shared by two threads, a last one cut short */
+    int threads = openblas_get_num_threads();
+    openblas_set_num_threads(2);
+    check_conv_against_ref(cases[6], 13, state);
+    openblas_set_num_threads(threads);
+    gpfq_conv_set_winograd(mode);
+    gpfq_conv_set_kernel(kernel);
 }
 
 static void check_kernels(void) {
@@ -256,6 +313,7 @@ static void check_kernels(void) {
         openblas_set_num_threads(threads);
     }
     gpfq_conv_set_kernel(initial);
+    check_winograd(&state);
     const size_t n = 37, in = 300, out = 23;
     float *x = malloc(n * in * 4), *w = malloc(out * in * 4), *b = malloc(out * 4);
     float *y = malloc(n * out * 4), *yr = malloc(n * out * 4);
@@ -274,6 +332,14 @@ int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : "tests/fixtures";
     int fixtures = fixture_count(dir);
     CHECK(fixtures >= 30, "expected at least 30 fixtures in %s, found %d", dir, fixtures);
+    /* again with Winograd for every 3x3 stride-1 conv: against torch, and the folded epilogue
+     * and the slices bit for bit against the plain passes */
+    if (gpfq_conv_get_kernel() == GPFQ_CONV_AVX512) {
+        gpfq_winograd_mode mode = gpfq_conv_set_winograd(GPFQ_WINOGRAD_ALL);
+        printf("test_ops: the fixtures again, Winograd for every 3x3 stride-1 conv\n");
+        fixture_count(dir);
+        gpfq_conv_set_winograd(mode);
+    }
     check_kernels();
     return check_report("test_ops");
 }

@@ -72,6 +72,25 @@ gpfq_conv_kernel gpfq_conv_set_kernel(gpfq_conv_kernel kernel);
 const char *gpfq_conv_kernel_name(gpfq_conv_kernel kernel);
 /* 1 if gpfq_conv2d runs g with a direct kernel. */
 int gpfq_conv_direct_fits(const gpfq_conv_geom *g);
+/* Winograd's F(2x2, 3x3) for 3x3 stride-1 "same" convs on the AVX-512 kernel: 16 products per
+ * 2x2 outputs where the direct kernel does 36, rounded differently (within the tests'
+ * tolerance against the double-accumulating reference). AUTO takes it where both channel
+ * counts are at least GPFQ_WINOGRAD_MIN_CHANNELS (measured: bench/README.md), ALL for every
+ * such conv (tests), OFF never. The default is AUTO, or GPFQ_WINOGRAD=off|auto|all from the
+ * environment (read once). Packed weights depend on the mode: set it before packing. */
+typedef enum {
+    GPFQ_WINOGRAD_OFF,
+    GPFQ_WINOGRAD_AUTO,
+    GPFQ_WINOGRAD_ALL,
+} gpfq_winograd_mode;
+enum { GPFQ_WINOGRAD_MIN_CHANNELS = 64 };
+gpfq_winograd_mode gpfq_conv_get_winograd(void);
+/* Sets the mode for every later call (not thread-safe against running convs); returns the
+ * previous one. */
+gpfq_winograd_mode gpfq_conv_set_winograd(gpfq_winograd_mode mode);
+const char *gpfq_winograd_mode_name(gpfq_winograd_mode mode);
+/* 1 if gpfq_conv2d runs g with Winograd's transforms around the direct kernel. */
+int gpfq_conv_winograd_fits(const gpfq_conv_geom *g);
 /* The direct kernel alone (g must fit); uses as many threads as BLAS is set to (at most one
  * per 50 MFLOP of the call) and buffers of its own. 0, or -1 if out of memory (y then undefined).
  */

@@ -64,6 +64,19 @@ int cmd_env(int argc, char **argv) {
         printf(
             "conv     %s kernel for stride-1 and -2 convolutions (GPFQ_CONV=im2col|avx2|avx512)\n",
             gpfq_conv_kernel_name(gpfq_conv_get_kernel()));
+        const gpfq_winograd_mode wino = gpfq_conv_get_winograd();
+        char which[96];
+        if (gpfq_conv_get_kernel() != GPFQ_CONV_AVX512 || wino == GPFQ_WINOGRAD_OFF)
+            snprintf(which, sizeof which, "for no conv%s",
+                     wino == GPFQ_WINOGRAD_OFF ? "" : " (it needs the AVX-512 kernel)");
+        else if (wino == GPFQ_WINOGRAD_ALL)
+            snprintf(which, sizeof which, "for every 3x3 stride-1 \"same\" conv");
+        else
+            snprintf(which, sizeof which,
+                     "for 3x3 stride-1 \"same\" convs with >= %d channels in and out",
+                     GPFQ_WINOGRAD_MIN_CHANNELS);
+        printf("winograd %s: F(2x2,3x3) %s (GPFQ_WINOGRAD=off|auto|all)\n",
+               gpfq_winograd_mode_name(wino), which);
         printf("mpi      MPI %d.%d, %s\n", version, subversion, library);
         printf("ranks    %d\n", size);
         for (int r = 0; gathered && r < size; r++) printf("rank %-3d %s\n", r, all[r]);

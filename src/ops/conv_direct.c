@@ -39,11 +39,14 @@ int openblas_get_num_threads(void);
 
 enum {
     CO_BLOCK = 4,
-    MAX_TAPS = 64,            /* kernels up to 7x7 (and 5x11, ...) */
-    CHUNK_BYTES = 768 * 1024, /* padded input and staged output of a chunk: most of an L2 */
+    MAX_TAPS = 64,                  /* kernels up to 7x7 (and 5x11, ...) */
+    CHUNK_BYTES = 768 * 1024,       /* padded input and staged output of a chunk: most of an L2 */
+    WINO_POINTS = 16,               /* Winograd's 4x4 transformed tile */
+    WINO_PLANE_BYTES = 1536 * 1024, /* a Winograd chunk's phase planes */
 };
 
 static gpfq_conv_kernel chosen = GPFQ_CONV_AUTO;
+static gpfq_winograd_mode winograd = GPFQ_WINOGRAD_AUTO;
 static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
 
 static gpfq_conv_kernel best_supported(void) {
@@ -73,6 +76,15 @@ static void choose_from_env(void) {
     else if (k != GPFQ_CONV_AUTO && chosen != k)
         fprintf(stderr, "gpfq: warning: GPFQ_CONV=%s: this CPU lacks it; using %s\n", v,
                 gpfq_conv_kernel_name(chosen));
+    const char *wv = getenv("GPFQ_WINOGRAD");
+    if (!wv || !*wv || strcmp(wv, "auto") == 0) return;
+    if (strcmp(wv, "off") == 0)
+        winograd = GPFQ_WINOGRAD_OFF;
+    else if (strcmp(wv, "all") == 0)
+        winograd = GPFQ_WINOGRAD_ALL;
+    else
+        fprintf(stderr, "gpfq: warning: GPFQ_WINOGRAD='%s' is not off, auto or all; using auto\n",
+                wv);
 }
 
 gpfq_conv_kernel gpfq_conv_get_kernel(void) {
@@ -84,6 +96,21 @@ gpfq_conv_kernel gpfq_conv_set_kernel(gpfq_conv_kernel k) {
     gpfq_conv_kernel old = gpfq_conv_get_kernel();
     chosen = clamp_to_cpu(k);
     return old;
+}
+
+gpfq_winograd_mode gpfq_conv_get_winograd(void) {
+    pthread_once(&chosen_once, choose_from_env);
+    return winograd;
+}
+
+gpfq_winograd_mode gpfq_conv_set_winograd(gpfq_winograd_mode mode) {
+    gpfq_winograd_mode old = gpfq_conv_get_winograd();
+    winograd = mode;
+    return old;
+}
+
+const char *gpfq_winograd_mode_name(gpfq_winograd_mode mode) {
+    return mode == GPFQ_WINOGRAD_OFF ? "off" : mode == GPFQ_WINOGRAD_ALL ? "all" : "auto";
 }
 
 const char *gpfq_conv_kernel_name(gpfq_conv_kernel k) {
@@ -116,6 +143,16 @@ int gpfq_conv_direct_fits(const gpfq_conv_geom *g) {
            g->out_h == (g->in_h + 1) / 2 && g->out_w == (g->in_w + 1) / 2;
 }
 
+int gpfq_conv_winograd_fits(const gpfq_conv_geom *g) {
+    const gpfq_winograd_mode mode = gpfq_conv_get_winograd();
+    if (mode == GPFQ_WINOGRAD_OFF || gpfq_conv_get_kernel() != GPFQ_CONV_AVX512 ||
+        !gpfq_conv_direct_fits(g) || g->kernel_h != 3 || g->kernel_w != 3 || g->stride_h != 1 ||
+        g->pad_h != 1 || g->pad_w != 1)
+        return 0;
+    return mode == GPFQ_WINOGRAD_ALL ||
+           (g->in_c >= GPFQ_WINOGRAD_MIN_CHANNELS && g->out_c >= GPFQ_WINOGRAD_MIN_CHANNELS);
+}
+
 /*
  * Geometry of one chunk's flat planes. A stride-2 conv reads its input as four phase planes per
  * channel (even/odd rows by even/odd columns), each laid out on the output's grid: tap (ki, kj)
@@ -134,7 +171,9 @@ typedef struct {
     size_t phase;    /* floats per phase plane */
     size_t plane;    /* floats per input channel: stride^2 phase planes */
     int co_blocks, taps;
-    long offsets[MAX_TAPS];
+    long offsets[MAX_TAPS]; /* per tap: where it reads, past q */
+    int tap_phase[MAX_TAPS];
+    long reach;
 } layout;
 
 static size_t round_up(size_t v, size_t m) {
@@ -146,7 +185,9 @@ static int floor_half(int a) {
     return (a - (a & 1)) / 2;
 }
 
-static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
+/* The chunk-independent part: the planes' row and image strides, and per tap its phase plane
+ * and its offset within it. */
+static void plan_geometry(const gpfq_conv_geom *g, layout *l) {
     const int s = g->stride_h;
     l->g = g;
     l->stride = s;
@@ -155,41 +196,56 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
     l->wp = content_w + g->pad_w;
     l->image_stride = (content_h + g->pad_h) * l->wp;
     l->lead = (size_t)g->pad_h * l->wp + g->pad_w;
-    /* a chunk's padded input and staged output stay within CHUNK_BYTES (as far as one image
-     * allows): a conv with many more outputs than inputs would stream its staging otherwise */
-    size_t co_padded = ((size_t)g->out_c + CO_BLOCK - 1) / CO_BLOCK * CO_BLOCK;
-    size_t per_image = ((size_t)g->in_c * s * s + co_padded) * l->image_stride * sizeof(float);
-    size_t most = CHUNK_BYTES / (per_image ? per_image : 1);
-    if (most < 1) most = 1;
-    if (most > n) most = n;
-    /* the last pixel block of a chunk is part padding: of the chunk sizes within the budget,
-     * take the one that wastes the least of its blocks (7x7 planes waste a third otherwise) */
-    l->images = most;
-    double best = 0;
-    for (size_t images = most; images >= 1 && images * 2 > most; images--) {
-        size_t q = images * l->image_stride;
-        double used = (double)q / (double)((q + px - 1) / px * px);
-        if (used > best + 1e-9) best = used, l->images = images;
-    }
-    l->q_blocks = (l->images * l->image_stride + px - 1) / px;
-    l->px = (size_t)px;
-    l->q_len = l->q_blocks * px;
     l->co_blocks = (g->out_c + CO_BLOCK - 1) / CO_BLOCK;
     l->taps = g->kernel_h * g->kernel_w;
-    /* tap t reads phase plane phase[t] at offsets[t] past q; a plane must hold the farthest */
-    int phase[MAX_TAPS];
-    long reach = 0;
+    l->reach = 0;
     for (int ki = 0; ki < g->kernel_h; ki++)
         for (int kj = 0; kj < g->kernel_w; kj++) {
             int r = ki - g->pad_h, c = kj - g->pad_w, t = ki * g->kernel_w + kj;
             int dy = s == 1 ? r : floor_half(r), dx = s == 1 ? c : floor_half(c);
-            phase[t] = s == 1 ? 0 : (r & 1) * 2 + (c & 1);
+            l->tap_phase[t] = s == 1 ? 0 : (r & 1) * 2 + (c & 1);
             l->offsets[t] = (long)((g->pad_h + dy) * l->wp + (g->pad_w + dx));
-            if (l->offsets[t] + 1 > reach) reach = l->offsets[t] + 1;
+            if (l->offsets[t] + 1 > l->reach) l->reach = l->offsets[t] + 1;
         }
-    l->phase = round_up(l->q_len + (size_t)reach + l->lead, 16);
-    l->plane = l->phase * s * s;
-    for (int t = 0; t < l->taps; t++) l->offsets[t] += (long)(phase[t] * l->phase);
+}
+
+/* Of the chunk sizes from `most` images down to half of it, the one whose last block of px
+ * (pixels or tiles) wastes the least, with `per_image` of them per image. */
+static size_t least_waste(size_t most, size_t per_image, size_t px) {
+    size_t fullest = most;
+    double best = 0;
+    for (size_t images = most; images >= 1 && images * 2 > most; images--) {
+        size_t q = images * per_image;
+        double used = (double)q / (double)round_up(q, px);
+        if (used > best + 1e-9) best = used, fullest = images;
+    }
+    return fullest;
+}
+
+/* Sizes the planes for chunks of `images` images run in pixel blocks of px outputs. */
+static void plan_chunk(layout *l, size_t images, size_t px) {
+    l->images = images;
+    l->q_blocks = (images * l->image_stride + px - 1) / px;
+    l->px = px;
+    l->q_len = l->q_blocks * px;
+    /* tap t reads phase plane tap_phase[t] at offsets[t] past q; a plane must hold the farthest */
+    l->phase = round_up(l->q_len + (size_t)l->reach + l->lead, 16);
+    l->plane = l->phase * l->stride * l->stride;
+    for (int t = 0; t < l->taps; t++) l->offsets[t] += (long)(l->tap_phase[t] * l->phase);
+}
+
+static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
+    plan_geometry(g, l);
+    /* a chunk's padded input and staged output stay within CHUNK_BYTES (as far as one image
+     * allows): a conv with many more outputs than inputs would stream its staging otherwise */
+    const int s = l->stride;
+    size_t co_padded = (size_t)l->co_blocks * CO_BLOCK;
+    size_t per_image = ((size_t)g->in_c * s * s + co_padded) * l->image_stride * sizeof(float);
+    size_t most = CHUNK_BYTES / (per_image ? per_image : 1);
+    if (most < 1) most = 1;
+    if (most > n) most = n;
+    /* the last pixel block of a chunk is part padding (7x7 planes waste a third otherwise) */
+    plan_chunk(l, least_waste(most, l->image_stride, (size_t)px), (size_t)px);
 }
 
 /* w (out_c, in_c, kh, kw) -> packed (co_blocks, in_c, taps, CO_BLOCK), zero beyond out_c: the
@@ -197,10 +253,18 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
 size_t gpfq_conv2d_packed_floats(const gpfq_conv_geom *g) {
     if (!gpfq_conv_direct_fits(g)) return 0;
     const size_t co_blocks = ((size_t)g->out_c + CO_BLOCK - 1) / CO_BLOCK;
-    return co_blocks * CO_BLOCK * g->in_c * g->kernel_h * g->kernel_w;
+    const size_t taps =
+        gpfq_conv_winograd_fits(g) ? WINO_POINTS : (size_t)g->kernel_h * g->kernel_w;
+    return co_blocks * CO_BLOCK * g->in_c * taps;
 }
 
+static void wino_pack(const gpfq_conv_geom *g, const float *w, float *packed);
+
 void gpfq_conv2d_pack(const gpfq_conv_geom *g, const float *w, float *packed) {
+    if (gpfq_conv_winograd_fits(g)) {
+        wino_pack(g, w, packed);
+        return;
+    }
     const int co_blocks = (g->out_c + CO_BLOCK - 1) / CO_BLOCK, taps = g->kernel_h * g->kernel_w;
     for (int cb = 0; cb < co_blocks; cb++)
         for (int c = 0; c < g->in_c; c++)
@@ -326,6 +390,376 @@ GPFQ_CLONES static void unpad_chunk(const layout *l, const float *out, const flo
 DIRECT_KERNEL(kernel_avx512, "avx512f", __m512, 16, 6, _mm512)
 DIRECT_KERNEL(kernel_avx2, "avx2,fma", __m256, 8, 3, _mm256)
 
+/* Threads for a call of `flops` in `chunks` chunks: as many as BLAS is set to, at most one per
+ * ~50 MFLOP (a thread started per call costs tens of microseconds) and per chunk. */
+static int threads_for(double flops, size_t chunks) {
+    int threads = openblas_get_num_threads();
+    if (threads > 1 + flops / 50e6) threads = (int)(1 + flops / 50e6);
+    if (threads < 1) threads = 1;
+    if ((size_t)threads > chunks) threads = (int)chunks;
+    if (threads > 64) threads = 64;
+    return threads;
+}
+
+/* Runs fn on `threads` workers laid out `size` bytes apart, the first on this thread; a worker
+ * whose thread cannot start runs here too. */
+static void run_workers(void *(*fn)(void *), void *workers, size_t size, int threads) {
+    pthread_t ids[64];
+    int started = 1;
+    for (int t = 1; t < threads; t++) {
+        if (pthread_create(&ids[t], NULL, fn, (char *)workers + t * size) != 0) break;
+        started++;
+    }
+    for (int t = 0; t < threads; t++)
+        if (t == 0 || t >= started) fn((char *)workers + t * size);
+    for (int t = 1; t < started; t++) pthread_join(ids[t], NULL);
+}
+
+/*
+ * Winograd's F(2x2, 3x3) (Lavin and Gray, 2016) for 3x3 stride-1 convs with padding 1. Output
+ * tile (th, tw), rows 2th.. and columns 2tw.., reads the 4x4 window d of the input at rows
+ * 2th - 1.. and columns 2tw - 1..; Y = A^T [(G g G^T) .* (B^T d B)] A gives its 2x2 outputs
+ * with 16 products per channel pair where the direct kernel does 36. The products are 16
+ * matrix products M[p] (out_c x tiles) = U[p] (out_c x in_c) V[p] (in_c x tiles), which the
+ * direct kernel runs as 1x1 convs over tiles: the transforms around it are cheap, additions
+ * on whole vectors.
+ *
+ * The windows start at every other row and column, so the input goes into the four phase
+ * planes of a stride-2 conv on the grid of tiles (pad_chunk): window value (r, c) is then a
+ * plain read at a fixed offset, as for a 4x4 stride-2 conv with padding 1 on that grid. Tiles
+ * are numbered without the planes' gaps (image, tile row, tile column), so the products waste
+ * no work on gaps, and run in blocks of one pixel block: per block, the input transform of its
+ * tiles for every input channel, the 16 products, then the output transform, which writes
+ * the outputs into y and runs the epilogue on them.
+ */
+enum { WINO_PX = 6 * 16, WINO_LANES = 16 };
+
+typedef struct {
+    gpfq_conv_geom pg; /* the 4x4 stride-2 conv with padding 1 on the grid of tiles */
+    layout pl;         /* its phase planes */
+    const gpfq_conv_geom *g;
+    size_t co_pad;            /* out_c rounded up to CO_BLOCK */
+    size_t rows, cols, tiles; /* tile rows and columns per image, tiles per image */
+} wino_plan;
+
+/* w's layout must stay where it is: pl points into it */
+static void wino_plan_make(const gpfq_conv_geom *g, size_t n, wino_plan *w) {
+    w->g = g;
+    w->rows = ((size_t)g->out_h + 1) / 2;
+    w->cols = ((size_t)g->out_w + 1) / 2;
+    w->tiles = w->rows * w->cols;
+    w->pg = *g;
+    w->pg.out_h = (int)w->rows, w->pg.out_w = (int)w->cols;
+    w->pg.kernel_h = w->pg.kernel_w = 4;
+    w->pg.stride_h = w->pg.stride_w = 2;
+    plan_geometry(&w->pg, &w->pl);
+    /* the phase planes of a chunk within WINO_PLANE_BYTES, its last block of tiles as full
+     * as can be */
+    size_t per_image = (size_t)g->in_c * 4 * w->pl.image_stride * sizeof(float);
+    size_t most = WINO_PLANE_BYTES / (per_image ? per_image : 1);
+    if (most < 1) most = 1;
+    if (most > n) most = n;
+    plan_chunk(&w->pl, least_waste(most, w->tiles, WINO_PX), 1);
+    w->co_pad = (size_t)w->pl.co_blocks * CO_BLOCK;
+}
+
+/* U[p] = (G g G^T)[p] per channel pair, in the kernel's order for one tap: packed
+ * (16, co_blocks, in_c, CO_BLOCK), computed in double */
+static void wino_pack(const gpfq_conv_geom *g, const float *w, float *packed) {
+    const int co_blocks = (g->out_c + CO_BLOCK - 1) / CO_BLOCK;
+    const size_t per_point = (size_t)co_blocks * CO_BLOCK * g->in_c;
+    for (int co = 0; co < co_blocks * CO_BLOCK; co++)
+        for (int c = 0; c < g->in_c; c++) {
+            double u[WINO_POINTS] = {0};
+            if (co < g->out_c) {
+                const float *k = w + ((size_t)co * g->in_c + c) * 9;
+                double t[4][3]; /* G g */
+                for (int j = 0; j < 3; j++) {
+                    t[0][j] = k[j];
+                    t[1][j] = ((double)k[j] + k[3 + j] + k[6 + j]) / 2;
+                    t[2][j] = ((double)k[j] - k[3 + j] + k[6 + j]) / 2;
+                    t[3][j] = k[6 + j];
+                }
+                for (int r = 0; r < 4; r++) { /* (G g) G^T */
+                    u[r * 4 + 0] = t[r][0];
+                    u[r * 4 + 1] = (t[r][0] + t[r][1] + t[r][2]) / 2;
+                    u[r * 4 + 2] = (t[r][0] - t[r][1] + t[r][2]) / 2;
+                    u[r * 4 + 3] = t[r][2];
+                }
+            }
+            const size_t at = ((size_t)(co / CO_BLOCK) * g->in_c + c) * CO_BLOCK + co % CO_BLOCK;
+            for (int p = 0; p < WINO_POINTS; p++) packed[p * per_point + at] = (float)u[p];
+        }
+}
+
+/* A run of tiles of one tile row within one vector of WINO_LANES tiles of a block */
+typedef struct {
+    size_t q;        /* its first tile in the phase planes */
+    size_t image;    /* within the chunk */
+    int lane, count; /* its first tile's lane in its vector; tiles */
+    int row, col;    /* of its first tile */
+} wino_run;
+
+/* a block's runs, by vector: vector k's are runs[first[k]] .. runs[first[k + 1] - 1] */
+typedef struct {
+    wino_run runs[WINO_PX];
+    int first[WINO_PX / WINO_LANES + 1];
+    int vectors;
+} wino_runs;
+
+static void wino_split(const wino_plan *w, size_t t0, size_t t1, wino_runs *r) {
+    int n = 0;
+    r->vectors = (int)((t1 - t0 + WINO_LANES - 1) / WINO_LANES);
+    for (int k = 0; k < r->vectors; k++) {
+        r->first[k] = n;
+        const size_t end = t0 + (size_t)(k + 1) * WINO_LANES < t1 ? t0 + (k + 1) * WINO_LANES : t1;
+        for (size_t t = t0 + (size_t)k * WINO_LANES; t < end;) {
+            size_t image = t / w->tiles, at = t % w->tiles, row = at / w->cols, col = at % w->cols;
+            size_t count = w->cols - col < end - t ? w->cols - col : end - t;
+            r->runs[n++] = (wino_run){image * w->pl.image_stride + row * w->pl.wp + col,
+                                      image,
+                                      (int)((t - t0) % WINO_LANES),
+                                      (int)count,
+                                      (int)row,
+                                      (int)col};
+            t += count;
+        }
+    }
+    r->first[r->vectors] = n;
+}
+
+static void wino_input(const wino_plan *w, const float *planes, const wino_runs *r, float *v);
+static void wino_gemm(const wino_plan *w, const float *packed, const float *v, float *m);
+static void wino_output(const wino_plan *w, const float *bias, const gpfq_conv_epilogue *e,
+                        size_t first, const wino_runs *r, const float *m, float *y);
+
+/* tiles t0 .. t1 - 1 of the chunk whose first image is image `first` of the call */
+static void wino_block(const wino_plan *w, const float *planes, const float *packed,
+                       const float *bias, const gpfq_conv_epilogue *e, size_t first, size_t t0,
+                       size_t t1, float *v, float *m, float *y) {
+    wino_runs r;
+    wino_split(w, t0, t1, &r);
+    /* a last, short block: its vectors past t1 are zero, not whatever the buffer held */
+    const size_t used = (size_t)r.vectors * WINO_LANES;
+    if (used < WINO_PX)
+        for (size_t k = 0; k < WINO_POINTS * (size_t)w->g->in_c; k++)
+            memset(v + k * WINO_PX + used, 0, (WINO_PX - used) * sizeof(float));
+    wino_input(w, planes, &r, v);
+    wino_gemm(w, packed, v, m);
+    wino_output(w, bias, e, first, &r, m, y);
+}
+
+/* V = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], on whole vectors of tiles: each
+ * run's window values are loaded from the planes and expanded into its lanes */
+__attribute__((target("avx512f"), noinline)) static void
+wino_input(const wino_plan *w, const float *planes, const wino_runs *r, float *v) {
+    const layout *pl = &w->pl;
+    const size_t in_c = (size_t)w->g->in_c;
+    for (size_t c = 0; c < in_c; c++) {
+        const float *pc = planes + c * pl->plane;
+        for (int k = 0; k < r->vectors; k++) {
+            __m512 d[WINO_POINTS], u[WINO_POINTS];
+            for (int j = 0; j < WINO_POINTS; j++) d[j] = _mm512_setzero_ps();
+            for (int i = r->first[k]; i < r->first[k + 1]; i++) {
+                const wino_run *run = &r->runs[i];
+                const __mmask16 mask = (__mmask16)((1u << run->count) - 1);
+                const __mmask16 lanes = (__mmask16)(mask << run->lane);
+                for (int j = 0; j < WINO_POINTS; j++)
+                    d[j] = _mm512_mask_expand_ps(
+                        d[j], lanes, _mm512_maskz_loadu_ps(mask, pc + run->q + pl->offsets[j]));
+            }
+            for (int j = 0; j < 4; j++) {
+                u[0 + j] = _mm512_sub_ps(d[0 + j], d[8 + j]);
+                u[4 + j] = _mm512_add_ps(d[4 + j], d[8 + j]);
+                u[8 + j] = _mm512_sub_ps(d[8 + j], d[4 + j]);
+                u[12 + j] = _mm512_sub_ps(d[4 + j], d[12 + j]);
+            }
+            float *dst = v + c * WINO_PX + (size_t)k * WINO_LANES;
+            const size_t point = in_c * WINO_PX;
+            for (int i = 0; i < 4; i++) {
+                const __m512 *ui = u + i * 4;
+                _mm512_storeu_ps(dst + (i * 4 + 0) * point, _mm512_sub_ps(ui[0], ui[2]));
+                _mm512_storeu_ps(dst + (i * 4 + 1) * point, _mm512_add_ps(ui[1], ui[2]));
+                _mm512_storeu_ps(dst + (i * 4 + 2) * point, _mm512_sub_ps(ui[2], ui[1]));
+                _mm512_storeu_ps(dst + (i * 4 + 3) * point, _mm512_sub_ps(ui[1], ui[3]));
+            }
+        }
+    }
+}
+
+/* M[p] = U[p] V[p] for the 16 points. The direct kernel with one tap would read V[p] (in_c x
+ * WINO_PX floats, up to 196 kB) once per block of 4 output channels from L2; here the input
+ * channels run in slices of WINO_KC, whose 24 kB of V stay in L1 for every output block. */
+enum { WINO_KC = 64 };
+__attribute__((target("avx512f"), noinline)) static void
+wino_gemm(const wino_plan *w, const float *packed, const float *v, float *m) {
+    const size_t in_c = (size_t)w->g->in_c, co_pad = w->co_pad;
+    for (int p = 0; p < WINO_POINTS; p++) {
+        const float *vp = v + p * in_c * WINO_PX, *up = packed + p * co_pad * in_c;
+        float *mp = m + p * co_pad * WINO_PX;
+        for (size_t c0 = 0; c0 < in_c; c0 += WINO_KC) {
+            const size_t kc = in_c - c0 < WINO_KC ? in_c - c0 : WINO_KC;
+            for (int cb = 0; cb < w->pl.co_blocks; cb++) {
+                float *dst = mp + (size_t)cb * CO_BLOCK * WINO_PX;
+                __m512 acc[CO_BLOCK][6];
+                for (int o = 0; o < CO_BLOCK; o++)
+                    for (int j = 0; j < 6; j++)
+                        acc[o][j] =
+                            c0 ? _mm512_loadu_ps(dst + o * WINO_PX + 16 * j) : _mm512_setzero_ps();
+                const float *u = up + ((size_t)cb * in_c + c0) * CO_BLOCK;
+                const float *x = vp + c0 * WINO_PX;
+                for (size_t c = 0; c < kc; c++, u += CO_BLOCK, x += WINO_PX) {
+                    __m512 xv[6];
+                    for (int j = 0; j < 6; j++) xv[j] = _mm512_loadu_ps(x + 16 * j);
+                    for (int o = 0; o < CO_BLOCK; o++) {
+                        __m512 wv = _mm512_set1_ps(u[o]);
+                        for (int j = 0; j < 6; j++)
+                            acc[o][j] = _mm512_fmadd_ps(xv[j], wv, acc[o][j]);
+                    }
+                }
+                for (int o = 0; o < CO_BLOCK; o++)
+                    for (int j = 0; j < 6; j++)
+                        _mm512_storeu_ps(dst + o * WINO_PX + 16 * j, acc[o][j]);
+            }
+        }
+    }
+}
+
+/* gpfq_epilogue_run on one vector of outputs (the same float operations: separate multiply
+ * and add, ReLU with -0 to +0 and NaN kept), res the residual at those outputs */
+__attribute__((target("avx512f"))) static inline __m512
+wino_epilogue(__m512 t, __m512 bias, const gpfq_conv_epilogue *e, __m512 alpha, __m512 shift,
+              const float *res, __mmask16 mask) {
+    t = _mm512_add_ps(t, bias);
+    if (e && e->scale) t = _mm512_add_ps(_mm512_mul_ps(t, alpha), shift);
+    if (res) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(mask, res));
+    if (e && e->relu)
+        t = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(t, _mm512_setzero_ps(), _CMP_GT_OQ) |
+                                    _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q),
+                                t);
+    return t;
+}
+
+/* Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], on whole vectors of tiles; the two output columns
+ * of a tile interleave, and each run's outputs are moved to lane 0 and stored in its row */
+__attribute__((target("avx512f"), noinline)) static void
+wino_output(const wino_plan *w, const float *bias, const gpfq_conv_epilogue *e, size_t first,
+            const wino_runs *r, const float *m, float *y) {
+    const gpfq_conv_geom *g = w->g;
+    const size_t point = w->co_pad * WINO_PX;
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi =
+        _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const size_t pixels = (size_t)g->out_h * g->out_w;
+    for (int co = 0; co < g->out_c; co++) {
+        const __m512 b = _mm512_set1_ps(bias ? bias[co] : 0.0f);
+        const __m512 alpha = _mm512_set1_ps(e && e->scale ? e->scale[co] : 1.0f);
+        const __m512 shift = _mm512_set1_ps(e && e->scale ? e->shift[co] : 0.0f);
+        for (int k = 0; k < r->vectors; k++) {
+            const float *src = m + co * WINO_PX + (size_t)k * WINO_LANES;
+            __m512 s[2][4], row_lo[2], row_hi[2];
+            for (int j = 0; j < 4; j++) {
+                __m512 m0 = _mm512_loadu_ps(src + (0 + j) * point);
+                __m512 m1 = _mm512_loadu_ps(src + (4 + j) * point);
+                __m512 m2 = _mm512_loadu_ps(src + (8 + j) * point);
+                __m512 m3 = _mm512_loadu_ps(src + (12 + j) * point);
+                s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+            }
+            for (int a = 0; a < 2; a++) {
+                __m512 even = _mm512_add_ps(_mm512_add_ps(s[a][0], s[a][1]), s[a][2]);
+                __m512 odd = _mm512_sub_ps(_mm512_sub_ps(s[a][1], s[a][2]), s[a][3]);
+                row_lo[a] = _mm512_permutex2var_ps(even, lo, odd); /* lanes 0-7's outputs */
+                row_hi[a] = _mm512_permutex2var_ps(even, hi, odd); /* lanes 8-15's */
+            }
+            for (int i = r->first[k]; i < r->first[k + 1]; i++) {
+                const wino_run *run = &r->runs[i];
+                const int out_col = 2 * run->col;
+                int cols = 2 * run->count;
+                if (cols > g->out_w - out_col) cols = g->out_w - out_col;
+                for (int a = 0; a < 2 && 2 * run->row + a < g->out_h; a++) {
+                    const size_t at = ((first + run->image) * g->out_c + co) * pixels +
+                                      (size_t)(2 * run->row + a) * g->out_w + out_col;
+                    const float *res = e && e->residual ? e->residual + at : NULL;
+                    for (int part = 0; part * 16 < cols; part++) {
+                        const int n = cols - part * 16 < 16 ? cols - part * 16 : 16;
+                        const __mmask16 mask = (__mmask16)((1u << n) - 1);
+                        const __m512i idx =
+                            _mm512_add_epi32(iota, _mm512_set1_epi32(2 * run->lane + 16 * part));
+                        __m512 t = _mm512_permutex2var_ps(row_lo[a], idx, row_hi[a]);
+                        t = wino_epilogue(t, b, e, alpha, shift, res ? res + 16 * part : NULL,
+                                          mask);
+                        _mm512_mask_storeu_ps(y + at + 16 * part, mask, t);
+                    }
+                }
+            }
+        }
+    }
+}
+
+typedef struct {
+    const wino_plan *w;
+    const float *x, *packed, *bias;
+    const gpfq_conv_epilogue *epilogue;
+    float *y;
+    size_t n, first_chunk, chunk_step;
+    float *planes, *v, *m; /* this worker's phase planes and transformed tiles */
+} wino_worker;
+
+static void *run_wino_worker(void *arg) {
+    wino_worker *ww = arg;
+    const wino_plan *w = ww->w;
+    const gpfq_conv_geom *g = w->g;
+    const size_t in_image = (size_t)g->in_c * g->in_h * g->in_w, images = w->pl.images;
+    memset(ww->planes, 0, sizeof(float) * w->pl.plane * g->in_c);
+    for (size_t k = ww->first_chunk; k * images < ww->n; k += ww->chunk_step) {
+        size_t first = k * images;
+        size_t count = ww->n - first < images ? ww->n - first : images;
+        pad_chunk(&w->pl, ww->x + first * in_image, count, ww->planes);
+        const size_t tiles = count * w->tiles;
+        for (size_t t0 = 0; t0 < tiles; t0 += WINO_PX)
+            wino_block(w, ww->planes, ww->packed, ww->bias, ww->epilogue, first, t0,
+                       t0 + WINO_PX < tiles ? t0 + WINO_PX : tiles, ww->v, ww->m, ww->y);
+    }
+    return NULL;
+}
+
+static int wino_conv(const gpfq_conv_geom *g, const float *x, const float *weight,
+                     const float *prepacked, const float *bias, const gpfq_conv_epilogue *epilogue,
+                     size_t n, float *y) {
+    wino_plan w;
+    wino_plan_make(g, n, &w);
+    const size_t chunks = (n + w.pl.images - 1) / w.pl.images;
+    const int threads = threads_for(2.0 * n * g->out_c * g->out_h * g->out_w * g->in_c * 9, chunks);
+    const size_t packed_floats = prepacked ? 0 : gpfq_conv2d_packed_floats(g);
+    const size_t plane_floats = w.pl.plane * g->in_c;
+    const size_t v_floats = WINO_POINTS * (size_t)g->in_c * WINO_PX;
+    const size_t m_floats = WINO_POINTS * w.co_pad * WINO_PX;
+    const size_t per_thread = plane_floats + v_floats + m_floats;
+    float *own = malloc(sizeof(float) * (packed_floats + threads * per_thread));
+    if (!own) return -1;
+    if (!prepacked) wino_pack(g, weight, own);
+    wino_worker workers[64];
+    float *next = own + packed_floats;
+    for (int t = 0; t < threads; t++, next += per_thread)
+        workers[t] = (wino_worker){&w,
+                                   x,
+                                   prepacked ? prepacked : own,
+                                   bias,
+                                   epilogue,
+                                   y,
+                                   n,
+                                   (size_t)t,
+                                   (size_t)threads,
+                                   next,
+                                   next + plane_floats,
+                                   next + plane_floats + v_floats};
+    run_workers(run_wino_worker, workers, sizeof workers[0], threads);
+    free(own);
+    return 0;
+}
+
 typedef struct {
     const layout *l;
     gpfq_conv_kernel kernel;
@@ -362,16 +796,12 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
                        const gpfq_conv_epilogue *epilogue, size_t n, float *y) {
     gpfq_conv_kernel kernel = gpfq_conv_get_kernel();
     if (n == 0) return 0;
+    if (gpfq_conv_winograd_fits(g)) return wino_conv(g, x, weight, prepacked, bias, epilogue, n, y);
     layout l;
     plan_layout(g, n, kernel == GPFQ_CONV_AVX512 ? 6 * 16 : 3 * 8, &l);
     size_t chunks = (n + l.images - 1) / l.images;
-    int threads = openblas_get_num_threads();
-    /* a thread started per call costs tens of microseconds: at least ~50 MFLOP each */
-    double flops = 2.0 * (double)n * g->out_c * g->out_h * g->out_w * g->in_c * l.taps;
-    if (threads > 1 + flops / 50e6) threads = (int)(1 + flops / 50e6);
-    if (threads < 1) threads = 1;
-    if ((size_t)threads > chunks) threads = (int)chunks;
-    if (threads > 64) threads = 64;
+    int threads =
+        threads_for(2.0 * (double)n * g->out_c * g->out_h * g->out_w * g->in_c * l.taps, chunks);
 
     /* Every buffer comes from this thread's heap: threads started per call would each get
      * fresh pages from an arena of their own, a page fault per 4 kB on every call. */
@@ -383,20 +813,11 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
     const float *packed = prepacked ? prepacked : own;
 
     worker workers[64];
-    pthread_t ids[64];
-    int started = 1;
     float *next = own + packed_floats;
     for (int t = 0; t < threads; t++, next += in_floats + out_floats)
         workers[t] = (worker){&l, kernel, x,         packed,          bias, epilogue,
                               y,  n,      (size_t)t, (size_t)threads, next, next + in_floats};
-    for (int t = 1; t < threads; t++) {
-        if (pthread_create(&ids[t], NULL, run_worker, &workers[t]) != 0) break;
-        started++;
-    }
-    /* chunks of threads that could not start are run here */
-    for (int t = 0; t < threads; t++)
-        if (t == 0 || t >= started) run_worker(&workers[t]);
-    for (int t = 1; t < started; t++) pthread_join(ids[t], NULL);
+    run_workers(run_worker, workers, sizeof workers[0], threads);
     free(own);
     return 0;
 }
