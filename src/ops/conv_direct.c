@@ -45,6 +45,12 @@ enum {
     WINO_PLANE_BYTES = 1536 * 1024, /* a Winograd chunk's phase planes */
 };
 
+/* A block of tiles is WINO_NV vectors; the products keep WINO_CO output channels by a block in
+ * registers (24 of the 32), per input channel WINO_NV loads and WINO_CO broadcasts for 24 FMAs.
+ * Blocks of 48 tiles rather than the direct kernel's 96 pixels: a slice of resnet18 has 128
+ * tiles at 4x4, which blocks of 96 would round up to 192. */
+enum { WINO_LANES = 16, WINO_NV = 3, WINO_PX = WINO_NV * WINO_LANES, WINO_CO = 8, WINO_KC = 64 };
+
 static gpfq_conv_kernel chosen = GPFQ_CONV_AUTO;
 static gpfq_winograd_mode winograd = GPFQ_WINOGRAD_AUTO;
 static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
@@ -248,14 +254,14 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
     plan_chunk(l, least_waste(most, l->image_stride, (size_t)px), (size_t)px);
 }
 
-/* w (out_c, in_c, kh, kw) -> packed (co_blocks, in_c, taps, CO_BLOCK), zero beyond out_c: the
- * order depends on the geometry only, not on the kernel or the batch. */
+/* w (out_c, in_c, kh, kw) -> packed (co_blocks, in_c, taps, CO_BLOCK), zero beyond out_c, or
+ * Winograd's (wino_pack): the order depends on the geometry (and the Winograd mode) only, not
+ * on the batch. */
 size_t gpfq_conv2d_packed_floats(const gpfq_conv_geom *g) {
     if (!gpfq_conv_direct_fits(g)) return 0;
-    const size_t co_blocks = ((size_t)g->out_c + CO_BLOCK - 1) / CO_BLOCK;
-    const size_t taps =
-        gpfq_conv_winograd_fits(g) ? WINO_POINTS : (size_t)g->kernel_h * g->kernel_w;
-    return co_blocks * CO_BLOCK * g->in_c * taps;
+    if (gpfq_conv_winograd_fits(g))
+        return WINO_POINTS * round_up((size_t)g->out_c, WINO_CO) * g->in_c;
+    return round_up((size_t)g->out_c, CO_BLOCK) * g->in_c * g->kernel_h * g->kernel_w;
 }
 
 static void wino_pack(const gpfq_conv_geom *g, const float *w, float *packed);
@@ -432,14 +438,14 @@ static void run_workers(void *(*fn)(void *), void *workers, size_t size, int thr
  * tiles for every input channel, the 16 products, then the output transform, which writes
  * the outputs into y and runs the epilogue on them.
  */
-enum { WINO_PX = 6 * 16, WINO_LANES = 16 };
 
 typedef struct {
-    gpfq_conv_geom pg; /* the 4x4 stride-2 conv with padding 1 on the grid of tiles */
-    layout pl;         /* its phase planes */
+    gpfq_conv_geom pg; /* the input's geometry, for pad_chunk's stride-2 split */
+    layout pl;         /* the phase planes: rows of `cols` tiles, no gaps */
     const gpfq_conv_geom *g;
-    size_t co_pad;            /* out_c rounded up to CO_BLOCK */
-    size_t rows, cols, tiles; /* tile rows and columns per image, tiles per image */
+    size_t co_pad;             /* out_c rounded up to WINO_CO */
+    size_t rows, cols, tiles;  /* tile rows and columns per image, tiles per image */
+    long offsets[WINO_POINTS]; /* window value (r, c) of tile t is at t + offsets[r * 4 + c] */
 } wino_plan;
 
 /* w's layout must stay where it is: pl points into it */
@@ -448,27 +454,39 @@ static void wino_plan_make(const gpfq_conv_geom *g, size_t n, wino_plan *w) {
     w->rows = ((size_t)g->out_h + 1) / 2;
     w->cols = ((size_t)g->out_w + 1) / 2;
     w->tiles = w->rows * w->cols;
+    w->co_pad = round_up((size_t)g->out_c, WINO_CO);
     w->pg = *g;
-    w->pg.out_h = (int)w->rows, w->pg.out_w = (int)w->cols;
-    w->pg.kernel_h = w->pg.kernel_w = 4;
     w->pg.stride_h = w->pg.stride_w = 2;
-    plan_geometry(&w->pg, &w->pl);
     /* the phase planes of a chunk within WINO_PLANE_BYTES, its last block of tiles as full
      * as can be */
-    size_t per_image = (size_t)g->in_c * 4 * w->pl.image_stride * sizeof(float);
+    size_t per_image = (size_t)g->in_c * 4 * w->tiles * sizeof(float);
     size_t most = WINO_PLANE_BYTES / (per_image ? per_image : 1);
     if (most < 1) most = 1;
     if (most > n) most = n;
-    plan_chunk(&w->pl, least_waste(most, w->tiles, WINO_PX), 1);
-    w->co_pad = (size_t)w->pl.co_blocks * CO_BLOCK;
+    const size_t images = least_waste(most, w->tiles, WINO_PX);
+    /* a window reaches one tile row and column either way; lead and tail keep those reads in
+     * the plane (the values read there are masked off) */
+    layout *l = &w->pl;
+    *l = (layout){.g = &w->pg, .stride = 2, .wp = w->cols, .image_stride = w->tiles};
+    l->lead = w->cols + 1;
+    l->images = images;
+    l->phase = round_up(l->lead + images * w->tiles + w->cols + 1 + WINO_LANES, 16);
+    l->plane = 4 * l->phase;
+    /* window row r is input row 2 th - 1 + r: phase (r - 1) mod 2, tile row th + floor((r-1)/2) */
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < 4; c++) {
+            const int phase = ((r - 1) & 1) * 2 + ((c - 1) & 1);
+            w->offsets[r * 4 + c] = (long)(phase * l->phase + l->lead) +
+                                    floor_half(r - 1) * (long)w->cols + floor_half(c - 1);
+        }
 }
 
-/* U[p] = (G g G^T)[p] per channel pair, in the kernel's order for one tap: packed
- * (16, co_blocks, in_c, CO_BLOCK), computed in double */
+/* U[p] = (G g G^T)[p] per channel pair, computed in double, in the order wino_gemm reads
+ * them: per point, per slice of WINO_KC input channels, (out_c / WINO_CO, the slice's
+ * channels, WINO_CO), so that a slice's products stream one contiguous panel */
 static void wino_pack(const gpfq_conv_geom *g, const float *w, float *packed) {
-    const int co_blocks = (g->out_c + CO_BLOCK - 1) / CO_BLOCK;
-    const size_t per_point = (size_t)co_blocks * CO_BLOCK * g->in_c;
-    for (int co = 0; co < co_blocks * CO_BLOCK; co++)
+    const size_t co_pad = round_up((size_t)g->out_c, WINO_CO), per_point = co_pad * g->in_c;
+    for (int co = 0; co < (int)co_pad; co++)
         for (int c = 0; c < g->in_c; c++) {
             double u[WINO_POINTS] = {0};
             if (co < g->out_c) {
@@ -487,48 +505,59 @@ static void wino_pack(const gpfq_conv_geom *g, const float *w, float *packed) {
                     u[r * 4 + 3] = t[r][2];
                 }
             }
-            const size_t at = ((size_t)(co / CO_BLOCK) * g->in_c + c) * CO_BLOCK + co % CO_BLOCK;
+            /* slices of WINO_KC input channels, each (co_pad / WINO_CO, its channels, WINO_CO) */
+            const size_t c0 = (size_t)c / WINO_KC * WINO_KC;
+            const size_t kc = g->in_c - c0 < WINO_KC ? g->in_c - c0 : WINO_KC;
+            const size_t at =
+                c0 * co_pad + ((size_t)(co / WINO_CO) * kc + (c - c0)) * WINO_CO + co % WINO_CO;
             for (int p = 0; p < WINO_POINTS; p++) packed[p * per_point + at] = (float)u[p];
         }
 }
 
 /* A run of tiles of one tile row within one vector of WINO_LANES tiles of a block */
 typedef struct {
-    size_t q;        /* its first tile in the phase planes */
     size_t image;    /* within the chunk */
     int lane, count; /* its first tile's lane in its vector; tiles */
     int row, col;    /* of its first tile */
 } wino_run;
 
-/* a block's runs, by vector: vector k's are runs[first[k]] .. runs[first[k + 1] - 1] */
+/* a block's runs, by vector: vector k's are runs[first[k]] .. runs[first[k + 1] - 1]; and per
+ * vector and neighbour (dy, dx) in -1..1, the lanes whose tile has that neighbour in its image */
 typedef struct {
     wino_run runs[WINO_PX];
     int first[WINO_PX / WINO_LANES + 1];
     int vectors;
+    __mmask16 inside[WINO_PX / WINO_LANES][3][3];
 } wino_runs;
 
 static void wino_split(const wino_plan *w, size_t t0, size_t t1, wino_runs *r) {
     int n = 0;
     r->vectors = (int)((t1 - t0 + WINO_LANES - 1) / WINO_LANES);
+    memset(r->inside, 0, sizeof r->inside);
     for (int k = 0; k < r->vectors; k++) {
         r->first[k] = n;
         const size_t end = t0 + (size_t)(k + 1) * WINO_LANES < t1 ? t0 + (k + 1) * WINO_LANES : t1;
         for (size_t t = t0 + (size_t)k * WINO_LANES; t < end;) {
             size_t image = t / w->tiles, at = t % w->tiles, row = at / w->cols, col = at % w->cols;
             size_t count = w->cols - col < end - t ? w->cols - col : end - t;
-            r->runs[n++] = (wino_run){image * w->pl.image_stride + row * w->pl.wp + col,
-                                      image,
-                                      (int)((t - t0) % WINO_LANES),
-                                      (int)count,
-                                      (int)row,
-                                      (int)col};
+            r->runs[n++] =
+                (wino_run){image, (int)((t - t0) % WINO_LANES), (int)count, (int)row, (int)col};
+            for (size_t i = 0; i < count; i++)
+                for (int dy = -1; dy <= 1; dy++)
+                    for (int dx = -1; dx <= 1; dx++) {
+                        const long y = (long)row + dy, x = (long)(col + i) + dx;
+                        if (y >= 0 && y < (long)w->rows && x >= 0 && x < (long)w->cols)
+                            r->inside[k][dy + 1][dx + 1] |=
+                                (__mmask16)(1u << ((t - t0 + i) % WINO_LANES));
+                    }
             t += count;
         }
     }
     r->first[r->vectors] = n;
 }
 
-static void wino_input(const wino_plan *w, const float *planes, const wino_runs *r, float *v);
+static void wino_input(const wino_plan *w, const float *planes, size_t t0, const wino_runs *r,
+                       float *v);
 static void wino_gemm(const wino_plan *w, const float *packed, const float *v, float *m);
 static void wino_output(const wino_plan *w, const float *bias, const gpfq_conv_epilogue *e,
                         size_t first, const wino_runs *r, const float *m, float *y);
@@ -544,30 +573,26 @@ static void wino_block(const wino_plan *w, const float *planes, const float *pac
     if (used < WINO_PX)
         for (size_t k = 0; k < WINO_POINTS * (size_t)w->g->in_c; k++)
             memset(v + k * WINO_PX + used, 0, (WINO_PX - used) * sizeof(float));
-    wino_input(w, planes, &r, v);
+    wino_input(w, planes, t0, &r, v);
     wino_gemm(w, packed, v, m);
     wino_output(w, bias, e, first, &r, m, y);
 }
 
 /* V = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], on whole vectors of tiles: each
- * run's window values are loaded from the planes and expanded into its lanes */
+ * window value is one load from the planes, the lanes whose value lies outside the image
+ * (padding) masked to zero */
 __attribute__((target("avx512f"), noinline)) static void
-wino_input(const wino_plan *w, const float *planes, const wino_runs *r, float *v) {
-    const layout *pl = &w->pl;
+wino_input(const wino_plan *w, const float *planes, size_t t0, const wino_runs *r, float *v) {
     const size_t in_c = (size_t)w->g->in_c;
     for (size_t c = 0; c < in_c; c++) {
-        const float *pc = planes + c * pl->plane;
+        const float *pc = planes + c * w->pl.plane + t0;
         for (int k = 0; k < r->vectors; k++) {
             __m512 d[WINO_POINTS], u[WINO_POINTS];
-            for (int j = 0; j < WINO_POINTS; j++) d[j] = _mm512_setzero_ps();
-            for (int i = r->first[k]; i < r->first[k + 1]; i++) {
-                const wino_run *run = &r->runs[i];
-                const __mmask16 mask = (__mmask16)((1u << run->count) - 1);
-                const __mmask16 lanes = (__mmask16)(mask << run->lane);
-                for (int j = 0; j < WINO_POINTS; j++)
-                    d[j] = _mm512_mask_expand_ps(
-                        d[j], lanes, _mm512_maskz_loadu_ps(mask, pc + run->q + pl->offsets[j]));
-            }
+            /* window row r reads tile row th + floor((r - 1) / 2): dy = -1, 0, 0, 1 */
+            static const int reach[4] = {0, 1, 1, 2};
+            for (int j = 0; j < WINO_POINTS; j++)
+                d[j] = _mm512_maskz_loadu_ps(r->inside[k][reach[j / 4]][reach[j % 4]],
+                                             pc + k * WINO_LANES + w->offsets[j]);
             for (int j = 0; j < 4; j++) {
                 u[0 + j] = _mm512_sub_ps(d[0 + j], d[8 + j]);
                 u[4 + j] = _mm512_add_ps(d[4 + j], d[8 + j]);
@@ -590,7 +615,6 @@ wino_input(const wino_plan *w, const float *planes, const wino_runs *r, float *v
 /* M[p] = U[p] V[p] for the 16 points. The direct kernel with one tap would read V[p] (in_c x
  * WINO_PX floats, up to 196 kB) once per block of 4 output channels from L2; here the input
  * channels run in slices of WINO_KC, whose 24 kB of V stay in L1 for every output block. */
-enum { WINO_KC = 64 };
 __attribute__((target("avx512f"), noinline)) static void
 wino_gemm(const wino_plan *w, const float *packed, const float *v, float *m) {
     const size_t in_c = (size_t)w->g->in_c, co_pad = w->co_pad;
@@ -599,49 +623,43 @@ wino_gemm(const wino_plan *w, const float *packed, const float *v, float *m) {
         float *mp = m + p * co_pad * WINO_PX;
         for (size_t c0 = 0; c0 < in_c; c0 += WINO_KC) {
             const size_t kc = in_c - c0 < WINO_KC ? in_c - c0 : WINO_KC;
-            for (int cb = 0; cb < w->pl.co_blocks; cb++) {
-                float *dst = mp + (size_t)cb * CO_BLOCK * WINO_PX;
-                __m512 acc[CO_BLOCK][6];
-                for (int o = 0; o < CO_BLOCK; o++)
-                    for (int j = 0; j < 6; j++)
+            for (size_t cb = 0; cb < co_pad / WINO_CO; cb++) {
+                float *dst = mp + cb * WINO_CO * WINO_PX;
+                __m512 acc[WINO_CO][WINO_NV];
+                for (int o = 0; o < WINO_CO; o++)
+                    for (int j = 0; j < WINO_NV; j++)
                         acc[o][j] =
                             c0 ? _mm512_loadu_ps(dst + o * WINO_PX + 16 * j) : _mm512_setzero_ps();
-                const float *u = up + ((size_t)cb * in_c + c0) * CO_BLOCK;
+                const float *u = up + c0 * co_pad + cb * kc * WINO_CO;
                 const float *x = vp + c0 * WINO_PX;
-                for (size_t c = 0; c < kc; c++, u += CO_BLOCK, x += WINO_PX) {
-                    __m512 xv[6];
-                    for (int j = 0; j < 6; j++) xv[j] = _mm512_loadu_ps(x + 16 * j);
-                    for (int o = 0; o < CO_BLOCK; o++) {
+                for (size_t c = 0; c < kc; c++, u += WINO_CO, x += WINO_PX) {
+                    __m512 xv[WINO_NV];
+                    for (int j = 0; j < WINO_NV; j++) xv[j] = _mm512_loadu_ps(x + 16 * j);
+                    for (int o = 0; o < WINO_CO; o++) {
                         __m512 wv = _mm512_set1_ps(u[o]);
-                        for (int j = 0; j < 6; j++)
+                        for (int j = 0; j < WINO_NV; j++)
                             acc[o][j] = _mm512_fmadd_ps(xv[j], wv, acc[o][j]);
                     }
                 }
-                for (int o = 0; o < CO_BLOCK; o++)
-                    for (int j = 0; j < 6; j++)
+                for (int o = 0; o < WINO_CO; o++)
+                    for (int j = 0; j < WINO_NV; j++)
                         _mm512_storeu_ps(dst + o * WINO_PX + 16 * j, acc[o][j]);
             }
         }
     }
 }
 
-/* gpfq_epilogue_run on one vector of outputs (the same float operations: separate multiply
- * and add, ReLU with -0 to +0 and NaN kept), res the residual at those outputs */
-__attribute__((target("avx512f"))) static inline __m512
-wino_epilogue(__m512 t, __m512 bias, const gpfq_conv_epilogue *e, __m512 alpha, __m512 shift,
-              const float *res, __mmask16 mask) {
-    t = _mm512_add_ps(t, bias);
-    if (e && e->scale) t = _mm512_add_ps(_mm512_mul_ps(t, alpha), shift);
-    if (res) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(mask, res));
-    if (e && e->relu)
-        t = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(t, _mm512_setzero_ps(), _CMP_GT_OQ) |
-                                    _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q),
-                                t);
-    return t;
+/* ReLU as gpfq_relu1: +0 for x <= 0 (-0 included), NaN kept */
+__attribute__((target("avx512f"))) static inline __m512 wino_relu(__m512 t) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(t, _mm512_setzero_ps(), _CMP_GT_OQ) |
+                                   _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q),
+                               t);
 }
 
 /* Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], on whole vectors of tiles; the two output columns
- * of a tile interleave, and each run's outputs are moved to lane 0 and stored in its row */
+ * of a tile interleave, and each run's outputs are moved to lane 0 and stored in its row. The
+ * epilogue does gpfq_epilogue_run's float operations in the same order: bias, BatchNorm and
+ * (without a residual) ReLU on whole vectors, the residual and the ReLU after it per run. */
 __attribute__((target("avx512f"), noinline)) static void
 wino_output(const wino_plan *w, const float *bias, const gpfq_conv_epilogue *e, size_t first,
             const wino_runs *r, const float *m, float *y) {
@@ -652,10 +670,11 @@ wino_output(const wino_plan *w, const float *bias, const gpfq_conv_epilogue *e, 
         _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const size_t pixels = (size_t)g->out_h * g->out_w;
+    const int scale = e && e->scale, residual = e && e->residual, relu = e && e->relu;
     for (int co = 0; co < g->out_c; co++) {
         const __m512 b = _mm512_set1_ps(bias ? bias[co] : 0.0f);
-        const __m512 alpha = _mm512_set1_ps(e && e->scale ? e->scale[co] : 1.0f);
-        const __m512 shift = _mm512_set1_ps(e && e->scale ? e->shift[co] : 0.0f);
+        const __m512 alpha = _mm512_set1_ps(scale ? e->scale[co] : 1.0f);
+        const __m512 shift = _mm512_set1_ps(scale ? e->shift[co] : 0.0f);
         for (int k = 0; k < r->vectors; k++) {
             const float *src = m + co * WINO_PX + (size_t)k * WINO_LANES;
             __m512 s[2][4], row_lo[2], row_hi[2];
@@ -668,10 +687,15 @@ wino_output(const wino_plan *w, const float *bias, const gpfq_conv_epilogue *e, 
                 s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
             }
             for (int a = 0; a < 2; a++) {
-                __m512 even = _mm512_add_ps(_mm512_add_ps(s[a][0], s[a][1]), s[a][2]);
-                __m512 odd = _mm512_sub_ps(_mm512_sub_ps(s[a][1], s[a][2]), s[a][3]);
-                row_lo[a] = _mm512_permutex2var_ps(even, lo, odd); /* lanes 0-7's outputs */
-                row_hi[a] = _mm512_permutex2var_ps(even, hi, odd); /* lanes 8-15's */
+                __m512 out[2] = {_mm512_add_ps(_mm512_add_ps(s[a][0], s[a][1]), s[a][2]),
+                                 _mm512_sub_ps(_mm512_sub_ps(s[a][1], s[a][2]), s[a][3])};
+                for (int j = 0; j < 2; j++) {
+                    out[j] = _mm512_add_ps(out[j], b);
+                    if (scale) out[j] = _mm512_add_ps(_mm512_mul_ps(out[j], alpha), shift);
+                    if (relu && !residual) out[j] = wino_relu(out[j]);
+                }
+                row_lo[a] = _mm512_permutex2var_ps(out[0], lo, out[1]); /* lanes 0-7's outputs */
+                row_hi[a] = _mm512_permutex2var_ps(out[0], hi, out[1]); /* lanes 8-15's */
             }
             for (int i = r->first[k]; i < r->first[k + 1]; i++) {
                 const wino_run *run = &r->runs[i];
@@ -681,15 +705,17 @@ wino_output(const wino_plan *w, const float *bias, const gpfq_conv_epilogue *e, 
                 for (int a = 0; a < 2 && 2 * run->row + a < g->out_h; a++) {
                     const size_t at = ((first + run->image) * g->out_c + co) * pixels +
                                       (size_t)(2 * run->row + a) * g->out_w + out_col;
-                    const float *res = e && e->residual ? e->residual + at : NULL;
                     for (int part = 0; part * 16 < cols; part++) {
                         const int n = cols - part * 16 < 16 ? cols - part * 16 : 16;
                         const __mmask16 mask = (__mmask16)((1u << n) - 1);
                         const __m512i idx =
                             _mm512_add_epi32(iota, _mm512_set1_epi32(2 * run->lane + 16 * part));
                         __m512 t = _mm512_permutex2var_ps(row_lo[a], idx, row_hi[a]);
-                        t = wino_epilogue(t, b, e, alpha, shift, res ? res + 16 * part : NULL,
-                                          mask);
+                        if (residual) {
+                            t = _mm512_add_ps(
+                                t, _mm512_maskz_loadu_ps(mask, e->residual + at + 16 * part));
+                            if (relu) t = wino_relu(t);
+                        }
                         _mm512_mask_storeu_ps(y + at + 16 * part, mask, t);
                     }
                 }
