@@ -242,6 +242,7 @@ static void check_winograd(unsigned long long *state) {
         {100, 4, 4, 12, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},  /* in_c in two slices of the products */
         {16, 28, 28, 32, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* many blocks of tiles per image */
         {64, 7, 7, 64, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* resnet's 7x7 stage */
+        {192, 4, 5, 190, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* 2.3 MB of transformed weights */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         check_conv_against_ref(cases[i], 1, state);
