@@ -83,7 +83,7 @@ typedef enum {
     GPFQ_WINOGRAD_AUTO,
     GPFQ_WINOGRAD_ALL,
 } gpfq_winograd_mode;
-enum { GPFQ_WINOGRAD_MIN_CHANNELS = 64 };
+enum { GPFQ_WINOGRAD_MIN_CHANNELS = 32 };
 gpfq_winograd_mode gpfq_conv_get_winograd(void);
 /* Sets the mode for every later call (not thread-safe against running convs); returns the
  * previous one. */
