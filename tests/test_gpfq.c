@@ -345,6 +345,9 @@ static void test_eval_and_ranges(const char *fixtures) {
     gpfq_eval_result one, r;
     CHECK(gpfq_evaluate_with(m, &data, &o, &one) == GPFQ_OK, "%s", gpfq_last_error());
     CHECK(one.images == 203 && one.nonfinite == 0, "%zu images", one.images);
+    const size_t slice = gpfq_forward_slice(m);
+    CHECK(one.batch == (slice < 32 ? slice : 32),
+          "batches of %zu images, not the smaller of 32 and %zu", one.batch, slice);
     const int workers[] = {2, 3, 7, 500};
     for (int k = 0; k < 4; k++) {
         o.workers = workers[k];
@@ -353,6 +356,7 @@ static void test_eval_and_ranges(const char *fixtures) {
               "%d workers: %zu/%zu/%zu vs %zu/%zu/%zu", workers[k], r.images, r.top1, r.top5,
               one.images, one.top1, one.top5);
     }
+    CHECK(r.batch == 1, "500 workers on 203 images: batches of %zu images, not 1", r.batch);
 
     /* a pass run in pieces equals one run */
     gpfq_forward *whole = NULL, *pieces = NULL;

@@ -21,6 +21,9 @@ typedef struct {
     size_t top5;      /* correct within the 5 largest logits (all of them when fewer classes) */
     size_t nonfinite; /* images with a NaN or Inf logit (counted as misses) */
     double seconds;
+    /* images per forward pass: the options' batch, at most the model's slice
+     * (gpfq_forward_slice) and a worker's share of the images */
+    size_t batch;
 } gpfq_eval_result;
 
 /* Progress callback: images done so far out of total. With several workers it

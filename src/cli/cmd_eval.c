@@ -119,14 +119,12 @@ int cmd_eval(int argc, char **argv) {
     if (!isnan(model->float_top1))
         printf("recorded %.2f%% / %.2f%% top-1/top-5 in the model file\n",
                100.0 * model->float_top1, 100.0 * model->float_top5);
-    const size_t slice = gpfq_forward_slice(model);
     const int winograd =
         gpfq_conv_get_kernel() == GPFQ_CONV_AVX512 && gpfq_conv_get_winograd() != GPFQ_WINOGRAD_OFF;
     printf("speed    %.0f images/s (%.3f s, batch %ld in slices of %zu, %d thread%s, conv %s%s%s, "
            "OpenBLAS %s kernel)\n",
-           r.images / r.seconds, r.seconds, batch, slice < (size_t)batch ? slice : (size_t)batch,
-           o.workers, o.workers == 1 ? "" : "s", gpfq_conv_kernel_name(gpfq_conv_get_kernel()),
-           winograd ? " + Winograd " : "",
+           r.images / r.seconds, r.seconds, batch, r.batch, o.workers, o.workers == 1 ? "" : "s",
+           gpfq_conv_kernel_name(gpfq_conv_get_kernel()), winograd ? " + Winograd " : "",
            winograd ? gpfq_winograd_mode_name(gpfq_conv_get_winograd()) : "", cli_blas_core());
     gpfq_dataset_free(&test);
     gpfq_model_free(model);

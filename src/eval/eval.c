@@ -76,6 +76,7 @@ static void *eval_part_run(void *arg) {
     size_t batch = p->o->batch < span ? p->o->batch : span;
     if (batch > slice) batch = slice;
     if (batch == 0) return NULL;
+    p->r.batch = batch;
     gpfq_forward *fwd = NULL;
     gpfq_status st = gpfq_forward_create(model, batch, &fwd);
     float *input = st == GPFQ_OK
@@ -175,6 +176,7 @@ gpfq_status gpfq_evaluate_with(const gpfq_model *model, const gpfq_dataset *data
         r.top1 += parts[w].r.top1;
         r.top5 += parts[w].r.top5;
         r.nonfinite += parts[w].r.nonfinite;
+        if (parts[w].r.batch > r.batch) r.batch = parts[w].r.batch;
         if (parts[w].st != GPFQ_OK && !failed) failed = &parts[w]; /* the lowest image first */
     }
     r.seconds = gpfq_now() - start;
