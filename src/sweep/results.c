@@ -590,6 +590,15 @@ static gpfq_status read_table(const char *path, const char *name, size_t row_siz
     return st;
 }
 
+const sweep_row *sweep_best_row(const sweep_row *rows, size_t n, const char *method, int bits) {
+    const sweep_row *best = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(rows[i].status, "done") && !strcmp(rows[i].method, method) &&
+            rows[i].bits == bits && (!best || rows[i].quant_top1 > best->quant_top1))
+            best = &rows[i];
+    return best;
+}
+
 gpfq_status sweep_results_read(const char *path, sweep_row **rows, size_t *count) {
     return read_table(path, "results", sizeof(sweep_row), make_row_type, terminate_rows,
                       (void **)rows, count);

@@ -82,6 +82,10 @@ gpfq_status sweep_make_dirs(const char *dir);
 /* Reads every row of a results file (for reports and tests). */
 gpfq_status sweep_results_read(const char *path, sweep_row **rows, size_t *count);
 
+/* The finished row of `method` ("gpfq" or "msq") at `bits` with the best quantized top-1
+ * (the first of equals), or NULL. */
+const sweep_row *sweep_best_row(const sweep_row *rows, size_t n, const char *method, int bits);
+
 /* Reads every layer row of a results file. */
 gpfq_status sweep_results_read_layers(const char *path, sweep_layer_row **rows, size_t *count);
 

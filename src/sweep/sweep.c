@@ -659,11 +659,7 @@ static void print_summary(const char *path) {
     for (int method = 0; method < 2; method++) {
         const char *name = method ? "msq" : "gpfq";
         for (int bits = 1; bits <= 16; bits++) {
-            const sweep_row *best = NULL;
-            for (size_t i = 0; i < n; i++)
-                if (!strcmp(rows[i].status, "done") && !strcmp(rows[i].method, name) &&
-                    rows[i].bits == bits && (!best || rows[i].quant_top1 > best->quant_top1))
-                    best = &rows[i];
+            const sweep_row *best = sweep_best_row(rows, n, name, bits);
             if (best)
                 printf("  %-6s %4d %10g %9.2f%% %+7.2f %8.2f%%\n", name, bits, best->mlp_scalar,
                        100 * best->quant_top1, 100 * (best->quant_top1 - best->float_top1),
