@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from export_torch import export_model  # noqa: E402
+from models_torch import LeNet5  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "tests", "fixtures")
@@ -105,26 +106,6 @@ class FunctionalPools(nn.Module):
         x = F.avg_pool2d(x, 2, ceil_mode=True)
         x = F.adaptive_avg_pool2d(x, (2, 3))
         return torch.flatten(x, 1)
-
-
-class LeNetSmall(nn.Module):
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 5, padding=2)
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(4, 8, 5)
-        self.pool2 = nn.MaxPool2d(2)
-        self.fc1 = nn.Linear(8 * 5 * 5, 32)
-        self.fc2 = nn.Linear(32, 16)
-        self.fc3 = nn.Linear(16, num_classes)
-
-    def forward(self, x):
-        x = self.pool1(F.relu(self.conv1(x)))
-        x = self.pool2(F.relu(self.conv2(x)))
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
-        return self.fc3(x)
 
 
 class BasicBlock(nn.Module):
@@ -275,7 +256,8 @@ FIXTURES = {
                                              nn.MaxPool2d(2), nn.AvgPool2d(2))),
                     (3, 10, 10), 2, {"write_defaults": False}),
     # whole models
-    "model_lenet_small": (lambda: LeNetSmall(), (1, 28, 28), 4, {}),
+    "model_lenet_small": (lambda: LeNet5(num_classes=10, widths=(4, 8, 32, 16)), (1, 28, 28), 4,
+                          {}),
     "model_resnet_small": (lambda: randomize_bn(ResNetSmall()), (3, 16, 16), 4, {}),
 }
 

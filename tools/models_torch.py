@@ -41,17 +41,21 @@ class MLP(nn.Module):
 
 
 class LeNet5(nn.Module):
-    """Classic LeNet-5 with ReLU and max pooling, 28x28 input (padding 2)."""
+    """Classic LeNet-5 with ReLU and max pooling, 28x28 input (padding 2).
 
-    def __init__(self, num_classes=NUM_CLASSES):
+    widths: channels of conv1 and conv2, units of fc1 and fc2 (smaller ones
+    make the test fixture model_lenet_small)."""
+
+    def __init__(self, num_classes=NUM_CLASSES, widths=(6, 16, 120, 84)):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
+        c1, c2, f1, f2 = widths
+        self.conv1 = nn.Conv2d(1, c1, 5, padding=2)
         self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.conv2 = nn.Conv2d(c1, c2, 5)
         self.pool2 = nn.MaxPool2d(2)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, num_classes)
+        self.fc1 = nn.Linear(c2 * 5 * 5, f1)
+        self.fc2 = nn.Linear(f1, f2)
+        self.fc3 = nn.Linear(f2, num_classes)
 
     def forward(self, x):
         x = self.pool1(F.relu(self.conv1(x)))
