@@ -449,7 +449,7 @@ typedef struct {
 } wino_plan;
 
 /* w's layout must stay where it is: pl points into it */
-static void wino_plan_make(const gpfq_conv_geom *g, size_t n, wino_plan *w) {
+static void wino_plan_make(const gpfq_conv_geom *g, size_t n, int threads, wino_plan *w) {
     w->g = g;
     w->rows = ((size_t)g->out_h + 1) / 2;
     w->cols = ((size_t)g->out_w + 1) / 2;
@@ -461,8 +461,10 @@ static void wino_plan_make(const gpfq_conv_geom *g, size_t n, wino_plan *w) {
      * as can be */
     size_t per_image = (size_t)g->in_c * 4 * w->tiles * sizeof(float);
     size_t most = WINO_PLANE_BYTES / (per_image ? per_image : 1);
+    /* and at least one chunk per thread: a 7x7 conv's planes hold a whole slice */
+    const size_t share = (n + (size_t)threads - 1) / (size_t)threads;
+    if (most > share) most = share;
     if (most < 1) most = 1;
-    if (most > n) most = n;
     const size_t images = least_waste(most, w->tiles, WINO_PX);
     /* a window reaches one tile row and column either way; lead and tail keep those reads in
      * the plane (the values read there are masked off) */
@@ -755,9 +757,10 @@ static int wino_conv(const gpfq_conv_geom *g, const float *x, const float *weigh
                      const float *prepacked, const float *bias, const gpfq_conv_epilogue *epilogue,
                      size_t n, float *y) {
     wino_plan w;
-    wino_plan_make(g, n, &w);
+    const double flops = 2.0 * n * g->out_c * g->out_h * g->out_w * g->in_c * 9;
+    wino_plan_make(g, n, threads_for(flops, n), &w);
     const size_t chunks = (n + w.pl.images - 1) / w.pl.images;
-    const int threads = threads_for(2.0 * n * g->out_c * g->out_h * g->out_w * g->in_c * 9, chunks);
+    const int threads = threads_for(flops, chunks);
     const size_t packed_floats = prepacked ? 0 : gpfq_conv2d_packed_floats(g);
     const size_t plane_floats = w.pl.plane * g->in_c;
     const size_t v_floats = WINO_POINTS * (size_t)g->in_c * WINO_PX;
