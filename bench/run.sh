@@ -60,12 +60,14 @@ started=$(date +%s)
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 blas=$("$GPFQ" env | sed -n 's/^blas *//p')
 conv=$("$GPFQ" env | sed -n 's/^conv *//p')
+winograd=$("$GPFQ" env | sed -n 's/^winograd *//p')
 
 echo "bench/run.sh$([ "$quick" -eq 1 ] && echo " --quick"), $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine   $(nproc) CPUs, ${cpu:-unknown CPU}, Linux $(uname -r)"
 echo "gpfq      $GPFQ, git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src include 2>/dev/null || echo ' + uncommitted changes in src/include')"
 echo "OpenBLAS  $blas; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-(unset)}"
 echo "conv      $conv"
+echo "winograd  $winograd"
 echo "torch     $("$PYTHON" -c 'import torch; print(torch.__version__)'), torch.set_num_threads($THREADS); the peer runs with and without GLIBC_TUNABLES=$TUNABLES OPENBLAS_THREAD_TIMEOUT=4; gpfq with GLIBC_TUNABLES=${GLIBC_TUNABLES-(unset)} (and sets OPENBLAS_THREAD_TIMEOUT=4 itself)"
 echo "load      $load_start at start"
 echo
@@ -351,6 +353,7 @@ echo "eval: images/s over the whole timed loop (normalize, forward, top-k), one 
 echo "   side; GFLOP/s = Conv2d+Linear flops per image x images/s; $peak_note."
 echo "OpenBLAS kernel (gpfq): $blas"
 echo "conv kernel (gpfq): $conv"
+echo "winograd (gpfq): $winograd"
 for n in "${notes[@]}"; do echo "note: $n"; done
 for m in "${models[@]}"; do echo "weights: $m: $(weights_note "$m")"; done
 echo "load average: $load_start at start, $load_end at end ($(nproc) CPUs)"
