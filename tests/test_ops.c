@@ -136,6 +136,23 @@ static void check_fixture(const char *path) {
                 memcpy(m->nodes[i].weight, saved[i], m->nodes[i].weight_count * sizeof(float));
                 free(saved[i]);
             }
+        gpfq_forward_weights_changed(fwd, -1);
+        CHECK(gpfq_forward_run(fwd, input, n, &logits) == GPFQ_OK, "%s", gpfq_last_error());
+        CHECK(memcmp(naive, logits, count * sizeof(float)) == 0,
+              "%s: a plan run after its weights came back differs from a fresh pass", path);
+        /* packed weights whose format changed with the Winograd mode are packed again,
+         * without gpfq_forward_weights_changed */
+        if (gpfq_conv_get_kernel() == GPFQ_CONV_AVX512) {
+            const gpfq_winograd_mode mode = gpfq_conv_get_winograd();
+            gpfq_conv_set_winograd(mode == GPFQ_WINOGRAD_ALL ? GPFQ_WINOGRAD_OFF
+                                                             : GPFQ_WINOGRAD_ALL);
+            float *switched = naive_forward(m, input, n);
+            CHECK(gpfq_forward_run(fwd, input, n, &logits) == GPFQ_OK, "%s", gpfq_last_error());
+            CHECK(memcmp(switched, logits, count * sizeof(float)) == 0,
+                  "%s: a plan run after the Winograd mode changed differs from a fresh pass", path);
+            free(switched);
+            gpfq_conv_set_winograd(mode);
+        }
         free(naive);
         /* a batch of one gives the same logits as the full batch */
         gpfq_forward *single = NULL;

@@ -77,7 +77,8 @@ int gpfq_conv_direct_fits(const gpfq_conv_geom *g);
  * tolerance against the double-accumulating reference). AUTO takes it where both channel
  * counts are at least GPFQ_WINOGRAD_MIN_CHANNELS (measured: bench/README.md), ALL for every
  * such conv (tests), OFF never. The default is AUTO, or GPFQ_WINOGRAD=off|auto|all from the
- * environment (read once). Packed weights depend on the mode: set it before packing. */
+ * environment (read once). Packed weights depend on the mode and the kernel (their size
+ * tells: gpfq_conv2d_packed_floats): pack them again after changing either. */
 typedef enum {
     GPFQ_WINOGRAD_OFF,
     GPFQ_WINOGRAD_AUTO,
@@ -89,7 +90,7 @@ gpfq_winograd_mode gpfq_conv_get_winograd(void);
  * previous one. */
 gpfq_winograd_mode gpfq_conv_set_winograd(gpfq_winograd_mode mode);
 const char *gpfq_winograd_mode_name(gpfq_winograd_mode mode);
-/* 1 if gpfq_conv2d runs g with Winograd's transforms around the direct kernel. */
+/* 1 if gpfq_conv2d runs g with Winograd's F(2x2, 3x3) (on the AVX-512 kernel). */
 int gpfq_conv_winograd_fits(const gpfq_conv_geom *g);
 /* The direct kernel alone (g must fit); uses as many threads as BLAS is set to (at most one
  * per 50 MFLOP of the call) and buffers of its own. 0, or -1 if out of memory (y then undefined).

@@ -22,8 +22,9 @@ struct gpfq_forward {
     int fold_channels;
     float *scratch; /* (max over conv nodes of gpfq_node_scratch) */
     size_t scratch_floats;
-    float **packed; /* (n_nodes) a direct-kernel conv's packed weights, made on first use */
-    int *packed_ok; /* (n_nodes) 1 while packed[i] holds node i's current weights */
+    float **packed;      /* (n_nodes) a direct-kernel conv's packed weights, made on first use */
+    int *packed_ok;      /* (n_nodes) 1 while packed[i] holds node i's current weights */
+    size_t *packed_size; /* (n_nodes) floats in packed[i]: its format (direct or Winograd) */
     size_t packed_floats;
 };
 
@@ -225,7 +226,9 @@ gpfq_status gpfq_forward_create(const gpfq_model *model, size_t max_batch, gpfq_
         st = GPFQ_ERR_NOMEM;
     if (st == GPFQ_OK &&
         (!(fwd->packed = gpfq_calloc((size_t)model->n_nodes, sizeof(float *), "packed weights")) ||
-         !(fwd->packed_ok = gpfq_calloc((size_t)model->n_nodes, sizeof(int), "packed weights"))))
+         !(fwd->packed_ok = gpfq_calloc((size_t)model->n_nodes, sizeof(int), "packed weights")) ||
+         !(fwd->packed_size =
+               gpfq_calloc((size_t)model->n_nodes, sizeof(size_t), "packed weights"))))
         st = GPFQ_ERR_NOMEM;
     if (st != GPFQ_OK) {
         gpfq_forward_free(fwd);
@@ -248,6 +251,7 @@ void gpfq_forward_free(gpfq_forward *fwd) {
     for (int i = 0; fwd->packed && i < fwd->model->n_nodes; i++) free(fwd->packed[i]);
     free(fwd->packed);
     free(fwd->packed_ok);
+    free(fwd->packed_size);
     free(fwd);
 }
 
@@ -325,15 +329,22 @@ static gpfq_conv_epilogue plan_epilogue(gpfq_forward *fwd, int i, int fused, con
     return e;
 }
 
-/* Conv node i's weights in the direct kernels' order, packed on first use; NULL when no direct
- * kernel runs it (or no memory: the conv then packs them itself). */
+/* Conv node i's weights in the direct kernels' order, packed on first use and again when the
+ * kernel or the Winograd mode changed their format (size); NULL when no direct kernel runs it
+ * (or no memory: the conv then packs them itself). */
 static const float *packed_weights(gpfq_forward *fwd, int i, const gpfq_conv_geom *g) {
-    if (fwd->packed_ok[i]) return fwd->packed[i];
     const size_t floats = gpfq_conv2d_packed_floats(g);
+    if (fwd->packed_ok[i] && fwd->packed_size[i] == floats) return fwd->packed[i];
     if (!floats) return NULL;
+    if (fwd->packed[i] && fwd->packed_size[i] != floats) {
+        free(fwd->packed[i]);
+        fwd->packed[i] = NULL;
+        fwd->packed_floats -= fwd->packed_size[i];
+    }
     if (!fwd->packed[i]) {
         fwd->packed[i] = gpfq_malloc(floats * sizeof(float), "packed weights");
         if (!fwd->packed[i]) return NULL;
+        fwd->packed_size[i] = floats;
         fwd->packed_floats += floats;
     }
     gpfq_conv2d_pack(g, fwd->model->nodes[i].weight, fwd->packed[i]);

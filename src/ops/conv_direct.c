@@ -31,6 +31,7 @@
 
 #include <immintrin.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -426,15 +427,15 @@ static void run_workers(void *(*fn)(void *), void *workers, size_t size, int thr
  * tile (th, tw), rows 2th.. and columns 2tw.., reads the 4x4 window d of the input at rows
  * 2th - 1.. and columns 2tw - 1..; Y = A^T [(G g G^T) .* (B^T d B)] A gives its 2x2 outputs
  * with 16 products per channel pair where the direct kernel does 36. The products are 16
- * matrix products M[p] (out_c x tiles) = U[p] (out_c x in_c) V[p] (in_c x tiles), which the
- * direct kernel runs as 1x1 convs over tiles: the transforms around it are cheap, additions
- * on whole vectors.
+ * matrix products M[p] (out_c x tiles) = U[p] (out_c x in_c) V[p] (in_c x tiles), run by a
+ * GEMM micro-kernel of the direct kernel's kind (wino_gemm); the transforms around them are
+ * additions on whole vectors.
  *
  * The windows start at every other row and column, so the input goes into the four phase
  * planes of a stride-2 conv on the grid of tiles (pad_chunk): window value (r, c) is then a
  * plain read at a fixed offset, as for a 4x4 stride-2 conv with padding 1 on that grid. Tiles
  * are numbered without the planes' gaps (image, tile row, tile column), so the products waste
- * no work on gaps, and run in blocks of one pixel block: per block, the input transform of its
+ * no work on gaps, and run in blocks of WINO_PX tiles: per block, the input transform of its
  * tiles for every input channel, the 16 products, then the output transform, which writes
  * the outputs into y and runs the epilogue on them.
  */
@@ -457,15 +458,22 @@ static void wino_plan_make(const gpfq_conv_geom *g, size_t n, int threads, wino_
     w->co_pad = round_up((size_t)g->out_c, WINO_CO);
     w->pg = *g;
     w->pg.stride_h = w->pg.stride_w = 2;
-    /* the phase planes of a chunk within WINO_PLANE_BYTES, its last block of tiles as full
-     * as can be */
+    /* the phase planes of a chunk within WINO_PLANE_BYTES (a 7x7 conv's hold a whole slice);
+     * of the chunk sizes within it, the one that gives the busiest thread the fewest blocks
+     * of tiles (one thread: the fewest blocks in all), the larger of equals */
     size_t per_image = (size_t)g->in_c * 4 * w->tiles * sizeof(float);
     size_t most = WINO_PLANE_BYTES / (per_image ? per_image : 1);
-    /* and at least one chunk per thread: a 7x7 conv's planes hold a whole slice */
-    const size_t share = (n + (size_t)threads - 1) / (size_t)threads;
-    if (most > share) most = share;
+    if (most > n) most = n;
     if (most < 1) most = 1;
-    const size_t images = least_waste(most, w->tiles, WINO_PX);
+    size_t images = most, fewest = SIZE_MAX;
+    for (size_t k = most; k >= 1; k--) {
+        const size_t chunks = (n + k - 1) / k, last = n - (chunks - 1) * k;
+        const size_t full = (k * w->tiles + WINO_PX - 1) / WINO_PX;
+        const size_t blocks = threads > 1
+                                  ? (chunks + threads - 1) / threads * full
+                                  : (chunks - 1) * full + (last * w->tiles + WINO_PX - 1) / WINO_PX;
+        if (blocks < fewest) fewest = blocks, images = k;
+    }
     /* a window reaches one tile row and column either way; lead and tail keep those reads in
      * the plane (the values read there are masked off) */
     layout *l = &w->pl;
@@ -614,9 +622,9 @@ wino_input(const wino_plan *w, const float *planes, size_t t0, const wino_runs *
     }
 }
 
-/* M[p] = U[p] V[p] for the 16 points. The direct kernel with one tap would read V[p] (in_c x
- * WINO_PX floats, up to 196 kB) once per block of 4 output channels from L2; here the input
- * channels run in slices of WINO_KC, whose 24 kB of V stay in L1 for every output block. */
+/* M[p] = U[p] V[p] for the 16 points. Reading all of V[p] (in_c x WINO_PX floats, up to 98 kB)
+ * once per block of output channels would stream it from L2; the input channels run in slices
+ * of WINO_KC instead, whose 12 kB of V stay in L1 for every output block. */
 __attribute__((target("avx512f"), noinline)) static void
 wino_gemm(const wino_plan *w, const float *packed, const float *v, float *m) {
     const size_t in_c = (size_t)w->g->in_c, co_pad = w->co_pad;
