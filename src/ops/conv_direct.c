@@ -178,9 +178,7 @@ typedef struct {
     size_t phase;    /* floats per phase plane */
     size_t plane;    /* floats per input channel: stride^2 phase planes */
     int co_blocks, taps;
-    long offsets[MAX_TAPS]; /* per tap: where it reads, past q */
-    int tap_phase[MAX_TAPS];
-    long reach;
+    long offsets[MAX_TAPS];
 } layout;
 
 static size_t round_up(size_t v, size_t m) {
@@ -192,9 +190,7 @@ static int floor_half(int a) {
     return (a - (a & 1)) / 2;
 }
 
-/* The chunk-independent part: the planes' row and image strides, and per tap its phase plane
- * and its offset within it. */
-static void plan_geometry(const gpfq_conv_geom *g, layout *l) {
+static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
     const int s = g->stride_h;
     l->g = g;
     l->stride = s;
@@ -203,61 +199,46 @@ static void plan_geometry(const gpfq_conv_geom *g, layout *l) {
     l->wp = content_w + g->pad_w;
     l->image_stride = (content_h + g->pad_h) * l->wp;
     l->lead = (size_t)g->pad_h * l->wp + g->pad_w;
-    l->co_blocks = (g->out_c + CO_BLOCK - 1) / CO_BLOCK;
-    l->taps = g->kernel_h * g->kernel_w;
-    l->reach = 0;
-    for (int ki = 0; ki < g->kernel_h; ki++)
-        for (int kj = 0; kj < g->kernel_w; kj++) {
-            int r = ki - g->pad_h, c = kj - g->pad_w, t = ki * g->kernel_w + kj;
-            int dy = s == 1 ? r : floor_half(r), dx = s == 1 ? c : floor_half(c);
-            l->tap_phase[t] = s == 1 ? 0 : (r & 1) * 2 + (c & 1);
-            l->offsets[t] = (long)((g->pad_h + dy) * l->wp + (g->pad_w + dx));
-            if (l->offsets[t] + 1 > l->reach) l->reach = l->offsets[t] + 1;
-        }
-}
-
-/* Of the chunk sizes from `most` images down to half of it, the one whose last block of px
- * (pixels or tiles) wastes the least, with `per_image` of them per image. */
-static size_t least_waste(size_t most, size_t per_image, size_t px) {
-    size_t fullest = most;
-    double best = 0;
-    for (size_t images = most; images >= 1 && images * 2 > most; images--) {
-        size_t q = images * per_image;
-        double used = (double)q / (double)round_up(q, px);
-        if (used > best + 1e-9) best = used, fullest = images;
-    }
-    return fullest;
-}
-
-/* Sizes the planes for chunks of `images` images run in pixel blocks of px outputs. */
-static void plan_chunk(layout *l, size_t images, size_t px) {
-    l->images = images;
-    l->q_blocks = (images * l->image_stride + px - 1) / px;
-    l->px = px;
-    l->q_len = l->q_blocks * px;
-    /* tap t reads phase plane tap_phase[t] at offsets[t] past q; a plane must hold the farthest */
-    l->phase = round_up(l->q_len + (size_t)l->reach + l->lead, 16);
-    l->plane = l->phase * l->stride * l->stride;
-    for (int t = 0; t < l->taps; t++) l->offsets[t] += (long)(l->tap_phase[t] * l->phase);
-}
-
-static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
-    plan_geometry(g, l);
     /* a chunk's padded input and staged output stay within CHUNK_BYTES (as far as one image
      * allows): a conv with many more outputs than inputs would stream its staging otherwise */
-    const int s = l->stride;
-    size_t co_padded = (size_t)l->co_blocks * CO_BLOCK;
+    size_t co_padded = ((size_t)g->out_c + CO_BLOCK - 1) / CO_BLOCK * CO_BLOCK;
     size_t per_image = ((size_t)g->in_c * s * s + co_padded) * l->image_stride * sizeof(float);
     size_t most = CHUNK_BYTES / (per_image ? per_image : 1);
     if (most < 1) most = 1;
     if (most > n) most = n;
-    /* the last pixel block of a chunk is part padding (7x7 planes waste a third otherwise) */
-    plan_chunk(l, least_waste(most, l->image_stride, (size_t)px), (size_t)px);
+    /* the last pixel block of a chunk is part padding: of the chunk sizes within the budget,
+     * take the one that wastes the least of its blocks (7x7 planes waste a third otherwise) */
+    l->images = most;
+    double best = 0;
+    for (size_t images = most; images >= 1 && images * 2 > most; images--) {
+        size_t q = images * l->image_stride;
+        double used = (double)q / (double)((q + px - 1) / px * px);
+        if (used > best + 1e-9) best = used, l->images = images;
+    }
+    l->q_blocks = (l->images * l->image_stride + px - 1) / px;
+    l->px = (size_t)px;
+    l->q_len = l->q_blocks * px;
+    l->co_blocks = (g->out_c + CO_BLOCK - 1) / CO_BLOCK;
+    l->taps = g->kernel_h * g->kernel_w;
+    /* tap t reads phase plane phase[t] at offsets[t] past q; a plane must hold the farthest */
+    int phase[MAX_TAPS];
+    long reach = 0;
+    for (int ki = 0; ki < g->kernel_h; ki++)
+        for (int kj = 0; kj < g->kernel_w; kj++) {
+            int r = ki - g->pad_h, c = kj - g->pad_w, t = ki * g->kernel_w + kj;
+            int dy = s == 1 ? r : floor_half(r), dx = s == 1 ? c : floor_half(c);
+            phase[t] = s == 1 ? 0 : (r & 1) * 2 + (c & 1);
+            l->offsets[t] = (long)((g->pad_h + dy) * l->wp + (g->pad_w + dx));
+            if (l->offsets[t] + 1 > reach) reach = l->offsets[t] + 1;
+        }
+    l->phase = round_up(l->q_len + (size_t)reach + l->lead, 16);
+    l->plane = l->phase * s * s;
+    for (int t = 0; t < l->taps; t++) l->offsets[t] += (long)(phase[t] * l->phase);
 }
 
 /* w (out_c, in_c, kh, kw) -> packed (co_blocks, in_c, taps, CO_BLOCK), zero beyond out_c, or
- * Winograd's (wino_pack): the order depends on the geometry (and the Winograd mode) only, not
- * on the batch. */
+ * Winograd's (wino_pack): the order depends on the geometry, the kernel and the Winograd mode,
+ * not on the batch. */
 size_t gpfq_conv2d_packed_floats(const gpfq_conv_geom *g) {
     if (!gpfq_conv_direct_fits(g)) return 0;
     if (gpfq_conv_winograd_fits(g))
@@ -441,23 +422,19 @@ static void run_workers(void *(*fn)(void *), void *workers, size_t size, int thr
  */
 
 typedef struct {
-    gpfq_conv_geom pg; /* the input's geometry, for pad_chunk's stride-2 split */
-    layout pl;         /* the phase planes: rows of `cols` tiles, no gaps */
+    layout pl; /* the phase planes (pad_chunk's stride-2 split): rows of `cols` tiles, no gaps */
     const gpfq_conv_geom *g;
     size_t co_pad;             /* out_c rounded up to WINO_CO */
     size_t rows, cols, tiles;  /* tile rows and columns per image, tiles per image */
     long offsets[WINO_POINTS]; /* window value (r, c) of tile t is at t + offsets[r * 4 + c] */
 } wino_plan;
 
-/* w's layout must stay where it is: pl points into it */
 static void wino_plan_make(const gpfq_conv_geom *g, size_t n, int threads, wino_plan *w) {
     w->g = g;
     w->rows = ((size_t)g->out_h + 1) / 2;
     w->cols = ((size_t)g->out_w + 1) / 2;
     w->tiles = w->rows * w->cols;
     w->co_pad = round_up((size_t)g->out_c, WINO_CO);
-    w->pg = *g;
-    w->pg.stride_h = w->pg.stride_w = 2;
     /* the phase planes of a chunk within WINO_PLANE_BYTES (a 7x7 conv's hold a whole slice);
      * of the chunk sizes within it, the one that gives the busiest thread the fewest blocks
      * of tiles (one thread: the fewest blocks in all), the larger of equals */
@@ -477,7 +454,7 @@ static void wino_plan_make(const gpfq_conv_geom *g, size_t n, int threads, wino_
     /* a window reaches one tile row and column either way; lead and tail keep those reads in
      * the plane (the values read there are masked off) */
     layout *l = &w->pl;
-    *l = (layout){.g = &w->pg, .stride = 2, .wp = w->cols, .image_stride = w->tiles};
+    *l = (layout){.g = g, .stride = 2, .wp = w->cols, .image_stride = w->tiles};
     l->lead = w->cols + 1;
     l->images = images;
     l->phase = round_up(l->lead + images * w->tiles + w->cols + 1 + WINO_LANES, 16);
