@@ -155,10 +155,16 @@ say "munged running (pid ${pids[0]})"
 
 # ---- slurm.conf: one node, this host, free ports ----
 port_free() { ! (: <>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; } # nothing listens there
+# below the kernel's ephemeral range: a port there can be the local end of another
+# process's connection (mpirun's, in a parallel ctest run), which no listen check sees
+# and which makes slurmd's bind fail
 pick_ports() {
-  local p
+  local p low=32768 span
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+  span=$((low - 2 - 20000))
+  [ "$span" -ge 1000 ] || span=30000 # a range that starts low: fall back to chance
   for ((tries = 0; tries < 200; tries++)); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((20000 + RANDOM % span))
     if port_free "$p" && port_free $((p + 1)); then
       echo "$p"
       return 0
