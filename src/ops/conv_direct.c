@@ -52,6 +52,16 @@ enum {
  * tiles at 4x4, which blocks of 96 would round up to 192. */
 enum { WINO_LANES = 16, WINO_NV = 3, WINO_PX = WINO_NV * WINO_LANES, WINO_CO = 8, WINO_KC = 64 };
 
+/* Per block, each channel's share of the phase planes, the residual and the output is a few
+ * short pieces, and the next channel's lie a plane away: too short a stream for the hardware
+ * prefetchers, so the transforms ask for channel c + WINO_AHEAD's lines while on channel c
+ * (without it, the first load of a channel had a quarter of the input transform's time and
+ * the residual's load a third of the output transform's). The 16 points of V and M lie
+ * WINO_SKEW floats more than a whole point apart: a point is in_c (out_c) x 48 floats, a
+ * multiple of 4 kB, the L1's set stride, at 64 channels or a multiple of 64, so the 16 rows a
+ * transform reads or writes at once fell in one set of the 12-way L1 (at 32 in two). */
+enum { WINO_AHEAD = 4, WINO_SKEW = 16 };
+
 static gpfq_conv_kernel chosen = GPFQ_CONV_AUTO;
 static gpfq_winograd_mode winograd = GPFQ_WINOGRAD_AUTO;
 static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
@@ -426,6 +436,7 @@ typedef struct {
     const gpfq_conv_geom *g;
     size_t co_pad;             /* out_c rounded up to WINO_CO */
     size_t rows, cols, tiles;  /* tile rows and columns per image, tiles per image */
+    size_t v_point, m_point;   /* floats from one point's V, M to the next's */
     long offsets[WINO_POINTS]; /* window value (r, c) of tile t is at t + offsets[r * 4 + c] */
 } wino_plan;
 
@@ -435,6 +446,8 @@ static void wino_plan_make(const gpfq_conv_geom *g, size_t n, int threads, wino_
     w->cols = ((size_t)g->out_w + 1) / 2;
     w->tiles = w->rows * w->cols;
     w->co_pad = round_up((size_t)g->out_c, WINO_CO);
+    w->v_point = (size_t)g->in_c * WINO_PX + WINO_SKEW;
+    w->m_point = w->co_pad * WINO_PX + WINO_SKEW;
     /* the phase planes of a chunk within WINO_PLANE_BYTES (a 7x7 conv's hold a whole slice);
      * of the chunk sizes within it, the one that gives the busiest thread the fewest blocks
      * of tiles (one thread: the fewest blocks in all), the larger of equals */
@@ -558,8 +571,10 @@ static void wino_block(const wino_plan *w, const float *planes, const float *pac
     /* a last, short block: its vectors past t1 are zero, not whatever the buffer held */
     const size_t used = (size_t)r.vectors * WINO_LANES;
     if (used < WINO_PX)
-        for (size_t k = 0; k < WINO_POINTS * (size_t)w->g->in_c; k++)
-            memset(v + k * WINO_PX + used, 0, (WINO_PX - used) * sizeof(float));
+        for (size_t p = 0; p < WINO_POINTS; p++)
+            for (size_t c = 0; c < (size_t)w->g->in_c; c++)
+                memset(v + p * w->v_point + c * WINO_PX + used, 0,
+                       (WINO_PX - used) * sizeof(float));
     wino_input(w, planes, t0, &r, v);
     wino_gemm(w, packed, v, m);
     wino_output(w, bias, e, first, &r, m, y);
@@ -571,8 +586,15 @@ static void wino_block(const wino_plan *w, const float *planes, const float *pac
 __attribute__((target("avx512f"), noinline)) static void
 wino_input(const wino_plan *w, const float *planes, size_t t0, const wino_runs *r, float *v) {
     const size_t in_c = (size_t)w->g->in_c;
+    const size_t span = (size_t)r->vectors * WINO_LANES + 1;
     for (size_t c = 0; c < in_c; c++) {
         const float *pc = planes + c * w->pl.plane + t0;
+        if (c + WINO_AHEAD < in_c) {
+            const float *next = pc + WINO_AHEAD * w->pl.plane;
+            for (int j = 0; j < WINO_POINTS; j += (j & 1) ? 3 : 1)
+                for (size_t x = 0; x < span + 15; x += 16)
+                    __builtin_prefetch(next + w->offsets[j] + x, 0, 3);
+        }
         for (int k = 0; k < r->vectors; k++) {
             __m512 d[WINO_POINTS], u[WINO_POINTS];
             /* window row r reads tile row th + floor((r - 1) / 2): dy = -1, 0, 0, 1 */
@@ -587,7 +609,7 @@ wino_input(const wino_plan *w, const float *planes, size_t t0, const wino_runs *
                 u[12 + j] = _mm512_sub_ps(d[4 + j], d[12 + j]);
             }
             float *dst = v + c * WINO_PX + (size_t)k * WINO_LANES;
-            const size_t point = in_c * WINO_PX;
+            const size_t point = w->v_point;
             for (int i = 0; i < 4; i++) {
                 const __m512 *ui = u + i * 4;
                 _mm512_storeu_ps(dst + (i * 4 + 0) * point, _mm512_sub_ps(ui[0], ui[2]));
@@ -606,8 +628,8 @@ __attribute__((target("avx512f"), noinline)) static void
 wino_gemm(const wino_plan *w, const float *packed, const float *v, float *m) {
     const size_t in_c = (size_t)w->g->in_c, co_pad = w->co_pad;
     for (int p = 0; p < WINO_POINTS; p++) {
-        const float *vp = v + p * in_c * WINO_PX, *up = packed + p * co_pad * in_c;
-        float *mp = m + p * co_pad * WINO_PX;
+        const float *vp = v + p * w->v_point, *up = packed + p * co_pad * in_c;
+        float *mp = m + p * w->m_point;
         for (size_t c0 = 0; c0 < in_c; c0 += WINO_KC) {
             const size_t kc = in_c - c0 < WINO_KC ? in_c - c0 : WINO_KC;
             for (size_t cb = 0; cb < co_pad / WINO_CO; cb++) {
@@ -651,7 +673,7 @@ __attribute__((target("avx512f"), noinline)) static void
 wino_output(const wino_plan *w, const float *bias, const gpfq_conv_epilogue *e, size_t first,
             const wino_runs *r, const float *m, float *y) {
     const gpfq_conv_geom *g = w->g;
-    const size_t point = w->co_pad * WINO_PX;
+    const size_t point = w->m_point;
     const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i hi =
         _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
@@ -698,6 +720,15 @@ wino_output(const wino_plan *w, const float *bias, const gpfq_conv_epilogue *e, 
                         const __m512i idx =
                             _mm512_add_epi32(iota, _mm512_set1_epi32(2 * run->lane + 16 * part));
                         __m512 t = _mm512_permutex2var_ps(row_lo[a], idx, row_hi[a]);
+                        if (co + WINO_AHEAD < g->out_c) {
+                            const size_t ahead = at + 16 * part + WINO_AHEAD * pixels;
+                            if (residual) {
+                                __builtin_prefetch(e->residual + ahead, 0, 3);
+                                __builtin_prefetch(e->residual + ahead + n - 1, 0, 3);
+                            }
+                            __builtin_prefetch(y + ahead, 1, 3);
+                            __builtin_prefetch(y + ahead + n - 1, 1, 3);
+                        }
                         if (residual) {
                             t = _mm512_add_ps(
                                 t, _mm512_maskz_loadu_ps(mask, e->residual + at + 16 * part));
@@ -748,8 +779,8 @@ static int wino_conv(const gpfq_conv_geom *g, const float *x, const float *weigh
     const int threads = threads_for(flops, chunks);
     const size_t packed_floats = prepacked ? 0 : gpfq_conv2d_packed_floats(g);
     const size_t plane_floats = w.pl.plane * g->in_c;
-    const size_t v_floats = WINO_POINTS * (size_t)g->in_c * WINO_PX;
-    const size_t m_floats = WINO_POINTS * w.co_pad * WINO_PX;
+    const size_t v_floats = WINO_POINTS * w.v_point;
+    const size_t m_floats = WINO_POINTS * w.m_point;
     const size_t per_thread = plane_floats + v_floats + m_floats;
     float *own = malloc(sizeof(float) * (packed_floats + threads * per_thread));
     if (!own) return -1;
