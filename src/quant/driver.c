@@ -268,6 +268,28 @@ static void gather_patches(const gpfq_conv_geom *g, const float *image, int c0, 
     }
 }
 
+/* One side's unfolded patches, X from the float inputs or Y from the quantized ones, for all
+ * images: corner_y/x hold each image's `keep` patch corners */
+typedef struct {
+    const gpfq_conv_geom *g;
+    const float *src;
+    float *dst;
+    const int *corner_y, *corner_x; /* (n, keep) */
+    size_t n, keep, groups, d, m;
+} unfold_job;
+
+static void *unfold_side(void *arg) {
+    const unfold_job *u = arg;
+    const size_t image = (size_t)u->g->in_c * u->g->in_h * u->g->in_w;
+    const int cg = u->g->in_c / (int)u->groups;
+    for (size_t i = 0; i < u->n; i++)
+        for (size_t grp = 0; grp < u->groups; grp++)
+            gather_patches(u->g, u->src + i * image, (int)grp * cg, cg, u->corner_y + i * u->keep,
+                           u->corner_x + i * u->keep, u->keep,
+                           u->dst + grp * u->d * u->m + i * u->keep, u->m);
+    return NULL;
+}
+
 static gpfq_status build_layer_data(const gpfq_node *node, int layer, const float *x,
                                     const float *y, size_t n, const gpfq_quant_options *o,
                                     layer_store *store, layer_data *L) {
@@ -303,26 +325,35 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
     L->Xt = store->x;
     L->Yt = store->y;
     size_t *picked = malloc(keep * sizeof(size_t)), *pool = malloc(patches * sizeof(size_t));
-    int *corner_y = malloc(keep * sizeof(int)), *corner_x = malloc(keep * sizeof(int));
-    gpfq_status st = picked && pool && corner_y && corner_x ? GPFQ_OK : GPFQ_ERR_NOMEM;
-    const size_t image = gpfq_shape_size(node->in_shape);
+    int *corner_y = malloc(n * keep * sizeof(int)), *corner_x = malloc(n * keep * sizeof(int));
+    if (!picked || !pool || !corner_y || !corner_x) {
+        free(picked), free(pool), free(corner_y), free(corner_x);
+        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory drawing the patches of layer '%s'",
+                         node->name);
+    }
     const uint64_t key = mix(mix(o->seed, STREAM_PATCHES), (uint64_t)layer);
-    for (size_t i = 0; st == GPFQ_OK && i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         sample_indices(mix(key, i), patches, keep, o->with_replacement, picked, pool);
         for (size_t j = 0; j < keep; j++) {
-            corner_y[j] = (int)(picked[j] / (size_t)g.out_w) * g.stride_h - g.pad_h;
-            corner_x[j] = (int)(picked[j] % (size_t)g.out_w) * g.stride_w - g.pad_w;
-        }
-        for (size_t grp = 0; grp < L->groups; grp++) {
-            const size_t at = grp * L->d * L->m + i * keep;
-            gather_patches(&g, x + i * image, (int)grp * cg, cg, corner_y, corner_x, keep,
-                           L->Xt + at, L->m);
-            gather_patches(&g, y + i * image, (int)grp * cg, cg, corner_y, corner_x, keep,
-                           L->Yt + at, L->m);
+            corner_y[i * keep + j] = (int)(picked[j] / (size_t)g.out_w) * g.stride_h - g.pad_h;
+            corner_x[i * keep + j] = (int)(picked[j] % (size_t)g.out_w) * g.stride_w - g.pad_w;
         }
     }
+    /* X and Y are the same work on different inputs; with two or more threads they are
+     * unfolded at once (the copy is bound by its scattered stores, not by arithmetic) */
+    unfold_job jobs[2];
+    for (int side = 0; side < 2; side++)
+        jobs[side] = (unfold_job){
+            &g,   side ? y : x, side ? L->Yt : L->Xt, corner_y, corner_x, n, keep, L->groups,
+            L->d, L->m};
+    pthread_t id;
+    const int started =
+        openblas_get_num_threads() > 1 && pthread_create(&id, NULL, unfold_side, &jobs[0]) == 0;
+    if (!started) unfold_side(&jobs[0]);
+    unfold_side(&jobs[1]);
+    if (started) pthread_join(id, NULL);
     free(picked), free(pool), free(corner_y), free(corner_x);
-    return st;
+    return GPFQ_OK;
 }
 
 /* bias += mean over columns of (W Xt - Q Yt), per neuron of each group */
