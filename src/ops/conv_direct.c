@@ -642,6 +642,9 @@ wino_gemm(const wino_plan *w, const float *packed, const float *v, float *m) {
                 const float *u = up + c0 * co_pad + cb * kc * WINO_CO;
                 const float *x = vp + c0 * WINO_PX;
                 for (size_t c = 0; c < kc; c++, u += WINO_CO, x += WINO_PX) {
+                    /* the next output block's panel follows this one; at 512 channels the
+                     * transformed weights (16 MB) come from beyond L2 */
+                    if (!(c & 1)) __builtin_prefetch(u + kc * WINO_CO, 0, 3);
                     __m512 xv[WINO_NV];
                     for (int j = 0; j < WINO_NV; j++) xv[j] = _mm512_loadu_ps(x + 16 * j);
                     for (int o = 0; o < WINO_CO; o++) {
