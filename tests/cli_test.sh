@@ -22,8 +22,8 @@ expect 0 "commands:" -- "$gpfq" help
 expect 2 "usage: gpfq" -- "$gpfq"
 expect 2 "unknown command 'frobnicate'" -- "$gpfq" frobnicate
 expect 0 "^gpfq [0-9]" -- "$gpfq" version
-# OpenBLAS's idle threads sleep at once: gpfq sets the variable and starts over, or keeps
-# the user's
+# OpenBLAS's idle threads sleep at once: gpfq sets the variable and has OpenBLAS read it
+# (gpfq env prints the value OpenBLAS read), or keeps the user's
 expect 0 "OPENBLAS_THREAD_TIMEOUT=4$" -- env -u OPENBLAS_THREAD_TIMEOUT "$gpfq" env
 expect 0 "OPENBLAS_THREAD_TIMEOUT=12$" -- env OPENBLAS_THREAD_TIMEOUT=12 "$gpfq" env
 expect 0 "OPENBLAS_THREAD_TIMEOUT=\(unset" -- \

@@ -25,6 +25,8 @@ static int mpi_check(int rc, const char *what) {
     return 0;
 }
 
+int openblas_thread_timeout(void) __attribute__((weak));
+
 int cmd_env(int argc, char **argv) {
     if (argc > 1) {
         if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -58,9 +60,17 @@ int cmd_env(int argc, char **argv) {
         char *newline = strchr(library, '\n');
         if (newline) *newline = '\0';
         printf("gpfq     %s\n", GPFQ_VERSION);
-        const char *timeout = getenv("OPENBLAS_THREAD_TIMEOUT");
+        /* the value OpenBLAS has read, where it tells (gpfq sets it after OpenBLAS loaded) */
+        char timeout[32];
+        const int read = openblas_thread_timeout ? openblas_thread_timeout() : 0;
+        const char *env = getenv("OPENBLAS_THREAD_TIMEOUT");
+        if (read > 0)
+            snprintf(timeout, sizeof timeout, "%d", read);
+        else
+            snprintf(timeout, sizeof timeout, "%s",
+                     env && !openblas_thread_timeout ? env : "(unset: 28)");
         printf("blas     OpenBLAS, %s kernel, %d thread(s), OPENBLAS_THREAD_TIMEOUT=%s\n",
-               cli_blas_core(), cli_blas_threads(), timeout ? timeout : "(unset: 28)");
+               cli_blas_core(), cli_blas_threads(), timeout);
         printf(
             "conv     %s kernel for stride-1 and -2 convolutions (GPFQ_CONV=im2col|avx2|avx512)\n",
             gpfq_conv_kernel_name(gpfq_conv_get_kernel()));

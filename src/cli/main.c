@@ -107,17 +107,30 @@ void cli_human_count(double value, char *buf, size_t size) {
 
 /*
  * OpenBLAS's idle threads spin (sched_yield) for 2^28 cycles after each threaded call before
- * they sleep, and the library reads how long only from the environment, when it loads. On
- * two cores that spinning took a core from the direct convolution's threads of the forward
- * pass after each GEMM: resnet20 `quantize --reference --threads 2` took 2.4-2.75 s, 2.03-2.06
- * s with OPENBLAS_THREAD_TIMEOUT=4 (2^4 cycles, then sleep). So the commands that compute set
- * it and start over once (so does `gpfq env`, which shows it), unless it is set already, or
- * under valgrind, whose tools follow no exec by default (GPFQ_NO_REEXEC=1 skips it too).
+ * they sleep, and the library reads how long only from the environment. On two cores that
+ * spinning took a core from the direct convolution's threads of the forward pass after each
+ * GEMM: resnet20 `quantize --reference --threads 2` took 2.4-2.75 s, 2.03-2.06 s with
+ * OPENBLAS_THREAD_TIMEOUT=4 (2^4 cycles, then sleep). So the commands that compute set it,
+ * unless it is set already. OpenBLAS has read its environment when it loaded and started its
+ * threads then; its pthreads builds export the two functions that read it again and stop the
+ * threads, and the next threaded call starts them with the new timeout. Where they are missing
+ * (another BLAS, or another OpenBLAS build: weak symbols, NULL then), the process starts over
+ * once instead, which costs a second load of the shared libraries (30 ms); not under valgrind,
+ * whose tools follow no exec by default. GPFQ_NO_REEXEC=1 leaves OpenBLAS as it is.
  */
+void openblas_read_env(void) __attribute__((weak));
+int blas_thread_shutdown_(void) __attribute__((weak));
+
 static void quiet_openblas_threads(char **argv) {
     if (getenv("OPENBLAS_THREAD_TIMEOUT") || getenv("GOTO_THREAD_TIMEOUT") ||
         getenv("GPFQ_NO_REEXEC"))
         return;
+    if (setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) != 0) return;
+    if (openblas_read_env && blas_thread_shutdown_) {
+        openblas_read_env();
+        blas_thread_shutdown_();
+        return;
+    }
     const char *preload = getenv("LD_PRELOAD");
     if (preload && strstr(preload, "vgpreload")) return;
     /* the binary's own path, not /proc/self/exe: the process keeps its name (ps, pkill) */
@@ -125,7 +138,6 @@ static void quiet_openblas_threads(char **argv) {
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     if (len <= 0 || (size_t)len >= sizeof self - 1) return;
     self[len] = '\0';
-    if (setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) != 0) return;
     execv(self, argv); /* returns only on failure: go on as we are */
 }
 
