@@ -234,6 +234,8 @@ static void test_cache(void) {
     CHECK(cache_files(dir, file) == 1, "one cache file in %s (the directory made)", dir);
     CHECK(gpfq_idx_load(img, lab, 10, &b) == GPFQ_OK && memcmp(a.images, b.images, bytes) == 0,
           "the second load gives the same images");
+    CHECK(!a.mapping && b.mapping && b.images == (uint8_t *)b.mapping + 16,
+          "the gzip file is read, the cache file mapped");
     gpfq_dataset_free(&b);
     /* the second load reads the cache: a byte changed there shows */
     FILE *f = fopen(file, "r+b");
@@ -241,6 +243,18 @@ static void test_cache(void) {
     if (f) fclose(f);
     CHECK(gpfq_idx_load(img, lab, 10, &b) == GPFQ_OK && b.images[0] == (buf[16] ^ 0xFF),
           "the cache file is what the next load reads");
+    gpfq_dataset_free(&b);
+    /* a cache file whose header does not match is not mapped; the reader rejects it too */
+    f = fopen(file, "r+b");
+    CHECK(f && fputc(0x01, f) != EOF, "edit the magic of %s", file);
+    if (f) fclose(f);
+    CHECK(gpfq_idx_load(img, lab, 10, &b) == GPFQ_OK && !b.mapping &&
+              memcmp(a.images, b.images, bytes) == 0,
+          "a cache file with a wrong magic: the images come from the gzip file");
+    gpfq_dataset_free(&b);
+    CHECK(gpfq_idx_load(img, lab, 10, &b) == GPFQ_OK && b.mapping &&
+              memcmp(a.images, b.images, bytes) == 0,
+          "the cache file written again is mapped");
     gpfq_dataset_free(&b);
     /* a damaged cache file is ignored and written again */
     CHECK(truncate(file, 1000) == 0, "truncate %s", file);

@@ -19,8 +19,10 @@ typedef struct {
     size_t n;
     int c, h, w;
     int num_classes;
-    uint8_t *images; /* (n, c, h, w) */
+    uint8_t *images; /* (n, c, h, w); read-only when mapped */
     uint8_t *labels; /* (n), each < num_classes */
+    void *mapping;   /* the mapped file holding images, or NULL: images is malloc'd */
+    size_t mapping_bytes;
 } gpfq_dataset;
 
 typedef enum { GPFQ_SPLIT_TRAIN, GPFQ_SPLIT_TEST } gpfq_split;
