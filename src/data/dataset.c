@@ -213,9 +213,8 @@ static void cache_write(const char *cached, const gpfq_dataset *d) {
  * the ranks of a sweep share the page cache's copy. The pages are mapped up front
  * (MAP_POPULATE) in one call: left to fault in one by one as calibration batches are drawn,
  * they slowed the quantization loop (mlp --reference, three batches: 56-58 ms against 49-54
- * ms populated, interleaved). The file is
- * replaced by rename only, so a mapping stays whole. A header or size that does not match
- * leaves the file to the reader.
+ * ms populated, interleaved). The file is replaced by rename only, so a mapping stays whole.
+ * A header or size that does not match leaves the file to the reader.
  */
 static int map_idx_images(const char *path, gpfq_dataset *out) {
     const int fd = open(path, O_RDONLY | O_CLOEXEC);
