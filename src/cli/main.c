@@ -112,11 +112,11 @@ void cli_human_count(double value, char *buf, size_t size) {
  * GEMM: resnet20 `quantize --reference --threads 2` took 2.4-2.75 s, 2.03-2.06 s with
  * OPENBLAS_THREAD_TIMEOUT=4 (2^4 cycles, then sleep). So the commands that compute set it,
  * unless it is set already. OpenBLAS has read its environment when it loaded and started its
- * threads then; its pthreads builds export the functions that read it again, stop the threads
- * and start them with the new timeout. Where they are missing (another BLAS, or another
- * OpenBLAS build: weak symbols, NULL then), the process starts over once instead, which costs
- * a second load of the shared libraries (30 ms); not under valgrind, whose tools follow no
- * exec by default. GPFQ_NO_REEXEC=1 leaves OpenBLAS as it is.
+ * threads then; its threaded builds export the functions that read it again, stop the threads
+ * and start them with the new timeout. Where they are missing (an OpenBLAS build without
+ * them: weak symbols, NULL then), the process starts over once instead, which costs a second
+ * load of the shared libraries (30 ms); not under valgrind, whose tools follow no exec by
+ * default. GPFQ_NO_REEXEC (any value) leaves OpenBLAS as it is.
  */
 void openblas_read_env(void) __attribute__((weak));
 int blas_thread_shutdown_(void) __attribute__((weak));
@@ -126,8 +126,8 @@ static void quiet_openblas_threads(char **argv) {
     if (getenv("OPENBLAS_THREAD_TIMEOUT") || getenv("GOTO_THREAD_TIMEOUT") ||
         getenv("GPFQ_NO_REEXEC"))
         return;
-    if (setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) != 0) return;
     if (openblas_read_env && blas_thread_shutdown_ && blas_thread_init) {
+        if (setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) != 0) return;
         openblas_read_env();
         blas_thread_shutdown_();
         /* start them again at once: some OpenBLAS versions' openblas_set_num_threads would
@@ -142,6 +142,7 @@ static void quiet_openblas_threads(char **argv) {
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     if (len <= 0 || (size_t)len >= sizeof self - 1) return;
     self[len] = '\0';
+    if (setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) != 0) return;
     execv(self, argv); /* returns only on failure: go on as we are */
 }
 

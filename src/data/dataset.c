@@ -131,13 +131,15 @@ static gpfq_status read_idx_images_from(const char *path, gpfq_dataset *out);
 
 /*
  * The decompressed-image cache. Inflating Fashion-MNIST's 26 MB of gzipped training images
- * takes about 0.2 s of every command (0.02-0.1 s to read the 47 MB plain), its 4.4 MB of test
- * images about 0.03 s (`gpfq eval --limit 1` on lenet5: 0.10-0.14 s, 0.07-0.09 s with them
- * cached); so the images of a gzipped IDX file of CACHE_MIN bytes or more are kept decompressed
- * in the cache directory, named after the file and keyed by its path, size, inode and
- * modification time: a changed source is decompressed again. A cache file that cannot be read back
- * whole is ignored (and replaced); one that cannot be written is skipped. GPFQ_CACHE_DIR sets the
- * directory (empty: no cache), else $XDG_CACHE_HOME/gpfq, else ~/.cache/gpfq.
+ * takes about 0.2 s of every command, its 4.4 MB of test images about 0.03 s (`gpfq eval
+ * --limit 1` on lenet5: 0.10-0.14 s, 0.07-0.09 s with them cached); so the images of a gzipped
+ * IDX file of CACHE_MIN bytes or more are kept decompressed in the cache directory, named after
+ * the file and keyed by its path, size, inode and modification time: a changed source is
+ * decompressed again. A cache file is mapped (map_idx_images), or read when it cannot be; one
+ * that cannot be read back whole is ignored (and replaced); one that cannot be written is
+ * skipped. A cache file must not be changed in place while gpfq runs (it writes a new one and
+ * renames it). GPFQ_CACHE_DIR sets the directory (empty: no cache), else
+ * $XDG_CACHE_HOME/gpfq, else ~/.cache/gpfq.
  */
 enum { CACHE_MIN = 1 << 20 };
 

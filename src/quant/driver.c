@@ -325,7 +325,8 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
     L->Xt = store->x;
     L->Yt = store->y;
     size_t *picked = malloc(keep * sizeof(size_t)), *pool = malloc(patches * sizeof(size_t));
-    int *corner_y = malloc(n * keep * sizeof(int)), *corner_x = malloc(n * keep * sizeof(int));
+    const size_t corners = n * keep > 0 ? n * keep : 1;
+    int *corner_y = malloc(corners * sizeof(int)), *corner_x = malloc(corners * sizeof(int));
     if (!picked || !pool || !corner_y || !corner_x) {
         free(picked), free(pool), free(corner_y), free(corner_x);
         return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory drawing the patches of layer '%s'",
