@@ -58,9 +58,10 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 load_start=$(loadavg)
 started=$(date +%s)
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
-blas=$("$GPFQ" env | sed -n 's/^blas *//p')
-conv=$("$GPFQ" env | sed -n 's/^conv *//p')
-winograd=$("$GPFQ" env | sed -n 's/^winograd *//p')
+gpfq_env=$("$GPFQ" env) # one run: gpfq env starts MPI, half a second
+blas=$(sed -n 's/^blas *//p' <<<"$gpfq_env")
+conv=$(sed -n 's/^conv *//p' <<<"$gpfq_env")
+winograd=$(sed -n 's/^winograd *//p' <<<"$gpfq_env")
 
 echo "bench/run.sh$([ "$quick" -eq 1 ] && echo " --quick"), $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine   $(nproc) CPUs, ${cpu:-unknown CPU}, Linux $(uname -r)"

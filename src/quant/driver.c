@@ -148,6 +148,16 @@ static gpfq_status stepper_advance(stepper *s, int upto) {
     return GPFQ_OK;
 }
 
+/* Runs fn(a) on a thread of its own when `parallel` (and the thread starts) and fn(b) on this
+ * one, or both here one after the other. */
+static void run_pair(void *(*fn)(void *), void *a, void *b, int parallel) {
+    pthread_t id;
+    const int started = parallel && pthread_create(&id, NULL, fn, a) == 0;
+    if (!started) fn(a);
+    fn(b);
+    if (started) pthread_join(id, NULL);
+}
+
 typedef struct {
     stepper *s;
     int upto;
@@ -173,16 +183,13 @@ static gpfq_status advance_both(stepper *fs, stepper *qs, int upto) {
         if (fs->fwd) GPFQ_TRY(stepper_advance(fs, upto));
         return stepper_advance(qs, upto);
     }
-    advance_job job = {.s = fs, .upto = upto};
-    pthread_t id;
+    advance_job jobs[2] = {{.s = fs, .upto = upto}, {.s = qs, .upto = upto}};
     openblas_set_num_threads(1);
-    const int started = pthread_create(&id, NULL, advance_run, &job) == 0;
-    if (!started) advance_run(&job);
-    gpfq_status st = stepper_advance(qs, upto);
-    if (started) pthread_join(id, NULL);
+    run_pair(advance_run, &jobs[0], &jobs[1], 1);
     openblas_set_num_threads(threads);
-    if (job.st != GPFQ_OK) return gpfq_fail(job.st, "%s", job.message);
-    return st;
+    for (int k = 0; k < 2; k++)
+        if (jobs[k].st != GPFQ_OK) return gpfq_fail(jobs[k].st, "%s", jobs[k].message);
+    return GPFQ_OK;
 }
 
 /* ---- layer matrices ---- */
@@ -347,12 +354,7 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
         jobs[side] = (unfold_job){
             &g,   side ? y : x, side ? L->Yt : L->Xt, corner_y, corner_x, n, keep, L->groups,
             L->d, L->m};
-    pthread_t id;
-    const int started =
-        openblas_get_num_threads() > 1 && pthread_create(&id, NULL, unfold_side, &jobs[0]) == 0;
-    if (!started) unfold_side(&jobs[0]);
-    unfold_side(&jobs[1]);
-    if (started) pthread_join(id, NULL);
+    run_pair(unfold_side, &jobs[0], &jobs[1], openblas_get_num_threads() > 1);
     free(picked), free(pool), free(corner_y), free(corner_x);
     return GPFQ_OK;
 }
