@@ -7,13 +7,18 @@
  *   small-integer data and a power-of-two step every float operation is exact,
  *   so the codes must be identical. With real-valued data they may differ only
  *   where float rounding moves an argument across a rounding boundary: at most
- *   2% of rows may differ, and the layer errors agree to 1e-3 (relative).
+ *   2% of rows may differ, and the layer errors agree to 1e-3 (relative). ublock
+ *   runs on both its paths: gpfq's AVX-512 kernels (where the CPU has them, for
+ *   m >= 2048) and OpenBLAS; the kernels give the same bits at 1 and 2 threads.
  * - The network driver on a small CNN: same seed, same codes; ref and fast forms
  *   agree; MSQ matches the nearest rounding of every weight.
  */
 #include "check.h"
 
 #include "gpfq/gpfq.h"
+
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int num_threads);
 
 static gpfq_alphabet alphabet(gpfq_quantizer kind, int bits, float delta, float lambda) {
     gpfq_alphabet a = {.kind = kind,
@@ -143,9 +148,13 @@ static void compare_forms(size_t N, size_t d, size_t m, gpfq_quantizer kind, int
     CHECK(gpfq_gpfq_layer(W, N, d, Xt, Yt, m, &a, GPFQ_FORM_REF, block, ref, qref, &sref) ==
               GPFQ_OK,
           "%s", gpfq_last_error());
-    const gpfq_form forms[2] = {GPFQ_FORM_GRAM, GPFQ_FORM_UBLOCK};
-    for (int f = 0; f < 2; f++) {
+    /* ublock on gpfq's AVX-512 kernels where the CPU has them (m >= 2048), and on OpenBLAS */
+    const gpfq_form forms[3] = {GPFQ_FORM_GRAM, GPFQ_FORM_UBLOCK, GPFQ_FORM_UBLOCK};
+    for (int f = 0; f < 3; f++) {
+        const gpfq_conv_kernel kernel =
+            gpfq_conv_set_kernel(f == 2 ? GPFQ_CONV_IM2COL : GPFQ_CONV_AUTO);
         gpfq_gpfq_layer(W, N, d, Xt, Yt, m, &a, forms[f], block, fast, qfast, &sfast);
+        gpfq_conv_set_kernel(kernel);
         size_t rows_differing = 0;
         for (size_t i = 0; i < N; i++)
             rows_differing += memcmp(ref + i * d, fast + i * d, d * sizeof(int32_t)) != 0;
@@ -159,6 +168,12 @@ static void compare_forms(size_t N, size_t d, size_t m, gpfq_quantizer kind, int
         double rel = fabs(sfast.error - sref.error) / (sref.error > 0 ? sref.error : 1);
         CHECK(rel <= (exact ? 1e-6 : 1e-3), "%s N%zu d%zu m%zu kind %d: errors %g vs %g",
               gpfq_form_name(forms[f]), N, d, m, kind, sfast.error, sref.error);
+        /* the reference norm ||W X||: gpfq_layer_error's, or from ublock's own kernels */
+        const double norm_ref = sref.error / sref.relative_error,
+                     norm_fast = sfast.error / sfast.relative_error;
+        CHECK(sref.error == 0 || fabs(norm_fast - norm_ref) <= 1e-5 * norm_ref,
+              "%s N%zu d%zu m%zu kind %d: ||W X|| %.9g vs %.9g", gpfq_form_name(forms[f]), N, d, m,
+              kind, norm_fast, norm_ref);
     }
     /* GPFQ should beat rounding each weight on its own (MSQ) on the same data */
     int32_t *msq = malloc(N * d * sizeof(int32_t));
@@ -188,6 +203,40 @@ static void test_forms(void) {
         }
     compare_forms(120, 150, 512, GPFQ_QUANTIZER_NEAREST, 0, 0, &state);
     compare_forms(64, 576, 600, GPFQ_QUANTIZER_L0, 0, 64, &state);
+    /* long enough for ublock's own kernels: several chunks, a short last vector, N and the
+     * block not multiples of 4 */
+    compare_forms(10, 37, 2500, GPFQ_QUANTIZER_NEAREST, 1, 13, &state);
+    compare_forms(16, 40, 4100, GPFQ_QUANTIZER_L1, 1, 8, &state);
+    compare_forms(10, 37, 2500, GPFQ_QUANTIZER_NEAREST, 0, 13, &state);
+    compare_forms(16, 144, 5003, GPFQ_QUANTIZER_NEAREST, 0, 0, &state);
+}
+
+/* ublock gives the same codes and error bit for bit at one and two threads: its own kernels
+ * sum fixed ranges of columns whatever runs them */
+static void test_ublock_threads(void) {
+    unsigned long long state = 11;
+    const size_t N = 21, d = 70, m = 4133;
+    float *W = malloc(N * d * 4), *Xt = malloc(d * m * 4), *Yt = malloc(d * m * 4);
+    fill(W, N * d, 0, 1.0f, &state);
+    fill(Xt, d * m, 0, 1.0f, &state);
+    fill(Yt, d * m, 0, 1.0f, &state);
+    gpfq_alphabet a;
+    gpfq_alphabet_make(W, N, d, 4, 1.16, 1.0, GPFQ_QUANTIZER_NEAREST, 0, 1, &a);
+    int32_t *codes[2] = {malloc(N * d * 4), malloc(N * d * 4)};
+    gpfq_layer_stats stats[2];
+    const int threads = openblas_get_num_threads();
+    for (int k = 0; k < 2; k++) {
+        openblas_set_num_threads(k + 1);
+        CHECK(gpfq_gpfq_layer(W, N, d, Xt, Yt, m, &a, GPFQ_FORM_UBLOCK, 16, codes[k], NULL,
+                              &stats[k]) == GPFQ_OK,
+              "%s", gpfq_last_error());
+    }
+    openblas_set_num_threads(threads);
+    CHECK(memcmp(codes[0], codes[1], N * d * 4) == 0,
+          "ublock's codes differ between 1 and 2 threads");
+    CHECK(stats[0].error == stats[1].error, "ublock's error: %.17g at 1 thread, %.17g at 2",
+          stats[0].error, stats[1].error);
+    free(W), free(Xt), free(Yt), free(codes[0]), free(codes[1]);
 }
 
 typedef struct {
@@ -396,6 +445,7 @@ int main(int argc, char **argv) {
     test_quantizers();
     test_quantize_row();
     test_forms();
+    test_ublock_threads();
     test_driver(argc > 1 ? argv[1] : "tests/fixtures");
     test_eval_and_ranges(argc > 1 ? argv[1] : "tests/fixtures");
     return check_report("test_gpfq");

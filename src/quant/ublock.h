@@ -1,0 +1,52 @@
+/*
+ * The passes of the ublock form on gpfq's own AVX-512 kernels (ublock_avx512.c).
+ *
+ * With OpenBLAS, one block of B columns costs five calls that each stream the block's rows of
+ * Xt and Yt (d x m) or U (N x m) from memory: Y_b U^T, Y_b X_b^T, Y_b Y_b^T, then U's two
+ * updates. Their products are B x N and B x B with m (up to 50432) as the inner dimension, a
+ * shape OpenBLAS packs and blocks for poorly (20-50 GFLOP/s at N = 16). A pass here walks the
+ * columns of U once, in chunks that stay in L2, and per chunk does block p-1's update of U and
+ * then block p's three sums from the chunk it just wrote. The first pass also gives the layer
+ * error's reference norm ||W Xt||, which OpenBLAS's path gets from one more product.
+ *
+ * A lane is a range of U's columns. The partial sums of each lane are kept apart and added in
+ * lane order, so the results do not depend on how many threads run the lanes.
+ */
+#ifndef GPFQ_UBLOCK_H
+#define GPFQ_UBLOCK_H
+
+#include <stddef.h>
+
+enum {
+    UBLOCK_CHUNK = 1024, /* columns per chunk: Xt, Yt and U's rows of a chunk fit in L2 */
+    UBLOCK_LANES = 2,    /* fixed, whatever the thread count */
+};
+
+typedef struct {
+    size_t m;             /* columns of U, Xt and Yt */
+    size_t n4;            /* rows of U: N rounded up to 4 (the padding rows stay 0) */
+    float *U;             /* (n4, m) */
+    const float *Xt, *Yt; /* (d, m) */
+    /* the update: U[:, c0:c1] += Wb Xt[ut0 : ut0 + ub] - Qb Yt[ut0 : ut0 + ub]; cw and cq hold
+     * Wb^T and Qb^T (ub x n4, zero padded). ub = 0: no update. */
+    size_t ut0, ub;
+    const float *cw, *cq;
+    /* the sums over the lane's columns, added to P (b4 x n4) += Y_b U^T, G (b4 x b4) +=
+     * Y_b X_b^T and H += Y_b Y_b^T (only the tiles on and below the diagonal), with
+     * Y_b = Yt[dt0 : dt0 + db]. db = 0: no sums; with_p = 0: P is left alone (U is 0). */
+    size_t dt0, db, b4;
+    int with_p;
+    float *P, *G, *H;
+    /* the reference norm: norm2 = ||W Xt||^2 over the lane's columns, with nw = W^T (nd x n4,
+     * zero padded); nw NULL: none */
+    const float *nw;
+    size_t nd;
+    double norm2;
+    size_t c0, c1;     /* the lane's columns */
+    const float *zero; /* UBLOCK_CHUNK zeros: the rows past the block's end */
+} ublock_lane;
+
+/* Runs one lane of a pass (AVX-512; the caller checks that the CPU has it). */
+void gpfq_ublock_lane_avx512(ublock_lane *l);
+
+#endif
