@@ -12,6 +12,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,49 +252,64 @@ static gpfq_conv_geom unfold_geom(const gpfq_node *node, int stride_kernel) {
     return g;
 }
 
-/* Writes the picked patches of one image's channels [c0, c0 + cg) as columns
- * of dst (d rows of stride m): what im2col would give for those patches, without
- * unfolding the patches that are not kept. corner_y/x: each patch's top-left
- * input position (may lie in the padding). */
+/* Where a patch's top-left tap lies in a padded plane: pw = in_w + 2 pad_w floats per row, and
+ * pad_h zero rows above and below. Every tap of every patch then lies inside the plane. */
+static size_t padded_w(const gpfq_conv_geom *g) {
+    return (size_t)g->in_w + 2 * (size_t)g->pad_w;
+}
+static size_t padded_h(const gpfq_conv_geom *g) {
+    return (size_t)g->in_h + 2 * (size_t)g->pad_h;
+}
+
+/* Writes the picked patches of one image's channels [c0, c0 + cg) as columns of dst (d rows of
+ * stride m): what im2col would give for those patches, without unfolding the patches that are
+ * not kept. Each channel is first copied into the padded plane `pad` (whose border is zero),
+ * so that tap (ki, kj) of patch j is pad[offset[j] + ki dh pw + kj dw], with no bounds checks. */
 static void gather_patches(const gpfq_conv_geom *g, const float *image, int c0, int cg,
-                           const int *corner_y, const int *corner_x, size_t keep, float *dst,
-                           size_t m) {
-    const int ih = g->in_h, iw = g->in_w;
+                           const uint32_t *offset, size_t keep, float *pad, float *dst, size_t m) {
+    const size_t ih = (size_t)g->in_h, iw = (size_t)g->in_w, pw = padded_w(g);
+    const size_t kh = (size_t)g->kernel_h, kw = (size_t)g->kernel_w;
     for (int c = 0; c < cg; c++) {
         const float *plane = image + (size_t)(c0 + c) * ih * iw;
-        for (int ki = 0; ki < g->kernel_h; ki++)
-            for (int kj = 0; kj < g->kernel_w; kj++) {
-                const int dy = ki * g->dilation_h, dx = kj * g->dilation_w;
-                float *row = dst + ((size_t)(c * g->kernel_h + ki) * g->kernel_w + kj) * m;
-                for (size_t j = 0; j < keep; j++) {
-                    const int sy = corner_y[j] + dy, sx = corner_x[j] + dx;
-                    row[j] = (unsigned)sy < (unsigned)ih && (unsigned)sx < (unsigned)iw
-                                 ? plane[(size_t)sy * iw + sx]
-                                 : 0.0f;
-                }
+        for (size_t y = 0; y < ih; y++)
+            memcpy(pad + (y + (size_t)g->pad_h) * pw + (size_t)g->pad_w, plane + y * iw,
+                   iw * sizeof(float));
+        for (size_t ki = 0; ki < kh; ki++) {
+            const float *tap_row = pad + ki * (size_t)g->dilation_h * pw;
+            float *rows = dst + ((size_t)c * kh + ki) * kw * m;
+            for (size_t j = 0; j < keep; j++) {
+                const float *tap = tap_row + offset[j];
+                for (size_t kj = 0; kj < kw; kj++) rows[kj * m + j] = tap[kj * g->dilation_w];
             }
+        }
     }
 }
 
 /* One side's unfolded patches, X from the float inputs or Y from the quantized ones, for all
- * images: corner_y/x hold each image's `keep` patch corners */
+ * images: offset holds each image's `keep` patch corners in the padded plane */
 typedef struct {
     const gpfq_conv_geom *g;
     const float *src;
     float *dst;
-    const int *corner_y, *corner_x; /* (n, keep) */
+    const uint32_t *offset; /* (n, keep) */
     size_t n, keep, groups, d, m;
+    gpfq_status st;
 } unfold_job;
 
 static void *unfold_side(void *arg) {
-    const unfold_job *u = arg;
+    unfold_job *u = arg;
     const size_t image = (size_t)u->g->in_c * u->g->in_h * u->g->in_w;
     const int cg = u->g->in_c / (int)u->groups;
+    float *pad = calloc(padded_h(u->g) * padded_w(u->g), sizeof(float));
+    if (!pad) {
+        u->st = GPFQ_ERR_NOMEM;
+        return NULL;
+    }
     for (size_t i = 0; i < u->n; i++)
         for (size_t grp = 0; grp < u->groups; grp++)
-            gather_patches(u->g, u->src + i * image, (int)grp * cg, cg, u->corner_y + i * u->keep,
-                           u->corner_x + i * u->keep, u->keep,
-                           u->dst + grp * u->d * u->m + i * u->keep, u->m);
+            gather_patches(u->g, u->src + i * image, (int)grp * cg, cg, u->offset + i * u->keep,
+                           u->keep, pad, u->dst + grp * u->d * u->m + i * u->keep, u->m);
+    free(pad);
     return NULL;
 }
 
@@ -320,6 +336,9 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
     gpfq_conv_geom g = unfold_geom(node, o->unfold_stride_kernel);
     if (g.out_h < 1 || g.out_w < 1)
         return gpfq_fail(GPFQ_ERR_ARG, "layer '%s': the kernel does not fit its input", node->name);
+    if (padded_h(&g) * padded_w(&g) > UINT32_MAX)
+        return gpfq_fail(GPFQ_ERR_ARG, "layer '%s': an input plane of %d x %d is too large",
+                         node->name, g.in_h, g.in_w);
     const size_t patches = (size_t)g.out_h * g.out_w;
     size_t keep = (size_t)(o->retain_rate * (double)patches + 1.0);
     if (!o->with_replacement && keep > patches) keep = patches;
@@ -333,9 +352,9 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
     L->Yt = store->y;
     size_t *picked = malloc(keep * sizeof(size_t)), *pool = malloc(patches * sizeof(size_t));
     const size_t corners = n * keep > 0 ? n * keep : 1;
-    int *corner_y = malloc(corners * sizeof(int)), *corner_x = malloc(corners * sizeof(int));
-    if (!picked || !pool || !corner_y || !corner_x) {
-        free(picked), free(pool), free(corner_y), free(corner_x);
+    uint32_t *offset = malloc(corners * sizeof(uint32_t));
+    if (!picked || !pool || !offset) {
+        free(picked), free(pool), free(offset);
         return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory drawing the patches of layer '%s'",
                          node->name);
     }
@@ -343,19 +362,23 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
     for (size_t i = 0; i < n; i++) {
         sample_indices(mix(key, i), patches, keep, o->with_replacement, picked, pool);
         for (size_t j = 0; j < keep; j++) {
-            corner_y[i * keep + j] = (int)(picked[j] / (size_t)g.out_w) * g.stride_h - g.pad_h;
-            corner_x[i * keep + j] = (int)(picked[j] % (size_t)g.out_w) * g.stride_w - g.pad_w;
+            offset[i * keep + j] =
+                (uint32_t)(picked[j] / (size_t)g.out_w * (size_t)g.stride_h * padded_w(&g) +
+                           picked[j] % (size_t)g.out_w * (size_t)g.stride_w);
         }
     }
     /* X and Y are the same work on different inputs; with two or more threads they are
      * unfolded at once (the copy is bound by its scattered stores, not by arithmetic) */
     unfold_job jobs[2];
     for (int side = 0; side < 2; side++)
-        jobs[side] = (unfold_job){
-            &g,   side ? y : x, side ? L->Yt : L->Xt, corner_y, corner_x, n, keep, L->groups,
-            L->d, L->m};
+        jobs[side] =
+            (unfold_job){&g,   side ? y : x, side ? L->Yt : L->Xt, offset, n, keep, L->groups, L->d,
+                         L->m, GPFQ_OK};
     run_pair(unfold_side, &jobs[0], &jobs[1], openblas_get_num_threads() > 1);
-    free(picked), free(pool), free(corner_y), free(corner_x);
+    free(picked), free(pool), free(offset);
+    if (jobs[0].st != GPFQ_OK || jobs[1].st != GPFQ_OK)
+        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory unfolding the patches of layer '%s'",
+                         node->name);
     return GPFQ_OK;
 }
 
