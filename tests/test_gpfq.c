@@ -423,6 +423,30 @@ static void test_eval_and_ranges(const char *fixtures) {
                      8 * (size_t)m->num_classes * sizeof(float)) == 0;
     }
     CHECK(ok, "a pass cut after any node gives the same logits");
+
+    /* a plan on another plan's packed weights gives the same logits; an owner that has not
+     * packed leaves the plan to pack its own */
+    gpfq_forward *owner = NULL, *borrower = NULL;
+    CHECK(gpfq_forward_create(m, 1, &owner) == GPFQ_OK, "%s", gpfq_last_error());
+    CHECK(gpfq_forward_create(m, 8, &borrower) == GPFQ_OK, "%s", gpfq_last_error());
+    gpfq_forward_share_packed(borrower, owner);
+    const float *shared_logits = NULL;
+    CHECK(gpfq_forward_run(borrower, input, 8, &shared_logits) == GPFQ_OK, "%s", gpfq_last_error());
+    const size_t own_bytes = gpfq_forward_bytes(borrower);
+    CHECK(memcmp(shared_logits, logits, 8 * (size_t)m->num_classes * sizeof(float)) == 0,
+          "an unpacked owner: the same logits");
+    gpfq_forward_free(borrower);
+    CHECK(gpfq_forward_create(m, 8, &borrower) == GPFQ_OK, "%s", gpfq_last_error());
+    gpfq_forward_pack(owner);
+    gpfq_forward_share_packed(borrower, owner);
+    CHECK(gpfq_forward_run(borrower, input, 8, &shared_logits) == GPFQ_OK, "%s", gpfq_last_error());
+    CHECK(memcmp(shared_logits, logits, 8 * (size_t)m->num_classes * sizeof(float)) == 0,
+          "shared packed weights: the same logits");
+    CHECK(gpfq_forward_bytes(borrower) < own_bytes,
+          "a plan on shared packed weights holds none of its own: %zu bytes, %zu packing its own",
+          gpfq_forward_bytes(borrower), own_bytes);
+    gpfq_forward_free(borrower);
+    gpfq_forward_free(owner);
     CHECK(gpfq_forward_range(pieces, input, 8, 2, 1) == GPFQ_ERR_ARG, "a backwards range");
     gpfq_forward_free(whole);
     gpfq_forward_free(pieces);

@@ -71,6 +71,16 @@ int gpfq_forward_fused(const gpfq_forward *fwd);
  * after changing node `index`'s weights (-1: any node's), call this before the next pass. */
 void gpfq_forward_weights_changed(gpfq_forward *fwd, int index);
 
+/* Packs every conv's weights now, as a first pass would. */
+void gpfq_forward_pack(gpfq_forward *fwd);
+
+/* From now on fwd runs its convs on owner's packed weights where owner holds them in the
+ * current format, instead of packing its own copy (for plans that run the same model side by
+ * side: one copy of resnet18's 80 MB of Winograd weights instead of one per thread). owner
+ * must be packed (gpfq_forward_pack), keep its weights and outlive fwd; its packed weights are
+ * only read, so any number of plans may share them across threads. */
+void gpfq_forward_share_packed(gpfq_forward *fwd, const gpfq_forward *owner);
+
 /* Bytes of activation, scratch and packed-weight memory the plan holds. */
 size_t gpfq_forward_bytes(const gpfq_forward *fwd);
 

@@ -54,7 +54,8 @@ typedef struct {
     const gpfq_eval_options *o;
     size_t first, last, total;
     pthread_mutex_t *lock;
-    size_t *done; /* images done by every worker, under lock */
+    size_t *done;               /* images done by every worker, under lock */
+    const gpfq_forward *packed; /* the packed conv weights the workers share, or NULL */
     gpfq_eval_result r;
     gpfq_status st;
     char message[1024];
@@ -79,6 +80,7 @@ static void *eval_part_run(void *arg) {
     p->r.batch = batch;
     gpfq_forward *fwd = NULL;
     gpfq_status st = gpfq_forward_create(model, batch, &fwd);
+    if (st == GPFQ_OK && p->packed) gpfq_forward_share_packed(fwd, p->packed);
     float *input = st == GPFQ_OK
                        ? gpfq_malloc(batch * gpfq_shape_size(model->input_shape) * sizeof(float),
                                      "an input batch")
@@ -149,6 +151,10 @@ gpfq_status gpfq_evaluate_with(const gpfq_model *model, const gpfq_dataset *data
     pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     size_t done = 0;
     const double start = gpfq_now();
+    /* the workers share one copy of the packed conv weights (a plan for one image holds it);
+     * without memory for it, each packs its own */
+    gpfq_forward *packed = NULL;
+    if (workers > 1 && gpfq_forward_create(model, 1, &packed) == GPFQ_OK) gpfq_forward_pack(packed);
     size_t started = 0;
     for (size_t w = 0; w < workers; w++) {
         parts[w] = (eval_part){.model = model,
@@ -158,7 +164,8 @@ gpfq_status gpfq_evaluate_with(const gpfq_model *model, const gpfq_dataset *data
                                .last = lo + total * (w + 1) / workers,
                                .total = total,
                                .lock = &lock,
-                               .done = &done};
+                               .done = &done,
+                               .packed = packed};
         /* the calling thread takes the first part itself */
         if (w > 0 && pthread_create(&threads[w], NULL, eval_part_run, &parts[w]) != 0) break;
         started = w + 1;
@@ -180,6 +187,7 @@ gpfq_status gpfq_evaluate_with(const gpfq_model *model, const gpfq_dataset *data
         if (parts[w].st != GPFQ_OK && !failed) failed = &parts[w]; /* the lowest image first */
     }
     r.seconds = gpfq_now() - start;
+    gpfq_forward_free(packed);
     if (failed) st = gpfq_fail(failed->st, "%s", failed->message);
     free(parts);
     free(threads);

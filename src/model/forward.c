@@ -26,6 +26,7 @@ struct gpfq_forward {
     int *packed_ok;      /* (n_nodes) 1 while packed[i] holds node i's current weights */
     size_t *packed_size; /* (n_nodes) floats in packed[i]: its format (direct or Winograd) */
     size_t packed_floats;
+    const gpfq_forward *shared; /* a plan whose packed weights this one reads, or NULL */
 };
 
 /* Floats per image of the value node `index` produces (-1: the model's input). */
@@ -335,6 +336,8 @@ static gpfq_conv_epilogue plan_epilogue(gpfq_forward *fwd, int i, int fused, con
 static const float *packed_weights(gpfq_forward *fwd, int i, const gpfq_conv_geom *g) {
     const size_t floats = gpfq_conv2d_packed_floats(g);
     if (fwd->packed_ok[i] && fwd->packed_size[i] == floats) return fwd->packed[i];
+    const gpfq_forward *sh = fwd->shared;
+    if (sh && sh->packed_ok[i] && sh->packed_size[i] == floats) return sh->packed[i];
     if (!floats) return NULL;
     if (fwd->packed[i] && fwd->packed_size[i] != floats) {
         free(fwd->packed[i]);
@@ -350,6 +353,18 @@ static const float *packed_weights(gpfq_forward *fwd, int i, const gpfq_conv_geo
     gpfq_conv2d_pack(g, fwd->model->nodes[i].weight, fwd->packed[i]);
     fwd->packed_ok[i] = 1;
     return fwd->packed[i];
+}
+
+void gpfq_forward_pack(gpfq_forward *fwd) {
+    for (int i = 0; i < fwd->model->n_nodes; i++)
+        if (fwd->model->nodes[i].op == GPFQ_OP_CONV2D) {
+            const gpfq_conv_geom g = node_geom(&fwd->model->nodes[i]);
+            packed_weights(fwd, i, &g);
+        }
+}
+
+void gpfq_forward_share_packed(gpfq_forward *fwd, const gpfq_forward *owner) {
+    fwd->shared = owner;
 }
 
 /* Runs nodes [from, upto) on images first .. first + n - 1 of the batch: each value's slice
