@@ -21,6 +21,8 @@
 #include "gpfq/forward.h"
 #include "gpfq/ops.h"
 
+#include "../core/clones.h"
+
 int openblas_get_num_threads(void);
 void openblas_set_num_threads(int num_threads);
 
@@ -265,8 +267,9 @@ static size_t padded_h(const gpfq_conv_geom *g) {
  * stride m): what im2col would give for those patches, without unfolding the patches that are
  * not kept. Each channel is first copied into the padded plane `pad` (whose border is zero),
  * so that tap (ki, kj) of patch j is pad[offset[j] + ki dh pw + kj dw], with no bounds checks. */
-static void gather_patches(const gpfq_conv_geom *g, const float *image, int c0, int cg,
-                           const uint32_t *offset, size_t keep, float *pad, float *dst, size_t m) {
+GPFQ_CLONES static void gather_patches(const gpfq_conv_geom *g, const float *image, int c0, int cg,
+                                       const uint32_t *offset, size_t keep, float *pad, float *dst,
+                                       size_t m) {
     const size_t ih = (size_t)g->in_h, iw = (size_t)g->in_w, pw = padded_w(g);
     const size_t kh = (size_t)g->kernel_h, kw = (size_t)g->kernel_w;
     for (int c = 0; c < cg; c++) {
@@ -277,9 +280,10 @@ static void gather_patches(const gpfq_conv_geom *g, const float *image, int c0, 
         for (size_t ki = 0; ki < kh; ki++) {
             const float *tap_row = pad + ki * (size_t)g->dilation_h * pw;
             float *rows = dst + ((size_t)c * kh + ki) * kw * m;
-            for (size_t j = 0; j < keep; j++) {
-                const float *tap = tap_row + offset[j];
-                for (size_t kj = 0; kj < kw; kj++) rows[kj * m + j] = tap[kj * g->dilation_w];
+            for (size_t kj = 0; kj < kw; kj++) {
+                const float *tap = tap_row + kj * (size_t)g->dilation_w;
+                float *row = rows + kj * m;
+                for (size_t j = 0; j < keep; j++) row[j] = tap[offset[j]];
             }
         }
     }
