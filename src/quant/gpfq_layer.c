@@ -38,7 +38,7 @@
 
 int openblas_get_num_threads(void);
 
-enum { GPFQ_DEFAULT_BLOCK = 128 };
+enum { GPFQ_DEFAULT_BLOCK = 128, UBLOCK_OWN_BLOCK = 16 };
 
 void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *Xt, const float *Yt,
                          size_t m, const gpfq_alphabet *a, int32_t *codes) {
@@ -399,11 +399,18 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
                             size_t block, int32_t *codes, float *quantized,
                             gpfq_layer_stats *stats) {
     const double start = gpfq_now();
-    /* the in-block sweep costs B/(2N) of the GEMM work: small layers want small
-     * blocks (measured: B=32 at N<=64 and 64 up to N=256 beat 128, bench/README.md) */
-    if (block == 0) block = N <= 64 ? 32 : N <= 256 ? 64 : GPFQ_DEFAULT_BLOCK;
-    if (block > d) block = d;
-    if (form == GPFQ_FORM_AUTO) form = choose_form(N, d, m, block);
+    /* On OpenBLAS the in-block sweep costs B/(2N) of the GEMM work: small layers want small
+     * blocks (measured: B=32 at N<=64 and 64 up to N=256 beat 128, bench/README.md). ublock's
+     * own kernels spend m B d on the block Grams against 6 N m d on the rest, and a pass costs
+     * little: 16 beat 32 by 5-25% at every N from 16 to 256 (docs/performance.md). */
+    const int own = ublock_own_kernels(m);
+    size_t blas_block = block ? block : N <= 64 ? 32 : N <= 256 ? 64 : GPFQ_DEFAULT_BLOCK;
+    size_t own_block = block ? block : UBLOCK_OWN_BLOCK;
+    if (blas_block > d) blas_block = d;
+    if (own_block > d) own_block = d;
+    const size_t ublock_block = own ? own_block : blas_block;
+    if (form == GPFQ_FORM_AUTO) form = choose_form(N, d, m, ublock_block);
+    block = form == GPFQ_FORM_UBLOCK ? ublock_block : blas_block;
     gpfq_status st = GPFQ_OK;
     double err2 = -1.0, ref2 = -1.0; /* the residual's and W Xt's squared norms, when given */
     if (form == GPFQ_FORM_REF) {
@@ -415,7 +422,7 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
         if (st == GPFQ_OK) {
             transpose(weight, N, d, Wt);
             st = form == GPFQ_FORM_GRAM ? layer_gram(Wt, N, d, Xt, Yt, m, a, block, Qt, codes)
-                 : ublock_own_kernels(m)
+                 : own
                      ? layer_ublock_own(Wt, N, d, Xt, Yt, m, a, block, Qt, codes,
                                         stats ? &err2 : NULL, stats ? &ref2 : NULL)
                      : layer_ublock(Wt, N, d, Xt, Yt, m, a, block, Qt, codes, stats ? &err2 : NULL);
