@@ -168,10 +168,13 @@ static void compare_forms(size_t N, size_t d, size_t m, gpfq_quantizer kind, int
         double rel = fabs(sfast.error - sref.error) / (sref.error > 0 ? sref.error : 1);
         CHECK(rel <= (exact ? 1e-6 : 1e-3), "%s N%zu d%zu m%zu kind %d: errors %g vs %g",
               gpfq_form_name(forms[f]), N, d, m, kind, sfast.error, sref.error);
-        /* the reference norm ||W X||: gpfq_layer_error's, or from ublock's own kernels */
+        /* the reference norm ||W X||: from ublock's own kernels where they ran (the other
+         * forms take gpfq_layer_error's, as ref does) */
+        const int own_norm =
+            f == 1 && m >= 2048 && N <= 64 && gpfq_conv_get_kernel() == GPFQ_CONV_AVX512;
         const double norm_ref = sref.error / sref.relative_error,
                      norm_fast = sfast.error / sfast.relative_error;
-        CHECK(sref.error == 0 || fabs(norm_fast - norm_ref) <= 1e-5 * norm_ref,
+        CHECK(!own_norm || sref.error == 0 || fabs(norm_fast - norm_ref) <= 1e-5 * norm_ref,
               "%s N%zu d%zu m%zu kind %d: ||W X|| %.9g vs %.9g", gpfq_form_name(forms[f]), N, d, m,
               kind, norm_fast, norm_ref);
     }
@@ -214,6 +217,12 @@ static void test_forms(void) {
 /* ublock gives the same codes and error bit for bit at one and two threads: its own kernels
  * sum fixed ranges of columns whatever runs them */
 static void test_ublock_threads(void) {
+    const gpfq_conv_kernel before = gpfq_conv_set_kernel(GPFQ_CONV_AVX512);
+    if (gpfq_conv_get_kernel() != GPFQ_CONV_AVX512) { /* OpenBLAS may round by thread count */
+        printf("test_gpfq: no AVX-512 here: ublock's own kernels not tested\n");
+        gpfq_conv_set_kernel(before);
+        return;
+    }
     unsigned long long state = 11;
     const size_t N = 21, d = 70, m = 4133;
     float *W = malloc(N * d * 4), *Xt = malloc(d * m * 4), *Yt = malloc(d * m * 4);
@@ -236,6 +245,10 @@ static void test_ublock_threads(void) {
           "ublock's codes differ between 1 and 2 threads");
     CHECK(stats[0].error == stats[1].error, "ublock's error: %.17g at 1 thread, %.17g at 2",
           stats[0].error, stats[1].error);
+    CHECK(stats[0].relative_error == stats[1].relative_error,
+          "ublock's relative error: %.17g at 1 thread, %.17g at 2", stats[0].relative_error,
+          stats[1].relative_error);
+    gpfq_conv_set_kernel(before);
     free(W), free(Xt), free(Yt), free(codes[0]), free(codes[1]);
 }
 
@@ -444,6 +457,12 @@ static void test_eval_and_ranges(const char *fixtures) {
           "shared packed weights: the same logits");
     CHECK(gpfq_forward_bytes(borrower) < own_bytes,
           "a plan on shared packed weights holds none of its own: %zu bytes, %zu packing its own",
+          gpfq_forward_bytes(borrower), own_bytes);
+    /* new weights for the borrower end the sharing: it packs its own again */
+    gpfq_forward_weights_changed(borrower, -1);
+    CHECK(gpfq_forward_run(borrower, input, 8, &shared_logits) == GPFQ_OK, "%s", gpfq_last_error());
+    CHECK(gpfq_forward_bytes(borrower) == own_bytes,
+          "after new weights the plan packs its own: %zu bytes, %zu expected",
           gpfq_forward_bytes(borrower), own_bytes);
     gpfq_forward_free(borrower);
     gpfq_forward_free(owner);

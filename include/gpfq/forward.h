@@ -77,8 +77,9 @@ void gpfq_forward_pack(gpfq_forward *fwd);
 /* From now on fwd runs its convs on owner's packed weights where owner holds them in the
  * current format, instead of packing its own copy (for plans that run the same model side by
  * side: one copy of resnet18's 80 MB of Winograd weights instead of one per thread). owner
- * must be packed (gpfq_forward_pack), keep its weights and outlive fwd; its packed weights are
- * only read, so any number of plans may share them across threads. */
+ * must be a plan of the same model (else nothing is shared), packed (gpfq_forward_pack), and
+ * outlive fwd; its packed weights are only read, so any number of plans may share them across
+ * threads. gpfq_forward_weights_changed(fwd, ...) ends the sharing: fwd packs its own again. */
 void gpfq_forward_share_packed(gpfq_forward *fwd, const gpfq_forward *owner);
 
 /* Bytes of activation, scratch and packed-weight memory the plan holds. */

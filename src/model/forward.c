@@ -267,6 +267,7 @@ void gpfq_forward_set_slice(gpfq_forward *fwd, size_t images) {
 }
 
 void gpfq_forward_weights_changed(gpfq_forward *fwd, int index) {
+    fwd->shared = NULL; /* the owner's copies may be of the old weights */
     for (int i = 0; i < fwd->model->n_nodes; i++)
         if (index < 0 || i == index) fwd->packed_ok[i] = 0;
 }
@@ -364,7 +365,7 @@ void gpfq_forward_pack(gpfq_forward *fwd) {
 }
 
 void gpfq_forward_share_packed(gpfq_forward *fwd, const gpfq_forward *owner) {
-    fwd->shared = owner;
+    fwd->shared = owner && owner->model == fwd->model ? owner : NULL;
 }
 
 /* Runs nodes [from, upto) on images first .. first + n - 1 of the batch: each value's slice

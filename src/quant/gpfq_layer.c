@@ -15,7 +15,9 @@
  * - ublock: the U form blocked. For a block of columns starting at t0, the
  *   arguments need U_{t0} Y_block (one GEMM), the block's own small Grams, and the
  *   same in-block sweep; then U advances by two GEMMs. O(N m d), all BLAS-3:
- *   cheaper than gram when N < d/2, the common case for convs (d = C k k).
+ *   cheaper than gram when N < d/2, the common case for convs (d = C k k). With
+ *   long enough columns on an AVX-512 CPU the products of a block run on gpfq's
+ *   own kernels instead, one pass over U per block (ublock.h).
  *
  * The fast forms work on transposed matrices (Wt, Qt: d x N) so that "column t
  * of W" is a contiguous row.
@@ -38,7 +40,7 @@
 
 int openblas_get_num_threads(void);
 
-enum { GPFQ_DEFAULT_BLOCK = 128, UBLOCK_OWN_BLOCK = 16 };
+enum { GPFQ_DEFAULT_BLOCK = 128, UBLOCK_OWN_BLOCK = 16, UBLOCK_NORM_ROWS = 64 };
 
 void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *Xt, const float *Yt,
                          size_t m, const gpfq_alphabet *a, int32_t *codes) {
@@ -87,6 +89,12 @@ GPFQ_CLONES static void sweep_block(float *P, size_t B, size_t N, const float *H
         gpfq_quantize_row(a, p, N, h[r], t, d, row_codes, Qt + t * N);
         for (size_t i = 0; i < N; i++) codes[i * d + t] = row_codes[i];
     }
+}
+
+static double squared_norm(const float *v, size_t n) {
+    double sum = 0.0;
+    for (size_t k = 0; k < n; k++) sum += (double)v[k] * v[k];
+    return sum;
 }
 
 /* Wt (d x N) = W^T */
@@ -172,11 +180,7 @@ static gpfq_status layer_ublock(const float *Wt, size_t N, size_t d, const float
                         Qt + t0 * N, (int)N, Yb, (int)m, 1.0f, U, (int)m);
         }
     }
-    if (err2) {
-        double sum = 0.0;
-        for (size_t k = 0; k < N * m; k++) sum += (double)U[k] * U[k];
-        *err2 = sum;
-    }
+    if (err2) *err2 = squared_norm(U, N * m);
     free(U), free(P), free(Gb), free(Hb), free(row_codes);
     return GPFQ_OK;
 }
@@ -308,7 +312,10 @@ static gpfq_status layer_ublock_own(const float *Wt, size_t N, size_t d, const f
     lane_helper helper;
     const int helped = openblas_get_num_threads() > 1 && helper_start(&helper);
     const size_t blocks = (d + block - 1) / block;
-    if (ref2) *ref2 = 0.0;
+    /* the reference norm re-reads a chunk's d rows of Xt once per 4 rows of W: from L2 for
+     * the small N of most convs, but for a larger N the chunk leaves L2 before the last rows
+     * come, and gpfq_layer_error's GEMM, which blocks for the cache, is the better tool */
+    if (ref2) *ref2 = N <= UBLOCK_NORM_ROWS ? 0.0 : -1.0;
     for (size_t p = 0; p < blocks || (p == blocks && err2); p++) {
         const size_t t0 = p * block, B = p < blocks && d - t0 < block ? d - t0 : block;
         const size_t ut0 = p ? t0 - block : 0, ub = p ? (d - ut0 < block ? d - ut0 : block) : 0;
@@ -318,13 +325,13 @@ static gpfq_status layer_ublock_own(const float *Wt, size_t N, size_t d, const f
             lanes[k].ut0 = ut0, lanes[k].ub = ub, lanes[k].cw = wt4 + ut0 * n4;
             lanes[k].dt0 = t0, lanes[k].db = p < blocks ? B : 0;
             lanes[k].with_p = p > 0;
-            lanes[k].nw = p == 0 && ref2 ? wt4 : NULL;
+            lanes[k].nw = p == 0 && ref2 && N <= UBLOCK_NORM_ROWS ? wt4 : NULL;
         }
         if (helped) helper_post(&helper, &lanes[1]);
         for (int k = 0; k < UBLOCK_LANES; k++)
             if (!helped || k != 1) gpfq_ublock_lane_avx512(&lanes[k]);
         if (helped) helper_wait(&helper);
-        if (p == 0 && ref2)
+        if (lanes[0].nw)
             for (int k = 0; k < UBLOCK_LANES; k++) *ref2 += lanes[k].norm2;
         if (p == blocks) break;
         /* the lanes' sums in lane order; G's upper triangle is not part of tril(G_b) */
@@ -348,11 +355,7 @@ static gpfq_status layer_ublock_own(const float *Wt, size_t N, size_t d, const f
         sweep_block(P, B, N, Hb, B, t0, d, a, Qt, codes, row_codes);
     }
     if (helped) helper_stop(&helper);
-    if (err2) {
-        double sum = 0.0;
-        for (size_t k = 0; k < N * m; k++) sum += (double)U[k] * U[k];
-        *err2 = sum;
-    }
+    if (err2) *err2 = squared_norm(U, N * m);
     free(U), free(sums), free(wt4), free(cq), free(zero), free(P), free(Gb), free(Hb),
         free(row_codes);
     return GPFQ_OK;
@@ -402,7 +405,7 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
     /* On OpenBLAS the in-block sweep costs B/(2N) of the GEMM work: small layers want small
      * blocks (measured: B=32 at N<=64 and 64 up to N=256 beat 128, bench/README.md). ublock's
      * own kernels spend m B d on the block Grams against 6 N m d on the rest, and a pass costs
-     * little: 16 beat 32 by 5-25% at every N from 16 to 256 (docs/performance.md). */
+     * little: 16 beat 32 by 5-25% at every N from 16 to 256 (bench/README.md). */
     const int own = ublock_own_kernels(m);
     size_t blas_block = block ? block : N <= 64 ? 32 : N <= 256 ? 64 : GPFQ_DEFAULT_BLOCK;
     size_t own_block = block ? block : UBLOCK_OWN_BLOCK;
