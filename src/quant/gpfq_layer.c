@@ -269,8 +269,8 @@ static int ublock_own_kernels(size_t m) {
 }
 
 /* layer_ublock's passes on gpfq's kernels (ublock.h). Pass p updates U with block p - 1 and
- * sums block p; the sweep between passes is layer_ublock's. With err2, also *ref2 = ||W Xt||^2
- * (from the first pass). */
+ * sums block p; the sweep between passes is layer_ublock's. With ref2, also *ref2 = ||W Xt||^2
+ * from the first pass where N <= UBLOCK_NORM_ROWS, else *ref2 = -1 (not computed). */
 static gpfq_status layer_ublock_own(const float *Wt, size_t N, size_t d, const float *Xt,
                                     const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
                                     float *Qt, int32_t *codes, double *err2, double *ref2) {
