@@ -315,7 +315,8 @@ static gpfq_status layer_ublock_own(const float *Wt, size_t N, size_t d, const f
     /* the reference norm re-reads a chunk's d rows of Xt once per 4 rows of W: from L2 for
      * the small N of most convs, but for a larger N the chunk leaves L2 before the last rows
      * come, and gpfq_layer_error's GEMM, which blocks for the cache, is the better tool */
-    if (ref2) *ref2 = N <= UBLOCK_NORM_ROWS ? 0.0 : -1.0;
+    const int own_norm = ref2 && N <= UBLOCK_NORM_ROWS;
+    if (ref2) *ref2 = own_norm ? 0.0 : -1.0;
     for (size_t p = 0; p < blocks || (p == blocks && err2); p++) {
         const size_t t0 = p * block, B = p < blocks && d - t0 < block ? d - t0 : block;
         const size_t ut0 = p ? t0 - block : 0, ub = p ? (d - ut0 < block ? d - ut0 : block) : 0;
@@ -325,13 +326,13 @@ static gpfq_status layer_ublock_own(const float *Wt, size_t N, size_t d, const f
             lanes[k].ut0 = ut0, lanes[k].ub = ub, lanes[k].cw = wt4 + ut0 * n4;
             lanes[k].dt0 = t0, lanes[k].db = p < blocks ? B : 0;
             lanes[k].with_p = p > 0;
-            lanes[k].nw = p == 0 && ref2 && N <= UBLOCK_NORM_ROWS ? wt4 : NULL;
+            lanes[k].nw = p == 0 && own_norm ? wt4 : NULL;
         }
         if (helped) helper_post(&helper, &lanes[1]);
         for (int k = 0; k < UBLOCK_LANES; k++)
             if (!helped || k != 1) gpfq_ublock_lane_avx512(&lanes[k]);
         if (helped) helper_wait(&helper);
-        if (lanes[0].nw)
+        if (p == 0 && own_norm)
             for (int k = 0; k < UBLOCK_LANES; k++) *ref2 += lanes[k].norm2;
         if (p == blocks) break;
         /* the lanes' sums in lane order; G's upper triangle is not part of tril(G_b) */
@@ -439,16 +440,12 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
     if (stats) {
         stats->form = form;
         stats->seconds = gpfq_now() - start;
-        double ref = 0.0;
-        if (err2 >= 0.0 && ref2 >= 0.0) {
-            stats->error = sqrt(err2);
-            ref = sqrt(ref2);
-        } else if (err2 >= 0.0) {
-            stats->error = sqrt(err2);
-            st = gpfq_layer_error(weight, NULL, N, d, Xt, Yt, m, NULL, &ref);
-        } else {
-            st = gpfq_layer_error(weight, values, N, d, Xt, Yt, m, &stats->error, &ref);
-        }
+        /* what the form did not give (a form that gives ||W Xt|| gives the error too) */
+        double ref = ref2 >= 0.0 ? sqrt(ref2) : 0.0;
+        if (err2 >= 0.0) stats->error = sqrt(err2);
+        if (ref2 < 0.0)
+            st = gpfq_layer_error(weight, err2 >= 0.0 ? NULL : values, N, d, Xt, Yt, m,
+                                  err2 >= 0.0 ? NULL : &stats->error, &ref);
         stats->relative_error = ref > 0 ? stats->error / ref : 0.0;
     }
     if (!quantized) free(values);
