@@ -171,9 +171,10 @@ signals_mpi)
   use_tasks -p 1
   stop mpi_term_ranks 2 TERM ranks 3
   stop mpi_usr1_mpirun 2 USR1 sweep 3
-  # mpirun passes SIGTERM on to the ranks only a second or two later: twice the
-  # 48 tasks (about 4 s on two ranks) so that the sweep is still running then
-  use_tasks -p 1,0.995,0.99,0.98
+  # mpirun passes SIGTERM on to the ranks only a second or two later: four times
+  # the 24 tasks of -p 1 (2-4 s on two ranks) were sometimes all done by then,
+  # so eight times
+  use_tasks -p 1,0.995,0.99,0.98,0.97,0.96,0.95,0.94
   stop mpi_term_mpirun 2 TERM sweep any
   ;;
 *)
