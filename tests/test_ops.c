@@ -220,8 +220,8 @@ static void check_conv_against_ref(gpfq_conv_geom g, size_t n, unsigned long lon
     free(x), free(w), free(b), free(y), free(yr), free(scratch);
 }
 
-/* Winograd F(2x2, 3x3) where the CPU has AVX-512: which convs take it, then the same
- * tolerance against the reference as the direct kernels */
+/* Winograd F(2x2, 3x3) and F(4x4, 3x3) where the CPU has AVX-512: which convs take it, then
+ * the same tolerance against the reference as the direct kernels, for both tile sizes */
 static void check_winograd(unsigned long long *state) {
     const gpfq_conv_kernel kernel = gpfq_conv_set_kernel(GPFQ_CONV_AVX512);
     if (gpfq_conv_get_kernel() != GPFQ_CONV_AVX512) {
@@ -247,8 +247,14 @@ static void check_winograd(unsigned long long *state) {
     gpfq_conv_set_winograd(GPFQ_WINOGRAD_ALL);
     CHECK(gpfq_conv_winograd_fits(&narrow) && !gpfq_conv_winograd_fits(&down),
           "all: Winograd for every 3x3 stride-1 \"same\" conv, and for no other");
-    CHECK(gpfq_conv2d_packed_floats(&wide) == (size_t)big * big * 16,
-          "all: 16 packed weights per channel pair");
+    const int tile = gpfq_conv_set_winograd_tile(0);
+    CHECK(gpfq_conv_winograd_tile(&wide) == 4 && gpfq_conv_winograd_tile(&down) == 0 &&
+              gpfq_conv2d_packed_floats(&wide) == (size_t)big * big * 36,
+          "auto tile: F(4x4, 3x3), 36 packed weights per channel pair");
+    gpfq_conv_set_winograd_tile(2);
+    CHECK(gpfq_conv_winograd_tile(&wide) == 2 &&
+              gpfq_conv2d_packed_floats(&wide) == (size_t)big * big * 16,
+          "tile 2: F(2x2, 3x3), 16 packed weights per channel pair");
     /* in_c,in_h,in_w, out_c,oh,ow, kh,kw, sh,sw, ph,pw, dh,dw, groups */
     const gpfq_conv_geom cases[] = {
         {3, 9, 9, 4, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},     /* odd size: the last tiles half out */
@@ -260,17 +266,24 @@ static void check_winograd(unsigned long long *state) {
         {16, 28, 28, 32, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* many blocks of tiles per image */
         {64, 7, 7, 64, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* resnet's 7x7 stage */
         {192, 4, 5, 190, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* 2.3 MB of transformed weights */
+        {2, 11, 13, 3, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* sizes 4k + 3 and 4k + 1 */
+        {4, 6, 10, 5, 0, 0, 3, 3, 1, 1, 1, 1, 1, 1, 1},    /* sizes 4k + 2 */
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        check_conv_against_ref(cases[i], 1, state);
-        check_conv_against_ref(cases[i], 5, state);
-        check_conv_against_ref(cases[i], 70, state);
+    for (int t = 2; t <= 4; t += 2) {
+        gpfq_conv_set_winograd_tile(t);
+        printf("test_ops: Winograd F(%dx%d, 3x3) against the reference\n", t, t);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            check_conv_against_ref(cases[i], 1, state);
+            check_conv_against_ref(cases[i], 5, state);
+            check_conv_against_ref(cases[i], 70, state);
+        }
+        /* chunks of images shared by two threads, a last one cut short */
+        int threads = openblas_get_num_threads();
+        openblas_set_num_threads(2);
+        check_conv_against_ref(cases[6], 13, state);
+        openblas_set_num_threads(threads);
     }
-    /* chunks of images shared by two threads, a last one cut short */
-    int threads = openblas_get_num_threads();
-    openblas_set_num_threads(2);
-    check_conv_against_ref(cases[6], 13, state);
-    openblas_set_num_threads(threads);
+    gpfq_conv_set_winograd_tile(tile);
     gpfq_conv_set_winograd(mode);
     gpfq_conv_set_kernel(kernel);
 }

@@ -76,7 +76,7 @@ void gpfq_forward_pack(gpfq_forward *fwd);
 
 /* From now on fwd runs its convs on owner's packed weights where owner holds them in the
  * current format, instead of packing its own copy (for plans that run the same model side by
- * side: one copy of resnet18's 80 MB of Winograd weights instead of one per thread). owner
+ * side: one copy of resnet18's 157 MB of Winograd weights instead of one per thread). owner
  * must be a plan of the same model (else nothing is shared), packed (gpfq_forward_pack), and
  * outlive fwd; its packed weights are only read, so any number of plans may share them across
  * threads. gpfq_forward_weights_changed(fwd, ...) ends the sharing: fwd packs its own again. */

@@ -72,9 +72,10 @@ gpfq_conv_kernel gpfq_conv_set_kernel(gpfq_conv_kernel kernel);
 const char *gpfq_conv_kernel_name(gpfq_conv_kernel kernel);
 /* 1 if gpfq_conv2d runs g with a direct kernel. */
 int gpfq_conv_direct_fits(const gpfq_conv_geom *g);
-/* Winograd's F(2x2, 3x3) for 3x3 stride-1 "same" convs on the AVX-512 kernel: 16 products per
- * 2x2 outputs where the direct kernel does 36, rounded differently (within the tests'
- * tolerance against the double-accumulating reference). AUTO takes it where both channel
+/* Winograd for 3x3 stride-1 "same" convs on the AVX-512 kernel: F(4x4, 3x3), 36 products per
+ * 4x4 outputs where the direct kernel does 144, or F(2x2, 3x3), 16 per 2x2 outputs against 36
+ * (gpfq_conv_winograd_tile); rounded differently (within the tests' tolerance against the
+ * double-accumulating reference). AUTO takes it where both channel
  * counts are at least GPFQ_WINOGRAD_MIN_CHANNELS (measured: bench/README.md), ALL for every
  * such conv (tests), OFF never. The default is AUTO, or GPFQ_WINOGRAD=off|auto|all from the
  * environment (read once). Packed weights depend on the mode and the kernel (their size
@@ -90,8 +91,18 @@ gpfq_winograd_mode gpfq_conv_get_winograd(void);
  * previous one. */
 gpfq_winograd_mode gpfq_conv_set_winograd(gpfq_winograd_mode mode);
 const char *gpfq_winograd_mode_name(gpfq_winograd_mode mode);
-/* 1 if gpfq_conv2d runs g with Winograd's F(2x2, 3x3) (on the AVX-512 kernel). */
+/* 1 if gpfq_conv2d runs g with Winograd (on the AVX-512 kernel). */
 int gpfq_conv_winograd_fits(const gpfq_conv_geom *g);
+/* The output tile T of Winograd's F(T x T, 3x3) for g: 4 (the default: fewer products, and
+ * on resnet18's convs 1.3-1.5x faster than 2, bench/README.md), 2 where set, 0 where
+ * gpfq_conv_winograd_fits says no. */
+int gpfq_conv_winograd_tile(const gpfq_conv_geom *g);
+/* Sets T for every later Winograd conv: 2 or 4, or 0 for the default; GPFQ_WINOGRAD_TILE=2|4
+ * from the environment (read once). Packed weights depend on it, as on the mode. Returns the
+ * previous setting. */
+int gpfq_conv_set_winograd_tile(int tile);
+/* The T Winograd convs take now: 4 or 2. */
+int gpfq_conv_get_winograd_tile(void);
 /* The direct kernel alone (g must fit); uses as many threads as BLAS is set to (at most one
  * per 50 MFLOP of the call) and buffers of its own. 0, or -1 if out of memory (y then undefined).
  */

@@ -85,8 +85,10 @@ int cmd_env(int argc, char **argv) {
             snprintf(which, sizeof which,
                      "for 3x3 stride-1 \"same\" convs with >= %d channels in and out",
                      GPFQ_WINOGRAD_MIN_CHANNELS);
-        printf("winograd %s: F(2x2,3x3) %s (GPFQ_WINOGRAD=off|auto|all)\n",
-               gpfq_winograd_mode_name(wino), which);
+        const int tile = gpfq_conv_get_winograd_tile();
+        printf(
+            "winograd %s: F(%dx%d,3x3) %s (GPFQ_WINOGRAD=off|auto|all, GPFQ_WINOGRAD_TILE=2|4)\n",
+            gpfq_winograd_mode_name(wino), tile, tile, which);
         printf("mpi      MPI %d.%d, %s\n", version, subversion, library);
         printf("ranks    %d\n", size);
         for (int r = 0; gathered && r < size; r++) printf("rank %-3d %s\n", r, all[r]);

@@ -119,13 +119,15 @@ int cmd_eval(int argc, char **argv) {
     if (!isnan(model->float_top1))
         printf("recorded %.2f%% / %.2f%% top-1/top-5 in the model file\n",
                100.0 * model->float_top1, 100.0 * model->float_top5);
-    const int winograd =
-        gpfq_conv_get_kernel() == GPFQ_CONV_AVX512 && gpfq_conv_get_winograd() != GPFQ_WINOGRAD_OFF;
-    printf("speed    %.0f images/s (%.3f s, batch %ld in slices of %zu, %d thread%s, conv %s%s%s, "
+    char winograd[48] = "";
+    if (gpfq_conv_get_kernel() == GPFQ_CONV_AVX512 && gpfq_conv_get_winograd() != GPFQ_WINOGRAD_OFF)
+        snprintf(winograd, sizeof winograd, " + Winograd F(%dx%d) %s",
+                 gpfq_conv_get_winograd_tile(), gpfq_conv_get_winograd_tile(),
+                 gpfq_winograd_mode_name(gpfq_conv_get_winograd()));
+    printf("speed    %.0f images/s (%.3f s, batch %ld in slices of %zu, %d thread%s, conv %s%s, "
            "OpenBLAS %s kernel)\n",
            r.images / r.seconds, r.seconds, batch, r.batch, o.workers, o.workers == 1 ? "" : "s",
-           gpfq_conv_kernel_name(gpfq_conv_get_kernel()), winograd ? " + Winograd " : "",
-           winograd ? gpfq_winograd_mode_name(gpfq_conv_get_winograd()) : "", cli_blas_core());
+           gpfq_conv_kernel_name(gpfq_conv_get_kernel()), winograd, cli_blas_core());
     gpfq_dataset_free(&test);
     gpfq_model_free(model);
     return 0;

@@ -42,21 +42,22 @@ enum {
     CO_BLOCK = 4,
     MAX_TAPS = 64,                  /* kernels up to 7x7 (and 5x11, ...) */
     CHUNK_BYTES = 768 * 1024,       /* padded input and staged output of a chunk: most of an L2 */
-    WINO_POINTS = 16,               /* Winograd's 4x4 transformed tile */
+    WINO_MAX_POINTS = 36,           /* Winograd's transformed tile: 4x4 for F(2x2), 6x6 F(4x4) */
     WINO_PLANE_BYTES = 1536 * 1024, /* a Winograd chunk's phase planes */
 };
 
 /* A block of tiles is WINO_NV vectors; the products keep WINO_CO output channels by a block in
  * registers (24 of the 32), per input channel WINO_NV loads and WINO_CO broadcasts for 24 FMAs.
  * Blocks of 48 tiles rather than the direct kernel's 96 pixels: a slice of resnet18 has 128
- * tiles at 4x4, which blocks of 96 would round up to 192. */
+ * tiles at 4x4 with F(2x2), which blocks of 96 would round up to 192; with F(4x4) it has 32,
+ * and a block's products run on its used vectors only. */
 enum { WINO_LANES = 16, WINO_NV = 3, WINO_PX = WINO_NV * WINO_LANES, WINO_CO = 8, WINO_KC = 64 };
 
 /* Per block, each channel's share of the phase planes, the residual and the output is a few
  * short pieces, and the next channel's lie a plane away: too short a stream for the hardware
  * prefetchers, so the transforms ask for channel c + WINO_AHEAD's lines while on channel c
  * (without it, the first load of a channel had a quarter of the input transform's time and
- * the residual's load a third of the output transform's). The 16 points of V and M lie
+ * the residual's load a third of the output transform's). The 16 or 36 points of V and M lie
  * WINO_SKEW floats more than a whole point apart: a point is in_c (out_c) x 48 floats, a
  * multiple of 4 kB, the L1's set stride, at 64 channels or a multiple of 64, so the 16 rows a
  * transform reads or writes at once fell in one set of the 12-way L1 (at 32 in two). */
@@ -64,6 +65,7 @@ enum { WINO_AHEAD = 4, WINO_SKEW = 16 };
 
 static gpfq_conv_kernel chosen = GPFQ_CONV_AUTO;
 static gpfq_winograd_mode winograd = GPFQ_WINOGRAD_AUTO;
+static int winograd_tile = 0; /* 0: the rule in gpfq_conv_winograd_tile */
 static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
 
 static gpfq_conv_kernel best_supported(void) {
@@ -93,6 +95,12 @@ static void choose_from_env(void) {
     else if (k != GPFQ_CONV_AUTO && chosen != k)
         fprintf(stderr, "gpfq: warning: GPFQ_CONV=%s: this CPU lacks it; using %s\n", v,
                 gpfq_conv_kernel_name(chosen));
+    const char *tv = getenv("GPFQ_WINOGRAD_TILE");
+    if (tv && (strcmp(tv, "2") == 0 || strcmp(tv, "4") == 0))
+        winograd_tile = tv[0] - '0';
+    else if (tv && *tv && strcmp(tv, "auto") != 0)
+        fprintf(stderr, "gpfq: warning: GPFQ_WINOGRAD_TILE='%s' is not 2, 4 or auto; using auto\n",
+                tv);
     const char *wv = getenv("GPFQ_WINOGRAD");
     if (!wv || !*wv || strcmp(wv, "auto") == 0) return;
     if (strcmp(wv, "off") == 0)
@@ -123,6 +131,13 @@ gpfq_winograd_mode gpfq_conv_get_winograd(void) {
 gpfq_winograd_mode gpfq_conv_set_winograd(gpfq_winograd_mode mode) {
     gpfq_winograd_mode old = gpfq_conv_get_winograd();
     winograd = mode;
+    return old;
+}
+
+int gpfq_conv_set_winograd_tile(int tile) {
+    pthread_once(&chosen_once, choose_from_env);
+    const int old = winograd_tile;
+    winograd_tile = tile == 2 || tile == 4 ? tile : 0;
     return old;
 }
 
@@ -168,6 +183,15 @@ int gpfq_conv_winograd_fits(const gpfq_conv_geom *g) {
         return 0;
     return mode == GPFQ_WINOGRAD_ALL ||
            (g->in_c >= GPFQ_WINOGRAD_MIN_CHANNELS && g->out_c >= GPFQ_WINOGRAD_MIN_CHANNELS);
+}
+
+int gpfq_conv_get_winograd_tile(void) {
+    pthread_once(&chosen_once, choose_from_env);
+    return winograd_tile ? winograd_tile : 4;
+}
+
+int gpfq_conv_winograd_tile(const gpfq_conv_geom *g) {
+    return gpfq_conv_winograd_fits(g) ? gpfq_conv_get_winograd_tile() : 0;
 }
 
 /*
@@ -251,8 +275,9 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
  * not on the batch. */
 size_t gpfq_conv2d_packed_floats(const gpfq_conv_geom *g) {
     if (!gpfq_conv_direct_fits(g)) return 0;
-    if (gpfq_conv_winograd_fits(g))
-        return WINO_POINTS * round_up((size_t)g->out_c, WINO_CO) * g->in_c;
+    const int tile = gpfq_conv_winograd_tile(g);
+    if (tile)
+        return (size_t)(tile + 2) * (tile + 2) * round_up((size_t)g->out_c, WINO_CO) * g->in_c;
     return round_up((size_t)g->out_c, CO_BLOCK) * g->in_c * g->kernel_h * g->kernel_w;
 }
 
@@ -313,18 +338,31 @@ GPFQ_CLONES static void pad_chunk(const layout *l, const float *x, size_t count,
                     copy_row(dst + y * l->wp, src + (size_t)y * g->in_w, (size_t)g->in_w);
                 continue;
             }
-            /* input row y, column x goes to phase (y % 2, x % 2) at (y / 2, x / 2) */
+            /* input row y, column x goes to phase (y % s, x % s) at (y / s, x / s); s is 2, or
+             * 4 for Winograd's F(4x4, 3x3) */
             for (int y = 0; y < g->in_h; y++) {
                 const float *row = src + (size_t)y * g->in_w;
-                float *even = dst + ((y & 1) * 2) * l->phase + (size_t)(y / 2) * l->wp;
-                float *odd = even + l->phase;
-                const int pairs = g->in_w / 2;
+                float *p0 = dst + (size_t)((y % s) * s) * l->phase + (size_t)(y / s) * l->wp;
+                float *p1 = p0 + l->phase;
+                const int whole = g->in_w / s;
+                if (s == 2) {
 #pragma GCC ivdep /* the planes and the input do not overlap */
-                for (int b = 0; b < pairs; b++) {
-                    even[b] = row[2 * b];
-                    odd[b] = row[2 * b + 1];
+                    for (int b = 0; b < whole; b++) {
+                        p0[b] = row[2 * b];
+                        p1[b] = row[2 * b + 1];
+                    }
+                } else {
+                    float *p2 = p1 + l->phase, *p3 = p2 + l->phase;
+#pragma GCC ivdep
+                    for (int b = 0; b < whole; b++) {
+                        p0[b] = row[4 * b];
+                        p1[b] = row[4 * b + 1];
+                        p2[b] = row[4 * b + 2];
+                        p3[b] = row[4 * b + 3];
+                    }
                 }
-                if (g->in_w & 1) even[pairs] = row[2 * pairs];
+                for (int col = whole * s; col < g->in_w; col++)
+                    p0[(size_t)(col % s) * l->phase + (size_t)(col / s)] = row[col];
             }
         }
 }
@@ -414,36 +452,48 @@ static void run_workers(void *(*fn)(void *), void *workers, size_t size, int thr
 }
 
 /*
- * Winograd's F(2x2, 3x3) (Lavin and Gray, 2016) for 3x3 stride-1 convs with padding 1. Output
- * tile (th, tw), rows 2th.. and columns 2tw.., reads the 4x4 window d of the input at rows
- * 2th - 1.. and columns 2tw - 1..; Y = A^T [(G g G^T) .* (B^T d B)] A gives its 2x2 outputs
- * with 16 products per channel pair where the direct kernel does 36. The products are 16
- * matrix products M[p] (out_c x tiles) = U[p] (out_c x in_c) V[p] (in_c x tiles), run by a
- * GEMM micro-kernel of the direct kernel's kind (wino_gemm); the transforms around them are
- * additions on whole vectors.
+ * Winograd's F(T x T, 3x3) (Lavin and Gray, 2016) for 3x3 stride-1 convs with padding 1, with
+ * output tiles of T = 2 or 4. Output tile (th, tw), rows T th.. and columns T tw.., reads the
+ * (T+2)x(T+2) window d of the input at rows T th - 1.. and columns T tw - 1..;
+ * Y = A^T [(G g G^T) .* (B^T d B)] A gives its T x T outputs with (T+2)^2 products per
+ * channel pair where the direct kernel does 9 T^2: 16 against 36 at T = 2, 36 against 144 at
+ * T = 4. The products are (T+2)^2 matrix products M[p] (out_c x tiles) = U[p] (out_c x in_c)
+ * V[p] (in_c x tiles), run by a GEMM micro-kernel of the direct kernel's kind (wino_gemm); the
+ * transforms around them are additions and multiply-adds by small constants on whole vectors.
+ * T = 4 rounds a little less exactly (its constants reach 8 and 1/24): still within the
+ * tests' tolerance against the double-accumulating reference.
  *
- * The windows start at every other row and column, so the input goes into the four phase
- * planes of a stride-2 conv on the grid of tiles (pad_chunk): window value (r, c) is then a
- * plain read at a fixed offset, as for a 4x4 stride-2 conv with padding 1 on that grid. Tiles
- * are numbered without the planes' gaps (image, tile row, tile column), so the products waste
- * no work on gaps, and run in blocks of WINO_PX tiles: per block, the input transform of its
- * tiles for every input channel, the 16 products, then the output transform, which writes
- * the outputs into y and runs the epilogue on them.
+ * The windows start at every T-th row and column, so the input goes into the T^2 phase planes
+ * of a stride-T split on the grid of tiles (pad_chunk): window value (r, c) is then a plain
+ * read at a fixed offset. Tiles are numbered without the planes' gaps (image, tile row, tile
+ * column), so the products waste no work on gaps, and run in blocks of WINO_PX tiles: per
+ * block, the input transform of its tiles for every input channel, the products, then the
+ * output transform, which writes the outputs into y and runs the epilogue on them.
  */
 
 typedef struct {
-    layout pl; /* the phase planes (pad_chunk's stride-2 split): rows of `cols` tiles, no gaps */
+    layout pl; /* the phase planes (pad_chunk's stride-T split): rows of `cols` tiles, no gaps */
     const gpfq_conv_geom *g;
-    size_t co_pad;             /* out_c rounded up to WINO_CO */
-    size_t rows, cols, tiles;  /* tile rows and columns per image, tiles per image */
-    size_t v_point, m_point;   /* floats from one point's V, M to the next's */
-    long offsets[WINO_POINTS]; /* window value (r, c) of tile t is at t + offsets[r * 4 + c] */
+    int tile, side, points;        /* T, T + 2 (the window's side), (T + 2)^2 */
+    size_t co_pad;                 /* out_c rounded up to WINO_CO */
+    size_t rows, cols, tiles;      /* tile rows and columns per image, tiles per image */
+    size_t v_point, m_point;       /* floats from one point's V, M to the next's */
+    long offsets[WINO_MAX_POINTS]; /* window value (r, c) of tile t: t + offsets[r * side + c] */
 } wino_plan;
+
+/* floor(a / b) for b > 0 and any sign of a */
+static long floor_div(long a, long b) {
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
 
 static void wino_plan_make(const gpfq_conv_geom *g, size_t n, int threads, wino_plan *w) {
     w->g = g;
-    w->rows = ((size_t)g->out_h + 1) / 2;
-    w->cols = ((size_t)g->out_w + 1) / 2;
+    w->tile = gpfq_conv_winograd_tile(g);
+    w->side = w->tile + 2;
+    w->points = w->side * w->side;
+    const size_t T = (size_t)w->tile;
+    w->rows = ((size_t)g->out_h + T - 1) / T;
+    w->cols = ((size_t)g->out_w + T - 1) / T;
     w->tiles = w->rows * w->cols;
     w->co_pad = round_up((size_t)g->out_c, WINO_CO);
     w->v_point = (size_t)g->in_c * WINO_PX + WINO_SKEW;
@@ -451,7 +501,7 @@ static void wino_plan_make(const gpfq_conv_geom *g, size_t n, int threads, wino_
     /* the phase planes of a chunk within WINO_PLANE_BYTES (a 7x7 conv's hold a whole slice);
      * of the chunk sizes within it, the one that gives the busiest thread the fewest blocks
      * of tiles (one thread: the fewest blocks in all), the larger of equals */
-    size_t per_image = (size_t)g->in_c * 4 * w->tiles * sizeof(float);
+    size_t per_image = (size_t)g->in_c * T * T * w->tiles * sizeof(float);
     size_t most = WINO_PLANE_BYTES / (per_image ? per_image : 1);
     if (most > n) most = n;
     if (most < 1) most = 1;
@@ -467,50 +517,83 @@ static void wino_plan_make(const gpfq_conv_geom *g, size_t n, int threads, wino_
     /* a window reaches one tile row and column either way; lead and tail keep those reads in
      * the plane (the values read there are masked off) */
     layout *l = &w->pl;
-    *l = (layout){.g = g, .stride = 2, .wp = w->cols, .image_stride = w->tiles};
+    *l = (layout){.g = g, .stride = w->tile, .wp = w->cols, .image_stride = w->tiles};
     l->lead = w->cols + 1;
     l->images = images;
     l->phase = round_up(l->lead + images * w->tiles + w->cols + 1 + WINO_LANES, 16);
-    l->plane = 4 * l->phase;
-    /* window row r is input row 2 th - 1 + r: phase (r - 1) mod 2, tile row th + floor((r-1)/2) */
-    for (int r = 0; r < 4; r++)
-        for (int c = 0; c < 4; c++) {
-            const int phase = ((r - 1) & 1) * 2 + ((c - 1) & 1);
-            w->offsets[r * 4 + c] = (long)(phase * l->phase + l->lead) +
-                                    floor_half(r - 1) * (long)w->cols + floor_half(c - 1);
+    l->plane = T * T * l->phase;
+    /* window row r is input row T th - 1 + r: phase (r - 1) mod T, tile row th + floor((r-1)/T) */
+    const long t = w->tile;
+    for (long r = 0; r < w->side; r++)
+        for (long c = 0; c < w->side; c++) {
+            const long phase =
+                (r - 1 - t * floor_div(r - 1, t)) * t + (c - 1 - t * floor_div(c - 1, t));
+            w->offsets[r * w->side + c] = phase * (long)l->phase + (long)l->lead +
+                                          floor_div(r - 1, t) * (long)w->cols + floor_div(c - 1, t);
         }
+}
+
+/* G of F(2x2, 3x3) (interpolation points 0, 1, -1, infinity) and of F(4x4, 3x3) (0, 1, -1,
+ * 2, -2, infinity); B^T and A^T are in wino_input and wino_output */
+static const double wino_g2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+static const double wino_g4[6][3] = {{1.0 / 4, 0, 0},
+                                     {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                     {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                     {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                     {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                     {0, 0, 1}};
+
+/* U = G g G^T of WINO_CO channel pairs at once (k[j][o]: tap j of pair o), point p's values
+ * to out[p * stride ..]. Inlined with constant G and side, so the products by G's zeros and
+ * ones fold away, and the loops over the pairs become vector operations on doubles. */
+__attribute__((always_inline)) static inline void wino_pack_pairs(const double k[9][WINO_CO],
+                                                                  const double G[][3],
+                                                                  const int side, float *out,
+                                                                  size_t stride) {
+    double t[6][3][WINO_CO]; /* G g */
+    for (int r = 0; r < side; r++)
+        for (int j = 0; j < 3; j++)
+            for (int o = 0; o < WINO_CO; o++)
+                t[r][j][o] = G[r][0] * k[j][o] + G[r][1] * k[3 + j][o] + G[r][2] * k[6 + j][o];
+    for (int r = 0; r < side; r++) /* (G g) G^T */
+        for (int j = 0; j < side; j++)
+            for (int o = 0; o < WINO_CO; o++)
+                out[(r * side + j) * stride + o] =
+                    (float)(t[r][0][o] * G[j][0] + t[r][1][o] * G[j][1] + t[r][2][o] * G[j][2]);
 }
 
 /* U[p] = (G g G^T)[p] per channel pair, computed in double, in the order wino_gemm reads
  * them: per point, per slice of WINO_KC input channels, (out_c / WINO_CO, the slice's
- * channels, WINO_CO), so that a slice's products stream one contiguous panel */
-static void wino_pack(const gpfq_conv_geom *g, const float *w, float *packed) {
+ * channels, WINO_CO), so that a slice's products stream one contiguous panel. The points lie
+ * per_point apart, often a multiple of 4 kB: one store per point and pair would hit one set of
+ * the L1. Per output block, runs of up to PACK_RUN input channels (within one slice) are
+ * transformed into `run`, then copied out point by point. */
+GPFQ_CLONES static void wino_pack(const gpfq_conv_geom *g, const float *w, float *packed) {
     const size_t co_pad = round_up((size_t)g->out_c, WINO_CO), per_point = co_pad * g->in_c;
-    for (int co = 0; co < (int)co_pad; co++)
-        for (int c = 0; c < g->in_c; c++) {
-            double u[WINO_POINTS] = {0};
-            if (co < g->out_c) {
-                const float *k = w + ((size_t)co * g->in_c + c) * 9;
-                double t[4][3]; /* G g */
-                for (int j = 0; j < 3; j++) {
-                    t[0][j] = k[j];
-                    t[1][j] = ((double)k[j] + k[3 + j] + k[6 + j]) / 2;
-                    t[2][j] = ((double)k[j] - k[3 + j] + k[6 + j]) / 2;
-                    t[3][j] = k[6 + j];
-                }
-                for (int r = 0; r < 4; r++) { /* (G g) G^T */
-                    u[r * 4 + 0] = t[r][0];
-                    u[r * 4 + 1] = (t[r][0] + t[r][1] + t[r][2]) / 2;
-                    u[r * 4 + 2] = (t[r][0] - t[r][1] + t[r][2]) / 2;
-                    u[r * 4 + 3] = t[r][2];
-                }
-            }
-            /* slices of WINO_KC input channels, each (co_pad / WINO_CO, its channels, WINO_CO) */
-            const size_t c0 = (size_t)c / WINO_KC * WINO_KC;
+    const int side = gpfq_conv_winograd_tile(g) + 2;
+    enum { PACK_RUN = 16 };
+    float run[WINO_MAX_POINTS][PACK_RUN * WINO_CO];
+    for (size_t cb = 0; cb < co_pad / WINO_CO; cb++)
+        for (size_t c0 = 0; c0 < (size_t)g->in_c; c0 += WINO_KC) {
             const size_t kc = g->in_c - c0 < WINO_KC ? g->in_c - c0 : WINO_KC;
-            const size_t at =
-                c0 * co_pad + ((size_t)(co / WINO_CO) * kc + (c - c0)) * WINO_CO + co % WINO_CO;
-            for (int p = 0; p < WINO_POINTS; p++) packed[p * per_point + at] = (float)u[p];
+            for (size_t r0 = 0; r0 < kc; r0 += PACK_RUN) {
+                const size_t len = kc - r0 < PACK_RUN ? kc - r0 : PACK_RUN;
+                for (size_t i = 0; i < len; i++) {
+                    double k[9][WINO_CO];
+                    for (size_t o = 0; o < WINO_CO; o++) {
+                        const size_t co = cb * WINO_CO + o, c = c0 + r0 + i;
+                        for (int j = 0; j < 9; j++)
+                            k[j][o] = co < (size_t)g->out_c ? w[(co * g->in_c + c) * 9 + j] : 0.0;
+                    }
+                    if (side == 4)
+                        wino_pack_pairs(k, wino_g2, 4, &run[0][i * WINO_CO], PACK_RUN * WINO_CO);
+                    else
+                        wino_pack_pairs(k, wino_g4, 6, &run[0][i * WINO_CO], PACK_RUN * WINO_CO);
+                }
+                float *at = packed + c0 * co_pad + (cb * kc + r0) * WINO_CO;
+                for (int p = 0; p < side * side; p++)
+                    memcpy(at + p * per_point, run[p], len * WINO_CO * sizeof(float));
+            }
         }
 }
 
@@ -558,7 +641,8 @@ static void wino_split(const wino_plan *w, size_t t0, size_t t1, wino_runs *r) {
 
 static void wino_input(const wino_plan *w, const float *planes, size_t t0, const wino_runs *r,
                        float *v);
-static void wino_gemm(const wino_plan *w, const float *packed, const float *v, float *m);
+static void wino_gemm(const wino_plan *w, const float *packed, const float *v, int vectors,
+                      float *m);
 static void wino_output(const wino_plan *w, const float *bias, const gpfq_conv_epilogue *e,
                         size_t first, const wino_runs *r, const float *m, float *y);
 
@@ -567,39 +651,32 @@ static void wino_block(const wino_plan *w, const float *planes, const float *pac
                        const float *bias, const gpfq_conv_epilogue *e, size_t first, size_t t0,
                        size_t t1, float *v, float *m, float *y) {
     wino_runs r;
-    wino_split(w, t0, t1, &r);
-    /* a last, short block: its vectors past t1 are zero, not whatever the buffer held */
-    const size_t used = (size_t)r.vectors * WINO_LANES;
-    if (used < WINO_PX)
-        for (size_t p = 0; p < WINO_POINTS; p++)
-            for (size_t c = 0; c < (size_t)w->g->in_c; c++)
-                memset(v + p * w->v_point + c * WINO_PX + used, 0,
-                       (WINO_PX - used) * sizeof(float));
+    wino_split(w, t0, t1, &r); /* a last, short block: the products skip its unused vectors */
     wino_input(w, planes, t0, &r, v);
-    wino_gemm(w, packed, v, m);
+    wino_gemm(w, packed, v, r.vectors, m);
     wino_output(w, bias, e, first, &r, m, y);
 }
 
-/* V = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], on whole vectors of tiles: each
- * window value is one load from the planes, the lanes whose value lies outside the image
- * (padding) masked to zero */
+/* V = B^T d B, F(2x2): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], on whole vectors of
+ * tiles: each window value is one load from the planes, the lanes whose value lies outside the
+ * image (padding) masked to zero */
 __attribute__((target("avx512f"), noinline)) static void
-wino_input(const wino_plan *w, const float *planes, size_t t0, const wino_runs *r, float *v) {
+wino_input2(const wino_plan *w, const float *planes, size_t t0, const wino_runs *r, float *v) {
     const size_t in_c = (size_t)w->g->in_c;
     const size_t span = (size_t)r->vectors * WINO_LANES + 1;
     for (size_t c = 0; c < in_c; c++) {
         const float *pc = planes + c * w->pl.plane + t0;
         if (c + WINO_AHEAD < in_c) {
             const float *next = pc + WINO_AHEAD * w->pl.plane;
-            for (int j = 0; j < WINO_POINTS; j += (j & 1) ? 3 : 1)
+            for (int j = 0; j < 16; j += (j & 1) ? 3 : 1)
                 for (size_t x = 0; x < span + 15; x += 16)
                     __builtin_prefetch(next + w->offsets[j] + x, 0, 3);
         }
         for (int k = 0; k < r->vectors; k++) {
-            __m512 d[WINO_POINTS], u[WINO_POINTS];
+            __m512 d[16], u[16];
             /* window row r reads tile row th + floor((r - 1) / 2): dy = -1, 0, 0, 1 */
             static const int reach[4] = {0, 1, 1, 2};
-            for (int j = 0; j < WINO_POINTS; j++)
+            for (int j = 0; j < 16; j++)
                 d[j] = _mm512_maskz_loadu_ps(r->inside[k][reach[j / 4]][reach[j % 4]],
                                              pc + k * WINO_LANES + w->offsets[j]);
             for (int j = 0; j < 4; j++) {
@@ -621,13 +698,76 @@ wino_input(const wino_plan *w, const float *planes, size_t t0, const wino_runs *
     }
 }
 
-/* M[p] = U[p] V[p] for the 16 points. Reading all of V[p] (in_c x WINO_PX floats, up to 98 kB)
- * once per block of output channels would stream it from L2; the input channels run in slices
- * of WINO_KC instead, whose 12 kB of V stay in L1 for every output block. */
+/* o = B^T x for F(4x4): B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0;
+ * 0 2 -1 -2 1 0; 0 4 0 -5 0 1] */
+__attribute__((target("avx512f"))) static inline void wino_bt6(const __m512 x[6], __m512 o[6]) {
+    const __m512 four = _mm512_set1_ps(4.0f), two = _mm512_set1_ps(2.0f);
+    const __m512 x42 = _mm512_sub_ps(x[4], x[2]);
+    const __m512 a = _mm512_fnmadd_ps(four, x[2], x[4]); /* x4 - 4 x2 */
+    const __m512 b = _mm512_fnmadd_ps(four, x[1], x[3]); /* x3 - 4 x1 */
+    const __m512 c = _mm512_mul_ps(two, _mm512_sub_ps(x[3], x[1]));
+    o[0] = _mm512_fmadd_ps(four, _mm512_sub_ps(x[0], x[2]), x42);
+    o[1] = _mm512_add_ps(a, b);
+    o[2] = _mm512_sub_ps(a, b);
+    o[3] = _mm512_add_ps(x42, c);
+    o[4] = _mm512_sub_ps(x42, c);
+    o[5] = _mm512_fmadd_ps(four, _mm512_sub_ps(x[1], x[3]), _mm512_sub_ps(x[5], x[3]));
+}
+
+/* V = B^T d B for F(4x4), as wino_input2: B^T down the window's columns, then along its rows */
 __attribute__((target("avx512f"), noinline)) static void
-wino_gemm(const wino_plan *w, const float *packed, const float *v, float *m) {
+wino_input4(const wino_plan *w, const float *planes, size_t t0, const wino_runs *r, float *v) {
+    const size_t in_c = (size_t)w->g->in_c;
+    const size_t span = (size_t)r->vectors * WINO_LANES + 1;
+    /* window row r reads tile row th + floor((r - 1) / 4): dy = -1, 0, 0, 0, 0, 1 */
+    static const int reach[6] = {0, 1, 1, 1, 1, 2};
+    for (size_t c = 0; c < in_c; c++) {
+        const float *pc = planes + c * w->pl.plane + t0;
+        if (c + WINO_AHEAD < in_c) { /* the 16 phase planes, at dy = dx = 0 */
+            const float *next = pc + WINO_AHEAD * w->pl.plane;
+            for (int i = 1; i <= 4; i++)
+                for (int j = 1; j <= 4; j++)
+                    for (size_t x = 0; x < span + 15; x += 16)
+                        __builtin_prefetch(next + w->offsets[i * 6 + j] + x, 0, 3);
+        }
+        for (int k = 0; k < r->vectors; k++) {
+            __m512 u[36];
+            for (int j = 0; j < 6; j++) {
+                __m512 d[6], o[6];
+                for (int i = 0; i < 6; i++)
+                    d[i] = _mm512_maskz_loadu_ps(r->inside[k][reach[i]][reach[j]],
+                                                 pc + k * WINO_LANES + w->offsets[i * 6 + j]);
+                wino_bt6(d, o);
+                for (int i = 0; i < 6; i++) u[i * 6 + j] = o[i];
+            }
+            float *dst = v + c * WINO_PX + (size_t)k * WINO_LANES;
+            const size_t point = w->v_point;
+            for (int i = 0; i < 6; i++) {
+                __m512 o[6];
+                wino_bt6(u + i * 6, o);
+                for (int j = 0; j < 6; j++) _mm512_storeu_ps(dst + (i * 6 + j) * point, o[j]);
+            }
+        }
+    }
+}
+
+static void wino_input(const wino_plan *w, const float *planes, size_t t0, const wino_runs *r,
+                       float *v) {
+    if (w->tile == 4)
+        wino_input4(w, planes, t0, r, v);
+    else
+        wino_input2(w, planes, t0, r, v);
+}
+
+/* M[p] = U[p] V[p] for the (T+2)^2 points, on the first NV vectors of tiles of the block (a
+ * constant once inlined: a slice of 32 4x4 images is 32 tiles at T = 4, two thirds of a block).
+ * Reading all of V[p] (in_c x WINO_PX floats, up to 98 kB) once per block of output channels
+ * would stream it from L2; the input channels run in slices of WINO_KC instead, whose 12 kB of
+ * V stay in L1 for every output block. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+wino_gemm_nv(const wino_plan *w, const float *packed, const float *v, float *m, const int NV) {
     const size_t in_c = (size_t)w->g->in_c, co_pad = w->co_pad;
-    for (int p = 0; p < WINO_POINTS; p++) {
+    for (int p = 0; p < w->points; p++) {
         const float *vp = v + p * w->v_point, *up = packed + p * co_pad * in_c;
         float *mp = m + p * w->m_point;
         for (size_t c0 = 0; c0 < in_c; c0 += WINO_KC) {
@@ -636,7 +776,7 @@ wino_gemm(const wino_plan *w, const float *packed, const float *v, float *m) {
                 float *dst = mp + cb * WINO_CO * WINO_PX;
                 __m512 acc[WINO_CO][WINO_NV];
                 for (int o = 0; o < WINO_CO; o++)
-                    for (int j = 0; j < WINO_NV; j++)
+                    for (int j = 0; j < NV; j++)
                         acc[o][j] =
                             c0 ? _mm512_loadu_ps(dst + o * WINO_PX + 16 * j) : _mm512_setzero_ps();
                 const float *u = up + c0 * co_pad + cb * kc * WINO_CO;
@@ -646,19 +786,30 @@ wino_gemm(const wino_plan *w, const float *packed, const float *v, float *m) {
                      * transformed weights (16 MB) come from beyond L2 */
                     if (!(c & 1)) __builtin_prefetch(u + kc * WINO_CO, 0, 3);
                     __m512 xv[WINO_NV];
-                    for (int j = 0; j < WINO_NV; j++) xv[j] = _mm512_loadu_ps(x + 16 * j);
+                    for (int j = 0; j < NV; j++) xv[j] = _mm512_loadu_ps(x + 16 * j);
                     for (int o = 0; o < WINO_CO; o++) {
                         __m512 wv = _mm512_set1_ps(u[o]);
-                        for (int j = 0; j < WINO_NV; j++)
+                        for (int j = 0; j < NV; j++)
                             acc[o][j] = _mm512_fmadd_ps(xv[j], wv, acc[o][j]);
                     }
                 }
                 for (int o = 0; o < WINO_CO; o++)
-                    for (int j = 0; j < WINO_NV; j++)
+                    for (int j = 0; j < NV; j++)
                         _mm512_storeu_ps(dst + o * WINO_PX + 16 * j, acc[o][j]);
             }
         }
     }
+}
+
+_Static_assert(WINO_NV == 3, "wino_gemm has a case for each vector count");
+__attribute__((target("avx512f"), noinline)) static void
+wino_gemm(const wino_plan *w, const float *packed, const float *v, int vectors, float *m) {
+    if (vectors == 1)
+        wino_gemm_nv(w, packed, v, m, 1);
+    else if (vectors == 2)
+        wino_gemm_nv(w, packed, v, m, 2);
+    else
+        wino_gemm_nv(w, packed, v, m, 3);
 }
 
 /* ReLU as gpfq_relu1: +0 for x <= 0 (-0 included), NaN kept */
@@ -668,20 +819,76 @@ __attribute__((target("avx512f"))) static inline __m512 wino_relu(__m512 t) {
                                t);
 }
 
-/* Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], on whole vectors of tiles; the two output columns
- * of a tile interleave, and each run's outputs are moved to lane 0 and stored in its row. The
- * epilogue does gpfq_epilogue_run's float operations in the same order: bias, BatchNorm and
- * (without a residual) ReLU on whole vectors, the residual and the ReLU after it per run. */
+/* o = A^T x for F(4x4): A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1] */
+__attribute__((target("avx512f"))) static inline void wino_at6(const __m512 x[6], __m512 o[4]) {
+    const __m512 a = _mm512_add_ps(x[1], x[2]), b = _mm512_sub_ps(x[1], x[2]);
+    const __m512 c = _mm512_add_ps(x[3], x[4]), d = _mm512_sub_ps(x[3], x[4]);
+    o[0] = _mm512_add_ps(_mm512_add_ps(x[0], a), c);
+    o[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d, b);
+    o[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), c, a);
+    o[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d, b), x[5]);
+}
+
+/* Output row a of the tiles of vector k, channel co: R holds T vectors, the value of tile
+ * lane l, column j at flat index T l + j. Each run's outputs are moved to lane 0 and stored in
+ * its row, the residual added and the ReLU after it. */
+__attribute__((target("avx512f"))) static inline void
+wino_store(const wino_plan *w, const gpfq_conv_epilogue *e, size_t first, const wino_runs *r, int k,
+           int co, int a, const __m512 *R, float *y) {
+    const gpfq_conv_geom *g = w->g;
+    const int T = w->tile, residual = e && e->residual, relu = e && e->relu;
+    const size_t pixels = (size_t)g->out_h * g->out_w;
+    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    for (int i = r->first[k]; i < r->first[k + 1]; i++) {
+        const wino_run *run = &r->runs[i];
+        if (T * run->row + a >= g->out_h) continue;
+        const int out_col = T * run->col;
+        int cols = T * run->count;
+        if (cols > g->out_w - out_col) cols = g->out_w - out_col;
+        const size_t at = ((first + run->image) * g->out_c + co) * pixels +
+                          (size_t)(T * run->row + a) * g->out_w + out_col;
+        for (int part = 0; part * 16 < cols; part++) {
+            const int n = cols - part * 16 < 16 ? cols - part * 16 : 16;
+            const __mmask16 mask = (__mmask16)((1u << n) - 1);
+            /* the run's values from flat index f on: vector f / 16 and the one after it */
+            const int f = T * run->lane + 16 * part, v = f / 16;
+            const __m512i idx = _mm512_add_epi32(iota, _mm512_set1_epi32(f % 16));
+            __m512 t = _mm512_permutex2var_ps(R[v], idx, R[v + 1 < T ? v + 1 : v]);
+            if (co + WINO_AHEAD < g->out_c) {
+                const size_t ahead = at + 16 * part + WINO_AHEAD * pixels;
+                if (residual) {
+                    __builtin_prefetch(e->residual + ahead, 0, 3);
+                    __builtin_prefetch(e->residual + ahead + n - 1, 0, 3);
+                }
+                __builtin_prefetch(y + ahead, 1, 3);
+                __builtin_prefetch(y + ahead + n - 1, 1, 3);
+            }
+            if (residual) {
+                t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(mask, e->residual + at + 16 * part));
+                if (relu) t = wino_relu(t);
+            }
+            _mm512_mask_storeu_ps(y + at + 16 * part, mask, t);
+        }
+    }
+}
+
+/* Y = A^T M A on whole vectors of tiles, A^T = [1 1 1 0; 0 1 -1 -1] for F(2x2) (wino_at6's
+ * for F(4x4)); a tile's T output columns interleave (wino_store). The epilogue does
+ * gpfq_epilogue_run's float operations in the same order: bias, BatchNorm and (without a
+ * residual) ReLU on whole vectors, the residual and the ReLU after it per run. */
 __attribute__((target("avx512f"), noinline)) static void
 wino_output(const wino_plan *w, const float *bias, const gpfq_conv_epilogue *e, size_t first,
             const wino_runs *r, const float *m, float *y) {
     const gpfq_conv_geom *g = w->g;
     const size_t point = w->m_point;
+    const int T = w->tile;
+    /* two vectors' values interleaved by 1 (lanes 0-7's, 8-15's), or by 2 */
     const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i hi =
         _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
-    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    const size_t pixels = (size_t)g->out_h * g->out_w;
+    const __m512i lo2 = _mm512_set_epi32(23, 22, 7, 6, 21, 20, 5, 4, 19, 18, 3, 2, 17, 16, 1, 0);
+    const __m512i hi2 =
+        _mm512_set_epi32(31, 30, 15, 14, 29, 28, 13, 12, 27, 26, 11, 10, 25, 24, 9, 8);
     const int scale = e && e->scale, residual = e && e->residual, relu = e && e->relu;
     for (int co = 0; co < g->out_c; co++) {
         const __m512 b = _mm512_set1_ps(bias ? bias[co] : 0.0f);
@@ -689,57 +896,52 @@ wino_output(const wino_plan *w, const float *bias, const gpfq_conv_epilogue *e, 
         const __m512 shift = _mm512_set1_ps(scale ? e->shift[co] : 0.0f);
         for (int k = 0; k < r->vectors; k++) {
             const float *src = m + co * WINO_PX + (size_t)k * WINO_LANES;
-            __m512 s[2][4], row_lo[2], row_hi[2];
-            for (int j = 0; j < 4; j++) {
-                __m512 m0 = _mm512_loadu_ps(src + (0 + j) * point);
-                __m512 m1 = _mm512_loadu_ps(src + (4 + j) * point);
-                __m512 m2 = _mm512_loadu_ps(src + (8 + j) * point);
-                __m512 m3 = _mm512_loadu_ps(src + (12 + j) * point);
-                s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-                s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-            }
-            for (int a = 0; a < 2; a++) {
-                __m512 out[2] = {_mm512_add_ps(_mm512_add_ps(s[a][0], s[a][1]), s[a][2]),
-                                 _mm512_sub_ps(_mm512_sub_ps(s[a][1], s[a][2]), s[a][3])};
-                for (int j = 0; j < 2; j++) {
-                    out[j] = _mm512_add_ps(out[j], b);
-                    if (scale) out[j] = _mm512_add_ps(_mm512_mul_ps(out[j], alpha), shift);
-                    if (relu && !residual) out[j] = wino_relu(out[j]);
+            __m512 out[4][4]; /* output row, column */
+            if (T == 2) {
+                __m512 s[2][4];
+                for (int j = 0; j < 4; j++) {
+                    __m512 m0 = _mm512_loadu_ps(src + (0 + j) * point);
+                    __m512 m1 = _mm512_loadu_ps(src + (4 + j) * point);
+                    __m512 m2 = _mm512_loadu_ps(src + (8 + j) * point);
+                    __m512 m3 = _mm512_loadu_ps(src + (12 + j) * point);
+                    s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                    s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
                 }
-                row_lo[a] = _mm512_permutex2var_ps(out[0], lo, out[1]); /* lanes 0-7's outputs */
-                row_hi[a] = _mm512_permutex2var_ps(out[0], hi, out[1]); /* lanes 8-15's */
-            }
-            for (int i = r->first[k]; i < r->first[k + 1]; i++) {
-                const wino_run *run = &r->runs[i];
-                const int out_col = 2 * run->col;
-                int cols = 2 * run->count;
-                if (cols > g->out_w - out_col) cols = g->out_w - out_col;
-                for (int a = 0; a < 2 && 2 * run->row + a < g->out_h; a++) {
-                    const size_t at = ((first + run->image) * g->out_c + co) * pixels +
-                                      (size_t)(2 * run->row + a) * g->out_w + out_col;
-                    for (int part = 0; part * 16 < cols; part++) {
-                        const int n = cols - part * 16 < 16 ? cols - part * 16 : 16;
-                        const __mmask16 mask = (__mmask16)((1u << n) - 1);
-                        const __m512i idx =
-                            _mm512_add_epi32(iota, _mm512_set1_epi32(2 * run->lane + 16 * part));
-                        __m512 t = _mm512_permutex2var_ps(row_lo[a], idx, row_hi[a]);
-                        if (co + WINO_AHEAD < g->out_c) {
-                            const size_t ahead = at + 16 * part + WINO_AHEAD * pixels;
-                            if (residual) {
-                                __builtin_prefetch(e->residual + ahead, 0, 3);
-                                __builtin_prefetch(e->residual + ahead + n - 1, 0, 3);
-                            }
-                            __builtin_prefetch(y + ahead, 1, 3);
-                            __builtin_prefetch(y + ahead + n - 1, 1, 3);
-                        }
-                        if (residual) {
-                            t = _mm512_add_ps(
-                                t, _mm512_maskz_loadu_ps(mask, e->residual + at + 16 * part));
-                            if (relu) t = wino_relu(t);
-                        }
-                        _mm512_mask_storeu_ps(y + at + 16 * part, mask, t);
-                    }
+                for (int a = 0; a < 2; a++) {
+                    out[a][0] = _mm512_add_ps(_mm512_add_ps(s[a][0], s[a][1]), s[a][2]);
+                    out[a][1] = _mm512_sub_ps(_mm512_sub_ps(s[a][1], s[a][2]), s[a][3]);
                 }
+            } else {
+                __m512 s[4][6];
+                for (int j = 0; j < 6; j++) {
+                    __m512 x[6], o[4];
+                    for (int i = 0; i < 6; i++) x[i] = _mm512_loadu_ps(src + (i * 6 + j) * point);
+                    wino_at6(x, o);
+                    for (int a = 0; a < 4; a++) s[a][j] = o[a];
+                }
+                for (int a = 0; a < 4; a++) wino_at6(s[a], out[a]);
+            }
+            for (int a = 0; a < T; a++) {
+                for (int j = 0; j < T; j++) {
+                    out[a][j] = _mm512_add_ps(out[a][j], b);
+                    if (scale) out[a][j] = _mm512_add_ps(_mm512_mul_ps(out[a][j], alpha), shift);
+                    if (relu && !residual) out[a][j] = wino_relu(out[a][j]);
+                }
+                __m512 R[4];
+                if (T == 2) {
+                    R[0] = _mm512_permutex2var_ps(out[a][0], lo, out[a][1]); /* lanes 0-7's */
+                    R[1] = _mm512_permutex2var_ps(out[a][0], hi, out[a][1]); /* lanes 8-15's */
+                } else {
+                    const __m512 lo01 = _mm512_permutex2var_ps(out[a][0], lo, out[a][1]);
+                    const __m512 hi01 = _mm512_permutex2var_ps(out[a][0], hi, out[a][1]);
+                    const __m512 lo23 = _mm512_permutex2var_ps(out[a][2], lo, out[a][3]);
+                    const __m512 hi23 = _mm512_permutex2var_ps(out[a][2], hi, out[a][3]);
+                    R[0] = _mm512_permutex2var_ps(lo01, lo2, lo23); /* lanes 0-3's */
+                    R[1] = _mm512_permutex2var_ps(lo01, hi2, lo23); /* 4-7 */
+                    R[2] = _mm512_permutex2var_ps(hi01, lo2, hi23); /* 8-11 */
+                    R[3] = _mm512_permutex2var_ps(hi01, hi2, hi23); /* 12-15 */
+                }
+                wino_store(w, e, first, r, k, co, a, R, y);
             }
         }
     }
@@ -782,8 +984,8 @@ static int wino_conv(const gpfq_conv_geom *g, const float *x, const float *weigh
     const int threads = threads_for(flops, chunks);
     const size_t packed_floats = prepacked ? 0 : gpfq_conv2d_packed_floats(g);
     const size_t plane_floats = w.pl.plane * g->in_c;
-    const size_t v_floats = WINO_POINTS * w.v_point;
-    const size_t m_floats = WINO_POINTS * w.m_point;
+    const size_t v_floats = (size_t)w.points * w.v_point;
+    const size_t m_floats = (size_t)w.points * w.m_point;
     const size_t per_thread = plane_floats + v_floats + m_floats;
     float *own = malloc(sizeof(float) * (packed_floats + threads * per_thread));
     if (!own) return -1;
