@@ -112,16 +112,20 @@ static void bench_conv(const char *model, const gpfq_conv_geom *g, size_t n, dou
     double flops = 2.0 * n * g->out_c * g->out_h * g->out_w * g->in_c * g->kernel_h * g->kernel_w;
     printf("%-9s %4d->%-4d %3dx%-3d k%dx%d s%d p%d ", model, g->in_c, g->out_c, g->in_h, g->in_w,
            g->kernel_h, g->kernel_w, g->stride_h, g->pad_h);
-    /* the last column: Winograd on the AVX-512 kernel, its GFLOP/s counted as the direct
-     * kernel's flops over its time */
+    /* the last two columns: Winograd F(2x2, 3x3) and F(4x4, 3x3) on the AVX-512 kernel, their
+     * GFLOP/s counted as the direct kernel's flops over their time. The direct kernels run on
+     * weights packed beforehand, as a forward plan keeps them. */
     const gpfq_conv_kernel kernels[] = {GPFQ_CONV_IM2COL, GPFQ_CONV_AVX2, GPFQ_CONV_AVX512,
-                                        GPFQ_CONV_AVX512};
+                                        GPFQ_CONV_AVX512, GPFQ_CONV_AVX512};
     const gpfq_winograd_mode modes[] = {GPFQ_WINOGRAD_OFF, GPFQ_WINOGRAD_OFF, GPFQ_WINOGRAD_OFF,
-                                        GPFQ_WINOGRAD_ALL};
+                                        GPFQ_WINOGRAD_ALL, GPFQ_WINOGRAD_ALL};
+    const int tiles[] = {0, 0, 0, 2, 4};
     const gpfq_winograd_mode initial = gpfq_conv_get_winograd();
-    for (int k = 0; k < 4; k++) {
+    const int initial_tile = gpfq_conv_set_winograd_tile(0);
+    for (int k = 0; k < 5; k++) {
         gpfq_conv_set_kernel(kernels[k]);
         gpfq_conv_set_winograd(modes[k]);
+        gpfq_conv_set_winograd_tile(tiles[k]);
         if (gpfq_conv_get_kernel() != kernels[k] ||
             (kernels[k] != GPFQ_CONV_IM2COL && !gpfq_conv_direct_fits(g)) ||
             (modes[k] == GPFQ_WINOGRAD_ALL && !gpfq_conv_winograd_fits(g))) {
@@ -129,14 +133,18 @@ static void bench_conv(const char *model, const gpfq_conv_geom *g, size_t n, dou
             continue;
         }
         float *out = k == 0 ? y0 : y;
-        gpfq_conv2d(g, x, w, NULL, n, out, scratch);
+        const size_t packed_floats = k == 0 ? 0 : gpfq_conv2d_packed_floats(g);
+        float *packed = packed_floats ? malloc(packed_floats * sizeof(float)) : NULL;
+        if (packed) gpfq_conv2d_pack(g, w, packed);
+        gpfq_conv2d_fused(g, x, w, packed, NULL, NULL, n, out, scratch);
         double best = 1e30;
         for (int r = 0; r < 5; r++) {
             double t0 = now();
-            gpfq_conv2d(g, x, w, NULL, n, out, scratch);
+            gpfq_conv2d_fused(g, x, w, packed, NULL, NULL, n, out, scratch);
             double t = now() - t0;
             if (t < best) best = t;
         }
+        free(packed);
         double diff = 0, scale = 0;
         for (size_t i = 0; k > 0 && i < ys; i++) {
             diff = fmax(diff, fabs((double)y[i] - y0[i]));
@@ -146,6 +154,7 @@ static void bench_conv(const char *model, const gpfq_conv_geom *g, size_t n, dou
         printf(" %7.1f (%4.0f%%)", flops / best * 1e-9, 100.0 * flops / best * 1e-9 / peak);
     }
     gpfq_conv_set_winograd(initial);
+    gpfq_conv_set_winograd_tile(initial_tile);
     printf("\n");
     free(x), free(w), free(y), free(y0), free(scratch);
 }
@@ -185,8 +194,8 @@ int main(int argc, char **argv) {
         printf("\n-- threads %d: cblas_sgemm 1024^3 %.1f GFLOP/s; FMA peak AVX2 %.1f, AVX-512 "
                "%.1f GFLOP/s; GFLOP/s (%% of the sgemm) --\n",
                threads[t], peak, fma_peak(threads[t], 0), fma_peak(threads[t], 1));
-        printf("%-9s %-28s %16s %16s %16s %16s\n", "model", "conv", "im2col+sgemm", "direct AVX2",
-               "direct AVX-512", "Winograd AVX-512");
+        printf("%-9s %-28s %16s %16s %16s %16s %16s\n", "model", "conv", "im2col+sgemm",
+               "direct AVX2", "direct AVX-512", "Winograd F(2x2)", "Winograd F(4x4)");
         for (int mi = 0; mi < n_models; mi++) {
             gpfq_model *m = NULL;
             if (gpfq_model_load(models[mi], &m) != GPFQ_OK) {
