@@ -422,8 +422,10 @@ GPFQ_CLONES static void unpad_chunk(const layout *l, const float *out, const flo
         }                                                                                          \
     }
 
-/* 24 accumulators of the 32 AVX-512 registers; 12 of AVX2's 16 */
+/* 24 accumulators of the 32 AVX-512 registers; 12 of AVX2's 16. The 64-pixel AVX-512 kernel
+ * (16 accumulators) is for small planes, whose chunks would fill blocks of 96 poorly. */
 DIRECT_KERNEL(kernel_avx512, "avx512f", __m512, 16, 6, _mm512)
+DIRECT_KERNEL(kernel_avx512_64, "avx512f", __m512, 16, 4, _mm512)
 DIRECT_KERNEL(kernel_avx2, "avx2,fma", __m256, 8, 3, _mm256)
 
 /* Threads for a call of `flops` in `chunks` chunks: as many as BLAS is set to, at most one per
@@ -1032,7 +1034,9 @@ static void *run_worker(void *arg) {
         /* a last, shorter chunk runs only the pixel blocks its images reach */
         const size_t blocks = (count * l->image_stride + l->px - 1) / l->px;
         pad_chunk(l, w->x + first * in_image, count, w->in);
-        if (w->kernel == GPFQ_CONV_AVX512)
+        if (w->kernel == GPFQ_CONV_AVX512 && l->px == 64)
+            kernel_avx512_64(l, w->in, w->packed, blocks, w->out);
+        else if (w->kernel == GPFQ_CONV_AVX512)
             kernel_avx512(l, w->in, w->packed, blocks, w->out);
         else
             kernel_avx2(l, w->in, w->packed, blocks, w->out);
@@ -1049,6 +1053,14 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
     if (gpfq_conv_winograd_fits(g)) return wino_conv(g, x, weight, prepacked, bias, epilogue, n, y);
     layout l;
     plan_layout(g, n, kernel == GPFQ_CONV_AVX512 ? 6 * 16 : 3 * 8, &l);
+    if (kernel == GPFQ_CONV_AVX512) {
+        /* blocks of 64 pixels where they compute fewer outputs per image: resnet18's
+         * 256->512 stride-2 conv has 4x4 outputs on planes of 5x5, 5 images per chunk, whose
+         * 125 pixels blocks of 96 round up to 192, blocks of 64 to 128 */
+        layout l64;
+        plan_layout(g, n, 4 * 16, &l64);
+        if ((double)l64.q_len / (double)l64.images < (double)l.q_len / (double)l.images) l = l64;
+    }
     size_t chunks = (n + l.images - 1) / l.images;
     int threads =
         threads_for(2.0 * (double)n * g->out_c * g->out_h * g->out_w * g->in_c * l.taps, chunks);
