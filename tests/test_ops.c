@@ -140,8 +140,8 @@ static void check_fixture(const char *path) {
         CHECK(gpfq_forward_run(fwd, input, n, &logits) == GPFQ_OK, "%s", gpfq_last_error());
         CHECK(memcmp(naive, logits, count * sizeof(float)) == 0,
               "%s: a plan run after its weights came back differs from a fresh pass", path);
-        /* packed weights whose format changed with the Winograd mode are packed again,
-         * without gpfq_forward_weights_changed */
+        /* packed weights whose format changed with the Winograd mode or tile are packed
+         * again, without gpfq_forward_weights_changed */
         if (gpfq_conv_get_kernel() == GPFQ_CONV_AVX512) {
             const gpfq_winograd_mode mode = gpfq_conv_get_winograd();
             gpfq_conv_set_winograd(mode == GPFQ_WINOGRAD_ALL ? GPFQ_WINOGRAD_OFF
@@ -151,6 +151,14 @@ static void check_fixture(const char *path) {
             CHECK(memcmp(switched, logits, count * sizeof(float)) == 0,
                   "%s: a plan run after the Winograd mode changed differs from a fresh pass", path);
             free(switched);
+            const int tile =
+                gpfq_conv_set_winograd_tile(gpfq_conv_get_winograd_tile() == 4 ? 2 : 4);
+            switched = naive_forward(m, input, n);
+            CHECK(gpfq_forward_run(fwd, input, n, &logits) == GPFQ_OK, "%s", gpfq_last_error());
+            CHECK(memcmp(switched, logits, count * sizeof(float)) == 0,
+                  "%s: a plan run after the Winograd tile changed differs from a fresh pass", path);
+            free(switched);
+            gpfq_conv_set_winograd_tile(tile);
             gpfq_conv_set_winograd(mode);
         }
         free(naive);
@@ -367,8 +375,15 @@ int main(int argc, char **argv) {
      * and the slices bit for bit against the plain passes */
     if (gpfq_conv_get_kernel() == GPFQ_CONV_AVX512) {
         gpfq_winograd_mode mode = gpfq_conv_set_winograd(GPFQ_WINOGRAD_ALL);
-        printf("test_ops: the fixtures again, Winograd for every 3x3 stride-1 conv\n");
-        fixture_count(dir);
+        const int tile = gpfq_conv_set_winograd_tile(0);
+        for (int t = 4; t >= 2; t -= 2) {
+            gpfq_conv_set_winograd_tile(t);
+            printf("test_ops: the fixtures again, Winograd F(%dx%d, 3x3) for every 3x3 stride-1 "
+                   "conv\n",
+                   t, t);
+            fixture_count(dir);
+        }
+        gpfq_conv_set_winograd_tile(tile);
         gpfq_conv_set_winograd(mode);
     }
     check_kernels();

@@ -94,12 +94,12 @@ const char *gpfq_winograd_mode_name(gpfq_winograd_mode mode);
 /* 1 if gpfq_conv2d runs g with Winograd (on the AVX-512 kernel). */
 int gpfq_conv_winograd_fits(const gpfq_conv_geom *g);
 /* The output tile T of Winograd's F(T x T, 3x3) for g: 4 (the default: fewer products, and
- * on resnet18's convs 1.3-1.5x faster than 2, bench/README.md), 2 where set, 0 where
+ * on resnet18's convs 1.25-1.5x faster than 2, bench/README.md), 2 where set, 0 where
  * gpfq_conv_winograd_fits says no. */
 int gpfq_conv_winograd_tile(const gpfq_conv_geom *g);
-/* Sets T for every later Winograd conv: 2 or 4, or 0 for the default; GPFQ_WINOGRAD_TILE=2|4
- * from the environment (read once). Packed weights depend on it, as on the mode. Returns the
- * previous setting. */
+/* Sets T for every later Winograd conv (not thread-safe against running convs): 2 or 4, or 0
+ * (and any other value) for the default; GPFQ_WINOGRAD_TILE=2|4 from the environment (read
+ * once). Packed weights depend on it, as on the mode. Returns the previous setting. */
 int gpfq_conv_set_winograd_tile(int tile);
 /* The T Winograd convs take now: 4 or 2. */
 int gpfq_conv_get_winograd_tile(void);

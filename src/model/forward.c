@@ -332,8 +332,8 @@ static gpfq_conv_epilogue plan_epilogue(gpfq_forward *fwd, int i, int fused, con
 }
 
 /* Conv node i's weights in the direct kernels' order, packed on first use and again when the
- * kernel or the Winograd mode changed their format (size); NULL when no direct kernel runs it
- * (or no memory: the conv then packs them itself). */
+ * kernel, the Winograd mode or its tile changed their format (size); NULL when no direct
+ * kernel runs it (or no memory: the conv then packs them itself). */
 static const float *packed_weights(gpfq_forward *fwd, int i, const gpfq_conv_geom *g) {
     const size_t floats = gpfq_conv2d_packed_floats(g);
     if (fwd->packed_ok[i] && fwd->packed_size[i] == floats) return fwd->packed[i];

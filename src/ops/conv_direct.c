@@ -16,7 +16,8 @@
  * dropped (7% of the work at 28x28, 23% at 7x7). With less padding than (k-1)/2 (a "valid"
  * conv) the layout is the same and fewer outputs per row are kept. Stride 2: see `layout`.
  *
- * Kernel. A block of 4 output channels by PX consecutive q (96 with AVX-512, 24 with AVX2)
+ * Kernel. A block of 4 output channels by PX consecutive q (96 with AVX-512, or 64 where that
+ * wastes much less of a chunk's last block; 24 with AVX2)
  * stays in registers while the loop runs over input channels and taps: per tap, PX/width
  * unaligned loads and 4 broadcasts feed 4*PX/width FMAs.
  *
@@ -546,8 +547,9 @@ static const double wino_g4[6][3] = {{1.0 / 4, 0, 0},
                                      {0, 0, 1}};
 
 /* U = G g G^T of WINO_CO channel pairs at once (k[j][o]: tap j of pair o), point p's values
- * to out[p * stride ..]. Inlined with constant G and side, so the products by G's zeros and
- * ones fold away, and the loops over the pairs become vector operations on doubles. */
+ * to out[p * stride ..]. Inlined with constant G and side, so the products by G's ones fold
+ * away (those by its zeros stay: 0 * x is not 0 for every x), and the loops over the pairs
+ * become vector operations on doubles. */
 __attribute__((always_inline)) static inline void wino_pack_pairs(const double k[9][WINO_CO],
                                                                   const double G[][3],
                                                                   const int side, float *out,
@@ -785,7 +787,8 @@ wino_gemm_nv(const wino_plan *w, const float *packed, const float *v, float *m, 
                 const float *x = vp + c0 * WINO_PX;
                 for (size_t c = 0; c < kc; c++, u += WINO_CO, x += WINO_PX) {
                     /* the next output block's panel follows this one; at 512 channels the
-                     * transformed weights (16 MB) come from beyond L2 */
+                     * transformed weights (16 MB with F(2x2), 38 MB with F(4x4)) come from
+                     * beyond L2 */
                     if (!(c & 1)) __builtin_prefetch(u + kc * WINO_CO, 0, 3);
                     __m512 xv[WINO_NV];
                     for (int j = 0; j < NV; j++) xv[j] = _mm512_loadu_ps(x + 16 * j);
@@ -1054,10 +1057,11 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
     layout l;
     plan_layout(g, n, kernel == GPFQ_CONV_AVX512 ? 6 * 16 : 3 * 8, &l);
     if (kernel == GPFQ_CONV_AVX512) {
-        /* blocks of 64 pixels where they compute much fewer outputs per image: resnet18's
-         * 256->512 stride-2 conv has 4x4 outputs on planes of 5x5, 5 images per chunk, whose
-         * 125 pixels blocks of 96 round up to 192, blocks of 64 to 128 (94.9 -> 113.3 GFLOP/s
-         * on one core). Where both fill their blocks the 64-pixel kernel is 8-18% slower
+        /* blocks of 64 pixels where blocks of 96 compute over 1.15 times the outputs per
+         * image: resnet18's 256->512 stride-2 conv has 4x4 outputs on planes of 5x5; with
+         * blocks of 96 a chunk is 3 images, 75 pixels in one block (32 outputs per image),
+         * with blocks of 64 it is 5 images, 125 pixels in two (25.6): 94.9 -> 113.3 GFLOP/s
+         * on one core. Where both fill their blocks the 64-pixel kernel is 8-18% slower
          * (resnet18's 64->128 and 128->256 stride-2 convs), hence the margin. */
         layout l64;
         plan_layout(g, n, 4 * 16, &l64);
