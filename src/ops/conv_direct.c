@@ -220,9 +220,9 @@ static size_t round_up(size_t v, size_t m) {
     return (v + m - 1) / m * m;
 }
 
-/* floor(a / 2) and a mod 2 (in 0..1) for any sign of a */
-static int floor_half(int a) {
-    return (a - (a & 1)) / 2;
+/* floor(a / b) for b > 0 and any sign of a; a - b floor(a / b) is then a mod b in 0..b-1 */
+static long floor_div(long a, long b) {
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
 
 static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
@@ -261,7 +261,7 @@ static void plan_layout(const gpfq_conv_geom *g, size_t n, int px, layout *l) {
     for (int ki = 0; ki < g->kernel_h; ki++)
         for (int kj = 0; kj < g->kernel_w; kj++) {
             int r = ki - g->pad_h, c = kj - g->pad_w, t = ki * g->kernel_w + kj;
-            int dy = s == 1 ? r : floor_half(r), dx = s == 1 ? c : floor_half(c);
+            int dy = s == 1 ? r : (int)floor_div(r, 2), dx = s == 1 ? c : (int)floor_div(c, 2);
             phase[t] = s == 1 ? 0 : (r & 1) * 2 + (c & 1);
             l->offsets[t] = (long)((g->pad_h + dy) * l->wp + (g->pad_w + dx));
             if (l->offsets[t] + 1 > reach) reach = l->offsets[t] + 1;
@@ -483,11 +483,6 @@ typedef struct {
     size_t v_point, m_point;       /* floats from one point's V, M to the next's */
     long offsets[WINO_MAX_POINTS]; /* window value (r, c) of tile t: t + offsets[r * side + c] */
 } wino_plan;
-
-/* floor(a / b) for b > 0 and any sign of a */
-static long floor_div(long a, long b) {
-    return a >= 0 ? a / b : -((-a + b - 1) / b);
-}
 
 static void wino_plan_make(const gpfq_conv_geom *g, size_t n, int threads, wino_plan *w) {
     w->g = g;
