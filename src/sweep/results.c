@@ -275,10 +275,13 @@ gpfq_status sweep_results_check(const char *path, const char *context) {
                          "output",
                          path, dir, !is_dir ? "not a directory" : "not writable");
     if (missing[0]) {
-        if (mkdir(missing, 0777) != 0)
+        /* EEXIST: another process (a rank of this sweep, another job writing beside it)
+         * created it meanwhile; it is then not ours to remove */
+        if (mkdir(missing, 0777) == 0)
+            rmdir(missing);
+        else if (errno != EEXIST)
             return gpfq_fail(GPFQ_ERR_IO, "%s: cannot create directory %s: %s", path, missing,
                              strerror(errno));
-        rmdir(missing);
     }
     return GPFQ_OK;
 }
