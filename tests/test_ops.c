@@ -14,6 +14,7 @@
 #include "gpfq/gpfq.h"
 
 #include <dirent.h>
+#include <stdint.h>
 
 static const double FIXTURE_ATOL = 1e-5, FIXTURE_RTOL = 1e-5;
 void openblas_set_num_threads(int num_threads);
@@ -367,7 +368,28 @@ static void check_kernels(void) {
     free(x), free(w), free(b), free(y), free(yr);
 }
 
+/* The tiled transpose against the plain double loop, on shapes that are and are not
+ * multiples of its tile, with one element of each matrix checked for every position. */
+static void check_transpose(void) {
+    static const size_t shapes[][2] = {{1, 1},   {1, 37},    {37, 1},  {16, 16},
+                                       {17, 33}, {256, 784}, {15, 48}, {100, 3}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const size_t rows = shapes[k][0], cols = shapes[k][1];
+        int32_t *src = malloc(rows * cols * sizeof(int32_t));
+        int32_t *dst = malloc(rows * cols * sizeof(int32_t));
+        for (size_t i = 0; i < rows * cols; i++) src[i] = (int32_t)(i * 2654435761u);
+        memset(dst, 0xff, rows * cols * sizeof(int32_t));
+        gpfq_transpose32(src, rows, cols, dst);
+        size_t wrong = 0;
+        for (size_t i = 0; i < rows; i++)
+            for (size_t j = 0; j < cols; j++) wrong += dst[j * rows + i] != src[i * cols + j];
+        CHECK(wrong == 0, "transpose %zu x %zu: %zu elements misplaced", rows, cols, wrong);
+        free(src), free(dst);
+    }
+}
+
 int main(int argc, char **argv) {
+    check_transpose();
     const char *dir = argc > 1 ? argv[1] : "tests/fixtures";
     int fixtures = fixture_count(dir);
     CHECK(fixtures >= 30, "expected at least 30 fixtures in %s, found %d", dir, fixtures);

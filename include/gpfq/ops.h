@@ -173,6 +173,10 @@ static inline void gpfq_epilogue_run(const gpfq_conv_epilogue *e, int channel, f
 void gpfq_relu(const float *x, size_t count, float *y);
 void gpfq_add(const float *a, const float *b, size_t count, float *y);
 
+/* dst (cols x rows) = src (rows x cols) transposed, for any 4-byte element (float, int32_t),
+ * in square tiles so that neither side is walked with a stride of a whole row per element. */
+void gpfq_transpose32(const void *src, size_t rows, size_t cols, void *dst);
+
 /* Pools: x (n, c, in_h, in_w) -> y (n, c, out_h, out_w); geom.out_c = in_c. */
 void gpfq_maxpool2d(const gpfq_conv_geom *g, const float *x, size_t n, float *y);
 void gpfq_avgpool2d(const gpfq_conv_geom *g, int count_include_pad, const float *x, size_t n,

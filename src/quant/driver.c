@@ -330,11 +330,8 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
         GPFQ_TRY(layer_store_reserve(store, L->d * n));
         L->Xt = store->x;
         L->Yt = store->y;
-        for (size_t i = 0; i < n; i++)
-            for (size_t t = 0; t < L->d; t++) {
-                L->Xt[t * n + i] = x[i * L->d + t];
-                L->Yt[t * n + i] = y[i * L->d + t];
-            }
+        gpfq_transpose32(x, n, L->d, L->Xt);
+        gpfq_transpose32(y, n, L->d, L->Yt);
         return GPFQ_OK;
     }
     gpfq_conv_geom g = unfold_geom(node, o->unfold_stride_kernel);

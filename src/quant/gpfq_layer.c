@@ -70,12 +70,12 @@ void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *X
 /* The sequential part shared by the fast forms. On entry P (B x N) holds, for
  * each column t of the block, the argument numerators without the in-block Q
  * terms; H is the d x d (gram) or B x B (ublock) matrix with leading dimension
- * ldh, positioned at the block's diagonal. Writes Qt and codes (transposed: row
- * t0 + r, column i is stored at codes[i * d + t0 + r]); row_codes holds N codes.
+ * ldh, positioned at the block's diagonal. Writes rows t0 .. t0 + B - 1 of Qt
+ * and of Ct, the codes transposed (d x N, as Qt).
  * Built for the CPU at hand (GPFQ_CLONES: every clone gives the same codes). */
 GPFQ_CLONES static void sweep_block(float *P, size_t B, size_t N, const float *H, size_t ldh,
                                     size_t t0, size_t d, const gpfq_alphabet *a, float *Qt,
-                                    int32_t *codes, int32_t *row_codes) {
+                                    int32_t *Ct) {
     for (size_t r = 0; r < B; r++) {
         float *restrict p = P + r * N;
         const float *h = H + r * ldh;
@@ -86,8 +86,7 @@ GPFQ_CLONES static void sweep_block(float *P, size_t B, size_t N, const float *H
             for (size_t i = 0; i < N; i++) p[i] -= hs * q[i];
         }
         const size_t t = t0 + r;
-        gpfq_quantize_row(a, p, N, h[r], t, d, row_codes, Qt + t * N);
-        for (size_t i = 0; i < N; i++) codes[i * d + t] = row_codes[i];
+        gpfq_quantize_row(a, p, N, h[r], t, d, Ct + t * N, Qt + t * N);
     }
 }
 
@@ -97,21 +96,14 @@ static double squared_norm(const float *v, size_t n) {
     return sum;
 }
 
-/* Wt (d x N) = W^T */
-static void transpose(const float *src, size_t rows, size_t cols, float *dst) {
-    for (size_t i = 0; i < rows; i++)
-        for (size_t j = 0; j < cols; j++) dst[j * rows + i] = src[i * cols + j];
-}
-
 static gpfq_status layer_gram(const float *Wt, size_t N, size_t d, const float *Xt, const float *Yt,
                               size_t m, const gpfq_alphabet *a, size_t block, float *Qt,
-                              int32_t *codes) {
+                              int32_t *Ct) {
     float *G = gpfq_malloc(d * d * sizeof(float), "the Gram matrix G");
     float *H = gpfq_malloc(d * d * sizeof(float), "the Gram matrix H");
     float *P = gpfq_malloc(d * N * sizeof(float), "the GPFQ arguments");
-    int32_t *row_codes = gpfq_malloc(N * sizeof(int32_t), "a row of codes");
-    if (!G || !H || !P || !row_codes) {
-        free(G), free(H), free(P), free(row_codes);
+    if (!G || !H || !P) {
+        free(G), free(H), free(P);
         return GPFQ_ERR_NOMEM;
     }
     /* G = Y^T X = Yt Xt^T; H = Yt Yt^T (lower triangle is what is read) */
@@ -131,9 +123,9 @@ static gpfq_status layer_gram(const float *Wt, size_t N, size_t d, const float *
         if (t0 > 0)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)N, (int)t0, -1.0f,
                         H + t0 * d, (int)d, Qt, (int)N, 1.0f, P + t0 * N, (int)N);
-        sweep_block(P + t0 * N, B, N, H + t0 * d + t0, d, t0, d, a, Qt, codes, row_codes);
+        sweep_block(P + t0 * N, B, N, H + t0 * d + t0, d, t0, d, a, Qt, Ct);
     }
-    free(G), free(H), free(P), free(row_codes);
+    free(G), free(H), free(P);
     return GPFQ_OK;
 }
 
@@ -142,14 +134,13 @@ static gpfq_status layer_gram(const float *Wt, size_t N, size_t d, const float *
  * of gpfq_layer_error's two full products. */
 static gpfq_status layer_ublock(const float *Wt, size_t N, size_t d, const float *Xt,
                                 const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
-                                float *Qt, int32_t *codes, double *err2) {
+                                float *Qt, int32_t *Ct, double *err2) {
     float *U = gpfq_calloc(N * m, sizeof(float), "the GPFQ residual U");
     float *P = gpfq_malloc(block * N * sizeof(float), "the GPFQ arguments");
     float *Gb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
     float *Hb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
-    int32_t *row_codes = gpfq_malloc(N * sizeof(int32_t), "a row of codes");
-    if (!U || !P || !Gb || !Hb || !row_codes) {
-        free(U), free(P), free(Gb), free(Hb), free(row_codes);
+    if (!U || !P || !Gb || !Hb) {
+        free(U), free(P), free(Gb), free(Hb);
         return GPFQ_ERR_NOMEM;
     }
     for (size_t t0 = 0; t0 < d; t0 += block) {
@@ -171,7 +162,7 @@ static gpfq_status layer_ublock(const float *Wt, size_t N, size_t d, const float
         /* P += tril(Gb) W_b^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)N, (int)B, 1.0f, Gb,
                     (int)B, Wb, (int)N, 1.0f, P, (int)N);
-        sweep_block(P, B, N, Hb, B, t0, d, a, Qt, codes, row_codes);
+        sweep_block(P, B, N, Hb, B, t0, d, a, Qt, Ct);
         if (t0 + B < d || err2) {
             /* U += W_b X_b - Q_b Y_b, with W_b = Wb^T (N x B) */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)m, (int)B, 1.0f, Wb,
@@ -181,7 +172,7 @@ static gpfq_status layer_ublock(const float *Wt, size_t N, size_t d, const float
         }
     }
     if (err2) *err2 = squared_norm(U, N * m);
-    free(U), free(P), free(Gb), free(Hb), free(row_codes);
+    free(U), free(P), free(Gb), free(Hb);
     return GPFQ_OK;
 }
 
@@ -273,7 +264,7 @@ static int ublock_own_kernels(size_t m) {
  * from the first pass where N <= UBLOCK_NORM_ROWS, else *ref2 = -1 (not computed). */
 static gpfq_status layer_ublock_own(const float *Wt, size_t N, size_t d, const float *Xt,
                                     const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
-                                    float *Qt, int32_t *codes, double *err2, double *ref2) {
+                                    float *Qt, int32_t *Ct, double *err2, double *ref2) {
     const size_t n4 = (N + 3) / 4 * 4, b4 = (block + 3) / 4 * 4;
     const size_t lane_floats = b4 * n4 + 2 * b4 * b4;
     float *U = gpfq_calloc(n4 * m, sizeof(float), "the GPFQ residual U");
@@ -284,10 +275,8 @@ static gpfq_status layer_ublock_own(const float *Wt, size_t N, size_t d, const f
     float *P = gpfq_malloc(block * N * sizeof(float), "the GPFQ arguments");
     float *Gb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
     float *Hb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
-    int32_t *row_codes = gpfq_malloc(N * sizeof(int32_t), "a row of codes");
-    if (!U || !sums || !wt4 || !cq || !zero || !P || !Gb || !Hb || !row_codes) {
-        free(U), free(sums), free(wt4), free(cq), free(zero), free(P), free(Gb), free(Hb),
-            free(row_codes);
+    if (!U || !sums || !wt4 || !cq || !zero || !P || !Gb || !Hb) {
+        free(U), free(sums), free(wt4), free(cq), free(zero), free(P), free(Gb), free(Hb);
         return GPFQ_ERR_NOMEM;
     }
     for (size_t t = 0; t < d; t++) memcpy(wt4 + t * n4, Wt + t * N, N * sizeof(float));
@@ -353,12 +342,11 @@ static gpfq_status layer_ublock_own(const float *Wt, size_t N, size_t d, const f
         /* P += tril(Gb) W_b^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)N, (int)B, 1.0f, Gb,
                     (int)B, Wt + t0 * N, (int)N, 1.0f, P, (int)N);
-        sweep_block(P, B, N, Hb, B, t0, d, a, Qt, codes, row_codes);
+        sweep_block(P, B, N, Hb, B, t0, d, a, Qt, Ct);
     }
     if (helped) helper_stop(&helper);
     if (err2) *err2 = squared_norm(U, N * m);
-    free(U), free(sums), free(wt4), free(cq), free(zero), free(P), free(Gb), free(Hb),
-        free(row_codes);
+    free(U), free(sums), free(wt4), free(cq), free(zero), free(P), free(Gb), free(Hb);
     return GPFQ_OK;
 }
 
@@ -421,17 +409,18 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
         gpfq_gpfq_layer_ref(weight, N, d, Xt, Yt, m, a, codes);
     } else {
         float *Wt = gpfq_malloc(d * N * sizeof(float), "transposed weights");
-        float *Qt = gpfq_malloc(d * N * sizeof(float), "transposed codes");
-        if (!Wt || !Qt) st = GPFQ_ERR_NOMEM;
+        float *Qt = gpfq_malloc(d * N * sizeof(float), "transposed code values");
+        int32_t *Ct = gpfq_malloc(d * N * sizeof(int32_t), "transposed codes");
+        if (!Wt || !Qt || !Ct) st = GPFQ_ERR_NOMEM;
         if (st == GPFQ_OK) {
-            transpose(weight, N, d, Wt);
-            st = form == GPFQ_FORM_GRAM ? layer_gram(Wt, N, d, Xt, Yt, m, a, block, Qt, codes)
-                 : own
-                     ? layer_ublock_own(Wt, N, d, Xt, Yt, m, a, block, Qt, codes,
-                                        stats ? &err2 : NULL, stats ? &ref2 : NULL)
-                     : layer_ublock(Wt, N, d, Xt, Yt, m, a, block, Qt, codes, stats ? &err2 : NULL);
+            gpfq_transpose32(weight, N, d, Wt);
+            st = form == GPFQ_FORM_GRAM ? layer_gram(Wt, N, d, Xt, Yt, m, a, block, Qt, Ct)
+                 : own                  ? layer_ublock_own(Wt, N, d, Xt, Yt, m, a, block, Qt, Ct,
+                                          stats ? &err2 : NULL, stats ? &ref2 : NULL)
+                       : layer_ublock(Wt, N, d, Xt, Yt, m, a, block, Qt, Ct, stats ? &err2 : NULL);
         }
-        free(Wt), free(Qt);
+        if (st == GPFQ_OK) gpfq_transpose32(Ct, d, N, codes);
+        free(Wt), free(Qt), free(Ct);
     }
     if (st != GPFQ_OK) return st;
     float *values = quantized ? quantized : gpfq_malloc(N * d * sizeof(float), "quantized weights");
