@@ -388,8 +388,77 @@ static void check_transpose(void) {
     }
 }
 
+/* gpfq_sgemm on each kernel the CPU has, every transpose combination, against a double
+ * loop: shapes below one block, at a block's edges (MR 12, NR 32, KC 256, MC 96, NC 1024) and
+ * past them, with leading dimensions larger than a row, several alpha and beta; beta == 0 must
+ * not read C, which is filled with NaN first. Tolerance: REF_ATOL * K + REF_RTOL * |ref|, the
+ * conv tests' (gemm.c's kernel rounds at least as well as a float dot product). */
+static void check_gemm(unsigned long long *state) {
+    static const size_t shapes[][3] = {
+        {1, 1, 1},     {12, 32, 1},   {13, 33, 17},    {11, 31, 255}, {12, 32, 256},  {25, 65, 257},
+        {97, 70, 300}, {5, 1025, 40}, {256, 500, 784}, {200, 16, 9},  {128, 128, 64}, {3, 7, 600}};
+    static const float ab[][2] = {{1.0f, 0.0f}, {-1.0f, 1.0f}, {0.5f, -2.0f}};
+    const gpfq_gemm_kernel initial = gpfq_gemm_get_kernel();
+    const gpfq_gemm_kernel kernels[] = {GPFQ_GEMM_OPENBLAS, GPFQ_GEMM_AVX512};
+    int checked_avx512 = 0;
+    for (size_t kk = 0; kk < 2; kk++) {
+        gpfq_gemm_set_kernel(kernels[kk]);
+        if (gpfq_gemm_get_kernel() != kernels[kk]) continue; /* the CPU lacks it */
+        checked_avx512 |= kernels[kk] == GPFQ_GEMM_AVX512;
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            const size_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+            for (int ta = 0; ta < 2; ta++)
+                for (int tb = 0; tb < 2; tb++) {
+                    const size_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+                    float *A = malloc((ta ? K : M) * lda * 4), *B = malloc((tb ? N : K) * ldb * 4);
+                    float *C = malloc(M * ldc * 4), *C0 = malloc(M * ldc * 4);
+                    float *R = malloc(M * N * 4);
+                    fill(A, (ta ? K : M) * lda, state);
+                    fill(B, (tb ? N : K) * ldb, state);
+                    fill(C0, M * ldc, state);
+                    const size_t k = si % 3;
+                    const float alpha = ab[k][0], beta = ab[k][1];
+                    for (size_t i = 0; i < M; i++)
+                        for (size_t j = 0; j < N; j++) {
+                            double acc = 0.0;
+                            for (size_t p = 0; p < K; p++)
+                                acc += (double)(ta ? A[p * lda + i] : A[i * lda + p]) *
+                                       (tb ? B[j * ldb + p] : B[p * ldb + j]);
+                            R[i * N + j] =
+                                (float)(alpha * acc + (beta != 0.0f ? beta * C0[i * ldc + j] : 0));
+                        }
+                    memcpy(C, C0, M * ldc * 4);
+                    if (beta == 0.0f)
+                        for (size_t i = 0; i < M * ldc; i++) C[i] = NAN;
+                    gpfq_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+                    double worst = 0.0, max_abs = 0.0;
+                    size_t pad_changed = 0;
+                    for (size_t i = 0; i < M; i++) {
+                        double e = check_excess(C + i * ldc, R + i * N, N, REF_ATOL * (double)K,
+                                                REF_RTOL, &max_abs);
+                        if (!(e <= worst)) worst = e;
+                        for (size_t j = N; j < ldc; j++)
+                            pad_changed +=
+                                memcmp(&C[i * ldc + j], &C0[i * ldc + j], 4) != 0 && beta != 0.0f;
+                    }
+                    CHECK(worst <= 0 && pad_changed == 0,
+                          "sgemm (%s) %zu x %zu x %zu trans %d%d alpha %g beta %g: excess %.3g, "
+                          "%zu elements past N written",
+                          gpfq_gemm_kernel_name(kernels[kk]), M, N, K, ta, tb, alpha, beta, worst,
+                          pad_changed);
+                    free(A), free(B), free(C), free(C0), free(R);
+                }
+        }
+    }
+    gpfq_gemm_set_kernel(initial);
+    printf("test_ops: sgemm against the reference, %s\n",
+           checked_avx512 ? "OpenBLAS and the AVX-512 kernel" : "OpenBLAS only (no AVX-512)");
+}
+
 int main(int argc, char **argv) {
     check_transpose();
+    unsigned long long gemm_state = 7;
+    check_gemm(&gemm_state);
     const char *dir = argc > 1 ? argv[1] : "tests/fixtures";
     int fixtures = fixture_count(dir);
     CHECK(fixtures >= 30, "expected at least 30 fixtures in %s, found %d", dir, fixtures);

@@ -173,6 +173,25 @@ static inline void gpfq_epilogue_run(const gpfq_conv_epilogue *e, int channel, f
 void gpfq_relu(const float *x, size_t count, float *y);
 void gpfq_add(const float *a, const float *b, size_t count, float *y);
 
+/* C = alpha op(A) op(B) + beta C, all row-major: op(A) is M x K (A itself, or A^T of a K x M
+ * A when trans_a), op(B) K x N likewise; beta == 0 means C is not read. Runs gpfq's AVX-512
+ * kernel (src/ops/gemm.c) where the CPU has it, else OpenBLAS's cblas_sgemm; single-threaded
+ * on the AVX-512 kernel, whose results depend on the operands only. */
+void gpfq_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A,
+                size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
+/* The GEMM kernel: the default is AVX-512 where the CPU has it, or GPFQ_GEMM=openblas|avx512
+ * from the environment (read once). */
+typedef enum {
+    GPFQ_GEMM_AUTO,
+    GPFQ_GEMM_OPENBLAS,
+    GPFQ_GEMM_AVX512,
+} gpfq_gemm_kernel;
+gpfq_gemm_kernel gpfq_gemm_get_kernel(void);
+/* Sets the kernel for every later call (not thread-safe against running GEMMs); returns the
+ * previous one. */
+gpfq_gemm_kernel gpfq_gemm_set_kernel(gpfq_gemm_kernel kernel);
+const char *gpfq_gemm_kernel_name(gpfq_gemm_kernel kernel);
+
 /* dst (cols x rows) = src (rows x cols) transposed, for any 4-byte element (float, int32_t),
  * in square tiles so that neither side is walked with a stride of a whole row per element. */
 void gpfq_transpose32(const void *src, size_t rows, size_t cols, void *dst);

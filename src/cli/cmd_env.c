@@ -13,8 +13,8 @@
 static const char env_usage[] =
     "usage: gpfq env\n"
     "\n"
-    "Prints the gpfq version, the OpenBLAS kernel and threads, the convolution\n"
-    "kernel, and the MPI ranks with their hosts. Run it under mpirun to check MPI.\n";
+    "Prints the gpfq version, the OpenBLAS kernel and threads, the GEMM and convolution\n"
+    "kernels, and the MPI ranks with their hosts. Run it under mpirun to check MPI.\n";
 
 static int mpi_check(int rc, const char *what) {
     if (rc == MPI_SUCCESS) return 1;
@@ -71,6 +71,9 @@ int cmd_env(int argc, char **argv) {
                      env && !openblas_thread_timeout ? env : "(unset: 28)");
         printf("blas     OpenBLAS, %s kernel, %d thread(s), OPENBLAS_THREAD_TIMEOUT=%s\n",
                cli_blas_core(), cli_blas_threads(), timeout);
+        printf("gemm     %s kernel for Linear layers and the GPFQ layer products "
+               "(GPFQ_GEMM=openblas|avx512)\n",
+               gpfq_gemm_kernel_name(gpfq_gemm_get_kernel()));
         printf(
             "conv     %s kernel for stride-1 and -2 convolutions (GPFQ_CONV=im2col|avx2|avx512)\n",
             gpfq_conv_kernel_name(gpfq_conv_get_kernel()));

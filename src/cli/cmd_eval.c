@@ -125,9 +125,10 @@ int cmd_eval(int argc, char **argv) {
                  gpfq_conv_get_winograd_tile(), gpfq_conv_get_winograd_tile(),
                  gpfq_winograd_mode_name(gpfq_conv_get_winograd()));
     printf("speed    %.0f images/s (%.3f s, batch %ld in slices of %zu, %d thread%s, conv %s%s, "
-           "OpenBLAS %s kernel)\n",
+           "GEMM %s, OpenBLAS %s kernel)\n",
            r.images / r.seconds, r.seconds, batch, r.batch, o.workers, o.workers == 1 ? "" : "s",
-           gpfq_conv_kernel_name(gpfq_conv_get_kernel()), winograd, cli_blas_core());
+           gpfq_conv_kernel_name(gpfq_conv_get_kernel()), winograd,
+           gpfq_gemm_kernel_name(gpfq_gemm_get_kernel()), cli_blas_core());
     gpfq_dataset_free(&test);
     gpfq_model_free(model);
     return 0;

@@ -3,12 +3,9 @@
  */
 #include "gpfq/ops.h"
 
-#include <cblas.h>
-
 void gpfq_linear(const float *x, const float *weight, const float *bias, size_t n, size_t in,
                  size_t out, float *y) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, x,
-                (int)in, weight, (int)in, 0.0f, y, (int)out);
+    gpfq_sgemm(0, 1, n, out, in, 1.0f, x, in, weight, in, 0.0f, y, out);
     if (!bias) return;
     for (size_t i = 0; i < n; i++) {
         float *row = y + i * out;
