@@ -96,9 +96,131 @@ static double squared_norm(const float *v, size_t n) {
     return sum;
 }
 
-static gpfq_status layer_gram(const float *Wt, size_t N, size_t d, const float *Xt, const float *Yt,
-                              size_t m, const gpfq_alphabet *a, size_t block, float *Qt,
-                              int32_t *Ct) {
+/* ---- a second thread for one layer ---- */
+
+/* Started once per layer, it runs half of every GEMM (pair_sgemm) and lane 1 of every pass of
+ * ublock's own kernels. Between two jobs it waits spinning (the sequential sweep between two
+ * passes takes microseconds), then on a condition variable after HELPER_SPIN_SECONDS. */
+#define HELPER_SPIN_SECONDS 2e-4
+
+typedef struct {
+    pthread_t id;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_uint posted, finished; /* jobs handed over, jobs done */
+    int quit;                     /* under mu */
+    void (*fn)(void *);
+    void *arg;
+} helper;
+
+static void *helper_main(void *arg) {
+    helper *h = arg;
+    unsigned seen = 0;
+    for (;;) {
+        const double start = gpfq_now();
+        for (unsigned spins = 1; atomic_load(&h->posted) == seen; spins++) {
+            if (spins % 64) {
+                __builtin_ia32_pause();
+                continue;
+            }
+            if (gpfq_now() - start < HELPER_SPIN_SECONDS) continue;
+            pthread_mutex_lock(&h->mu);
+            while (atomic_load(&h->posted) == seen && !h->quit) pthread_cond_wait(&h->cv, &h->mu);
+            const int quit = atomic_load(&h->posted) == seen;
+            pthread_mutex_unlock(&h->mu);
+            if (quit) return NULL;
+        }
+        seen++;
+        h->fn(h->arg);
+        atomic_store(&h->finished, seen);
+    }
+}
+
+static int helper_start(helper *h) {
+    memset(h, 0, sizeof *h);
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    if (pthread_create(&h->id, NULL, helper_main, h) == 0) return 1;
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+    return 0;
+}
+
+static void helper_post(helper *h, void (*fn)(void *), void *arg) {
+    pthread_mutex_lock(&h->mu);
+    h->fn = fn;
+    h->arg = arg;
+    atomic_fetch_add(&h->posted, 1);
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void helper_wait(helper *h) {
+    for (unsigned spins = 1; atomic_load(&h->finished) != atomic_load(&h->posted); spins++)
+        if (spins % 1024)
+            __builtin_ia32_pause();
+        else
+            sched_yield(); /* the helper may be off its core */
+}
+
+static void helper_stop(helper *h) {
+    pthread_mutex_lock(&h->mu);
+    h->quit = 1;
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    pthread_join(h->id, NULL);
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+}
+
+typedef struct {
+    int ta, tb;
+    size_t M, N, K;
+    float alpha;
+    const float *A;
+    size_t lda;
+    const float *B;
+    size_t ldb;
+    float beta;
+    float *C;
+    size_t ldc;
+} gemm_job;
+
+static void gemm_job_run(void *arg) {
+    const gemm_job *j = arg;
+    gpfq_sgemm(j->ta, j->tb, j->M, j->N, j->K, j->alpha, j->A, j->lda, j->B, j->ldb, j->beta, j->C,
+               j->ldc);
+}
+
+/* gpfq_sgemm, the columns (or, for fewer than 64, the rows) of C split between this thread and
+ * the helper when there is one. Each element is summed in the same order either way
+ * (src/ops/gemm.c), so the split changes no result. */
+static void pair_sgemm(helper *h, int ta, int tb, size_t M, size_t N, size_t K, float alpha,
+                       const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                       size_t ldc) {
+    gemm_job mine = {ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc}, other = mine;
+    const size_t n1 = (N / 2 + 31) / 32 * 32, m1 = (M / 2 + 11) / 12 * 12;
+    if (!h || (double)M * N * K < 1e6 || (N < 64 && M < 24)) {
+        gemm_job_run(&mine);
+        return;
+    }
+    if (N >= 64) {
+        mine.N = n1, other.N = N - n1;
+        other.B = tb ? B + n1 * ldb : B + n1;
+        other.C = C + n1;
+    } else {
+        mine.M = m1, other.M = M - m1;
+        other.A = ta ? A + m1 : A + m1 * lda;
+        other.C = C + m1 * ldc;
+    }
+    helper_post(h, gemm_job_run, &other);
+    gemm_job_run(&mine);
+    helper_wait(h);
+}
+
+static gpfq_status layer_gram(helper *h, const float *Wt, size_t N, size_t d, const float *Xt,
+                              const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
+                              float *Qt, int32_t *Ct) {
     float *G = gpfq_malloc(d * d * sizeof(float), "the Gram matrix G");
     float *H = gpfq_malloc(d * d * sizeof(float), "the Gram matrix H");
     float *P = gpfq_malloc(d * N * sizeof(float), "the GPFQ arguments");
@@ -107,32 +229,42 @@ static gpfq_status layer_gram(const float *Wt, size_t N, size_t d, const float *
         return GPFQ_ERR_NOMEM;
     }
     /* G = Y^T X = Yt Xt^T; H = Yt Yt^T (lower triangle is what is read) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)d, (int)d, (int)m, 1.0f, Yt, (int)m,
-                Xt, (int)m, 0.0f, G, (int)d);
-    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)d, (int)m, 1.0f, Yt, (int)m, 0.0f, H,
-                (int)d);
+    /* (gpfq's GEMM kernel has no triangular variants: there H and tril(G) Wt are full products) */
+    const int own = gpfq_gemm_get_kernel() == GPFQ_GEMM_AVX512;
+    pair_sgemm(h, 0, 1, d, d, m, 1.0f, Yt, m, Xt, m, 0.0f, G, d);
+    if (own)
+        pair_sgemm(h, 0, 1, d, d, m, 1.0f, Yt, m, Yt, m, 0.0f, H, d);
+    else
+        cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)d, (int)m, 1.0f, Yt, (int)m, 0.0f,
+                    H, (int)d);
     /* P = tril(G) Wt: row t = sum_{s<=t} G[t,s] W[:,s] */
     for (size_t t = 0; t < d; t++)
         for (size_t s = t + 1; s < d; s++) G[t * d + s] = 0.0f;
-    memcpy(P, Wt, d * N * sizeof(float));
-    cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, (int)d, (int)N,
-                1.0f, G, (int)d, P, (int)N);
+    if (own) {
+        pair_sgemm(h, 0, 0, d, N, d, 1.0f, G, d, Wt, N, 0.0f, P, N);
+    } else {
+        memcpy(P, Wt, d * N * sizeof(float));
+        cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, (int)d,
+                    (int)N, 1.0f, G, (int)d, P, (int)N);
+    }
     for (size_t t0 = 0; t0 < d; t0 += block) {
         size_t B = d - t0 < block ? d - t0 : block;
         /* bring in every earlier block at once: P_b -= H[b, :t0] Qt[:t0] */
-        if (t0 > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)N, (int)t0, -1.0f,
-                        H + t0 * d, (int)d, Qt, (int)N, 1.0f, P + t0 * N, (int)N);
+        if (t0 > 0) pair_sgemm(h, 0, 0, B, N, t0, -1.0f, H + t0 * d, d, Qt, N, 1.0f, P + t0 * N, N);
         sweep_block(P + t0 * N, B, N, H + t0 * d + t0, d, t0, d, a, Qt, Ct);
     }
     free(G), free(H), free(P);
     return GPFQ_OK;
 }
 
+static void lane_run(void *lane) {
+    gpfq_ublock_lane_avx512(lane);
+}
+
 /* When err2 is given, U is advanced past the last block too: it is then the
  * residual W Xt - Q Yt, and *err2 its squared norm, for one block's GEMMs instead
  * of gpfq_layer_error's two full products. */
-static gpfq_status layer_ublock(const float *Wt, size_t N, size_t d, const float *Xt,
+static gpfq_status layer_ublock(helper *h, const float *Wt, size_t N, size_t d, const float *Xt,
                                 const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
                                 float *Qt, int32_t *Ct, double *err2) {
     float *U = gpfq_calloc(N * m, sizeof(float), "the GPFQ residual U");
@@ -149,26 +281,20 @@ static gpfq_status layer_ublock(const float *Wt, size_t N, size_t d, const float
         const float *Wb = Wt + t0 * N;
         /* P (B x N) = Y_b^T U^T, the residual seen by each column of the block */
         if (t0 > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)N, (int)m, 1.0f, Yb,
-                        (int)m, U, (int)m, 0.0f, P, (int)N);
+            pair_sgemm(h, 0, 1, B, N, m, 1.0f, Yb, m, U, m, 0.0f, P, N);
         else
             memset(P, 0, B * N * sizeof(float));
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)B, (int)m, 1.0f, Yb,
-                    (int)m, Xb, (int)m, 0.0f, Gb, (int)B);
-        cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)B, (int)m, 1.0f, Yb, (int)m, 0.0f,
-                    Hb, (int)B);
+        pair_sgemm(h, 0, 1, B, B, m, 1.0f, Yb, m, Xb, m, 0.0f, Gb, B);
+        pair_sgemm(h, 0, 1, B, B, m, 1.0f, Yb, m, Yb, m, 0.0f, Hb, B);
         for (size_t r = 0; r < B; r++)
             for (size_t s = r + 1; s < B; s++) Gb[r * B + s] = 0.0f;
         /* P += tril(Gb) W_b^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)N, (int)B, 1.0f, Gb,
-                    (int)B, Wb, (int)N, 1.0f, P, (int)N);
+        pair_sgemm(h, 0, 0, B, N, B, 1.0f, Gb, B, Wb, N, 1.0f, P, N);
         sweep_block(P, B, N, Hb, B, t0, d, a, Qt, Ct);
         if (t0 + B < d || err2) {
             /* U += W_b X_b - Q_b Y_b, with W_b = Wb^T (N x B) */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)m, (int)B, 1.0f, Wb,
-                        (int)N, Xb, (int)m, 1.0f, U, (int)m);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)m, (int)B, -1.0f,
-                        Qt + t0 * N, (int)N, Yb, (int)m, 1.0f, U, (int)m);
+            pair_sgemm(h, 1, 0, N, m, B, 1.0f, Wb, N, Xb, m, 1.0f, U, m);
+            pair_sgemm(h, 1, 0, N, m, B, -1.0f, Qt + t0 * N, N, Yb, m, 1.0f, U, m);
         }
     }
     if (err2) *err2 = squared_norm(U, N * m);
@@ -177,79 +303,6 @@ static gpfq_status layer_ublock(const float *Wt, size_t N, size_t d, const float
 }
 
 /* ---- ublock on gpfq's own kernels ---- */
-
-/* A second thread for lane 1 of every pass of one layer: started once per layer, it waits
- * spinning for the next pass (the sequential sweep between two passes takes microseconds), then
- * on a condition variable after UBLOCK_SPIN_SECONDS. */
-#define UBLOCK_SPIN_SECONDS 2e-4
-
-typedef struct {
-    pthread_t id;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    atomic_uint posted, finished; /* passes handed over, passes done */
-    int quit;                     /* under mu */
-    ublock_lane *lane;
-} lane_helper;
-
-static void *helper_main(void *arg) {
-    lane_helper *h = arg;
-    unsigned seen = 0;
-    for (;;) {
-        const double start = gpfq_now();
-        for (unsigned spins = 1; atomic_load(&h->posted) == seen; spins++) {
-            if (spins % 64) {
-                __builtin_ia32_pause();
-                continue;
-            }
-            if (gpfq_now() - start < UBLOCK_SPIN_SECONDS) continue;
-            pthread_mutex_lock(&h->mu);
-            while (atomic_load(&h->posted) == seen && !h->quit) pthread_cond_wait(&h->cv, &h->mu);
-            const int quit = atomic_load(&h->posted) == seen;
-            pthread_mutex_unlock(&h->mu);
-            if (quit) return NULL;
-        }
-        seen++;
-        gpfq_ublock_lane_avx512(h->lane);
-        atomic_store(&h->finished, seen);
-    }
-}
-
-static int helper_start(lane_helper *h) {
-    memset(h, 0, sizeof *h);
-    pthread_mutex_init(&h->mu, NULL);
-    pthread_cond_init(&h->cv, NULL);
-    if (pthread_create(&h->id, NULL, helper_main, h) == 0) return 1;
-    pthread_mutex_destroy(&h->mu);
-    pthread_cond_destroy(&h->cv);
-    return 0;
-}
-
-static void helper_post(lane_helper *h, ublock_lane *lane) {
-    pthread_mutex_lock(&h->mu);
-    h->lane = lane;
-    atomic_fetch_add(&h->posted, 1);
-    pthread_cond_signal(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-}
-
-static void helper_wait(lane_helper *h) {
-    for (unsigned spins = 1; atomic_load(&h->finished) != atomic_load(&h->posted); spins++)
-        if (spins % 1024)
-            __builtin_ia32_pause();
-        else
-            sched_yield(); /* the helper may be off its core */
-}
-
-static void helper_stop(lane_helper *h) {
-    pthread_mutex_lock(&h->mu);
-    h->quit = 1;
-    pthread_cond_signal(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-    pthread_join(h->id, NULL);
-    pthread_mutex_destroy(&h->mu);
-    pthread_cond_destroy(&h->cv);
-}
 
 /* 1 where ublock runs on ublock_avx512.c: the AVX-512 conv kernel is the one in use (the CPU has
  * it and GPFQ_CONV does not ask for less), and there are at least two chunks of columns. With
@@ -262,7 +315,7 @@ static int ublock_own_kernels(size_t m) {
 /* layer_ublock's passes on gpfq's kernels (ublock.h). Pass p updates U with block p - 1 and
  * sums block p; the sweep between passes is layer_ublock's. With ref2, also *ref2 = ||W Xt||^2
  * from the first pass where N <= UBLOCK_NORM_ROWS, else *ref2 = -1 (not computed). */
-static gpfq_status layer_ublock_own(const float *Wt, size_t N, size_t d, const float *Xt,
+static gpfq_status layer_ublock_own(helper *h, const float *Wt, size_t N, size_t d, const float *Xt,
                                     const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
                                     float *Qt, int32_t *Ct, double *err2, double *ref2) {
     const size_t n4 = (N + 3) / 4 * 4, b4 = (block + 3) / 4 * 4;
@@ -298,8 +351,6 @@ static gpfq_status layer_ublock_own(const float *Wt, size_t N, size_t d, const f
                                  .c0 = k * half,
                                  .c1 = k + 1 < UBLOCK_LANES ? (k + 1) * half : m,
                                  .zero = zero};
-    lane_helper helper;
-    const int helped = openblas_get_num_threads() > 1 && helper_start(&helper);
     const size_t blocks = (d + block - 1) / block;
     /* the reference norm re-reads a chunk's d rows of Xt once per 4 rows of W: from L2 for
      * the small N of most convs, but for a larger N the chunk leaves L2 before the last rows
@@ -317,10 +368,10 @@ static gpfq_status layer_ublock_own(const float *Wt, size_t N, size_t d, const f
             lanes[k].with_p = p > 0;
             lanes[k].nw = p == 0 && own_norm ? wt4 : NULL;
         }
-        if (helped) helper_post(&helper, &lanes[1]);
+        if (h) helper_post(h, lane_run, &lanes[1]);
         for (int k = 0; k < UBLOCK_LANES; k++)
-            if (!helped || k != 1) gpfq_ublock_lane_avx512(&lanes[k]);
-        if (helped) helper_wait(&helper);
+            if (!h || k != 1) gpfq_ublock_lane_avx512(&lanes[k]);
+        if (h) helper_wait(h);
         if (p == 0 && own_norm)
             for (int k = 0; k < UBLOCK_LANES; k++) *ref2 += lanes[k].norm2;
         if (p == blocks) break;
@@ -332,19 +383,17 @@ static gpfq_status layer_ublock_own(const float *Wt, size_t N, size_t d, const f
                 P[r * N + i] = v;
             }
             for (size_t s = 0; s < B; s++) {
-                float g = 0.0f, h = 0.0f;
+                float g = 0.0f, hh = 0.0f;
                 for (int k = 0; k < UBLOCK_LANES; k++)
-                    g += lanes[k].G[r * b4 + s], h += lanes[k].H[r * b4 + s];
+                    g += lanes[k].G[r * b4 + s], hh += lanes[k].H[r * b4 + s];
                 Gb[r * B + s] = s <= r ? g : 0.0f;
-                Hb[r * B + s] = s <= r ? h : 0.0f;
+                Hb[r * B + s] = s <= r ? hh : 0.0f;
             }
         }
         /* P += tril(Gb) W_b^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)N, (int)B, 1.0f, Gb,
-                    (int)B, Wt + t0 * N, (int)N, 1.0f, P, (int)N);
+        pair_sgemm(h, 0, 0, B, N, B, 1.0f, Gb, B, Wt + t0 * N, N, 1.0f, P, N);
         sweep_block(P, B, N, Hb, B, t0, d, a, Qt, Ct);
     }
-    if (helped) helper_stop(&helper);
     if (err2) *err2 = squared_norm(U, N * m);
     free(U), free(sums), free(wt4), free(cq), free(zero), free(P), free(Gb), free(Hb);
     return GPFQ_OK;
@@ -356,9 +405,9 @@ static gpfq_form choose_form(size_t N, size_t d, size_t m, size_t block) {
     return gram <= ublock ? GPFQ_FORM_GRAM : GPFQ_FORM_UBLOCK;
 }
 
-gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t N, size_t d,
-                             const float *Xt, const float *Yt, size_t m, double *error,
-                             double *reference_norm) {
+static gpfq_status layer_error(helper *h, const float *weight, const float *quantized, size_t N,
+                               size_t d, const float *Xt, const float *Yt, size_t m, double *error,
+                               double *reference_norm) {
     /* in chunks of columns to bound memory */
     const size_t chunk = m < 8192 ? m : 8192;
     float *R = gpfq_malloc(N * chunk * sizeof(float), "the layer output");
@@ -371,19 +420,34 @@ gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t
     for (size_t c0 = 0; c0 < m; c0 += chunk) {
         const size_t c = m - c0 < chunk ? m - c0 : chunk;
         /* R = W Xt[:, c0:c0+c]; E = R - Q Yt[:, c0:c0+c] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)c, (int)d, 1.0f, weight,
-                    (int)d, Xt + c0, (int)m, 0.0f, R, (int)c);
+        pair_sgemm(h, 0, 0, N, c, d, 1.0f, weight, d, Xt + c0, m, 0.0f, R, c);
         for (size_t k = 0; k < N * c; k++) ref += (double)R[k] * R[k];
         if (!quantized) continue;
         memcpy(E, R, N * c * sizeof(float));
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)c, (int)d, -1.0f,
-                    quantized, (int)d, Yt + c0, (int)m, 1.0f, E, (int)c);
+        pair_sgemm(h, 0, 0, N, c, d, -1.0f, quantized, d, Yt + c0, m, 1.0f, E, c);
         for (size_t k = 0; k < N * c; k++) err += (double)E[k] * E[k];
     }
     free(E), free(R);
     if (error) *error = sqrt(err);
     *reference_norm = sqrt(ref);
     return GPFQ_OK;
+}
+
+/* A helper thread for a layer's GEMMs and passes, where there are two threads to use (the BLAS
+ * thread count, as set by --threads) and gpfq's kernels run them: OpenBLAS has its own. */
+static int want_helper(int own) {
+    return openblas_get_num_threads() > 1 && (own || gpfq_gemm_get_kernel() == GPFQ_GEMM_AVX512);
+}
+
+gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t N, size_t d,
+                             const float *Xt, const float *Yt, size_t m, double *error,
+                             double *reference_norm) {
+    helper h;
+    const int helped = want_helper(0) && helper_start(&h);
+    gpfq_status st =
+        layer_error(helped ? &h : NULL, weight, quantized, N, d, Xt, Yt, m, error, reference_norm);
+    if (helped) helper_stop(&h);
+    return st;
 }
 
 gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float *Xt,
@@ -405,6 +469,8 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
     block = form == GPFQ_FORM_UBLOCK ? ublock_block : blas_block;
     gpfq_status st = GPFQ_OK;
     double err2 = -1.0, ref2 = -1.0; /* the residual's and W Xt's squared norms, when given */
+    helper help;
+    helper *h = form != GPFQ_FORM_REF && want_helper(own) && helper_start(&help) ? &help : NULL;
     if (form == GPFQ_FORM_REF) {
         gpfq_gpfq_layer_ref(weight, N, d, Xt, Yt, m, a, codes);
     } else {
@@ -414,17 +480,22 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
         if (!Wt || !Qt || !Ct) st = GPFQ_ERR_NOMEM;
         if (st == GPFQ_OK) {
             gpfq_transpose32(weight, N, d, Wt);
-            st = form == GPFQ_FORM_GRAM ? layer_gram(Wt, N, d, Xt, Yt, m, a, block, Qt, Ct)
-                 : own                  ? layer_ublock_own(Wt, N, d, Xt, Yt, m, a, block, Qt, Ct,
-                                          stats ? &err2 : NULL, stats ? &ref2 : NULL)
-                       : layer_ublock(Wt, N, d, Xt, Yt, m, a, block, Qt, Ct, stats ? &err2 : NULL);
+            st = form == GPFQ_FORM_GRAM ? layer_gram(h, Wt, N, d, Xt, Yt, m, a, block, Qt, Ct)
+                 : own
+                     ? layer_ublock_own(h, Wt, N, d, Xt, Yt, m, a, block, Qt, Ct,
+                                        stats ? &err2 : NULL, stats ? &ref2 : NULL)
+                     : layer_ublock(h, Wt, N, d, Xt, Yt, m, a, block, Qt, Ct, stats ? &err2 : NULL);
         }
         if (st == GPFQ_OK) gpfq_transpose32(Ct, d, N, codes);
         free(Wt), free(Qt), free(Ct);
     }
-    if (st != GPFQ_OK) return st;
-    float *values = quantized ? quantized : gpfq_malloc(N * d * sizeof(float), "quantized weights");
-    if (!values) return GPFQ_ERR_NOMEM;
+    float *values = st != GPFQ_OK ? NULL
+                    : quantized   ? quantized
+                                  : gpfq_malloc(N * d * sizeof(float), "quantized weights");
+    if (!values) {
+        if (h) helper_stop(h);
+        return st != GPFQ_OK ? st : GPFQ_ERR_NOMEM;
+    }
     gpfq_code_values(a, codes, N * d, values);
     if (stats) {
         stats->form = form;
@@ -433,10 +504,11 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
         double ref = ref2 >= 0.0 ? sqrt(ref2) : 0.0;
         if (err2 >= 0.0) stats->error = sqrt(err2);
         if (ref2 < 0.0)
-            st = gpfq_layer_error(weight, err2 >= 0.0 ? NULL : values, N, d, Xt, Yt, m,
-                                  err2 >= 0.0 ? NULL : &stats->error, &ref);
+            st = layer_error(h, weight, err2 >= 0.0 ? NULL : values, N, d, Xt, Yt, m,
+                             err2 >= 0.0 ? NULL : &stats->error, &ref);
         stats->relative_error = ref > 0 ? stats->error / ref : 0.0;
     }
+    if (h) helper_stop(h);
     if (!quantized) free(values);
     return st;
 }
