@@ -246,17 +246,18 @@ say "srun --mpi=pmix: $([ $pmix = 1 ] && echo available || echo 'NOT available: 
 export GPFQ=$gpfq
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
-# write_job NAME SCALARS EVAL_IMAGES: a job file with its own results file
+# write_job NAME SCALARS EVAL_IMAGES [BITS] [CALIBRATION_IMAGES]: a job file with its own results
+# file
 write_job() {
   cat >"$tmp/work/$1.yaml" <<EOF
 model: $src/tests/fixtures/model_lenet_small.h5
 dataset: {name: fashion-mnist, data_dir: $tmp/data}
-calibration: {images: 64}
+calibration: {images: ${5:-64}}
 output: $tmp/work/results/$1.h5
 eval: {limit: $3}
 grid:
   method: [gpfq, msq]
-  bits: [2, 3, 4]
+  bits: ${4:-[2, 3, 4]}
   scalar: $2
 EOF
 }
@@ -265,8 +266,11 @@ write_job array "{start: 1.0, stop: 2.0, step: 0.25}" 50      # 30 tasks
 write_job sparse "[1.0]" 50                                    # 6 tasks
 write_job stop_b "{start: 1.0, stop: 2.0, step: 0.008}" 300   # 756 tasks
 write_job stop_s "{start: 1.0, stop: 2.0, step: 0.008}" 300
-write_job limit_b "{start: 1.0, stop: 3.0, step: 0.001}" 300  # 12006 tasks
-write_job limit_s "{start: 1.0, stop: 3.0, step: 0.001}" 300
+# the time-limit sweeps must outlast the 60 s before their signal, and a job holds at most 20000
+# tasks: 19992, of 256 calibration images (11100 tasks/min on one rank here, so 108 s alone;
+# 12006 tasks of 64 images once took 40 s)
+write_job limit_b "{start: 1.0, stop: 2.6655, step: 0.001}" 300 "[2, 3, 4, 5, 6, 7]" 256
+write_job limit_s "{start: 1.0, stop: 2.6655, step: 0.001}" 300 "[2, 3, 4, 5, 6, 7]" 256
 
 # submit NAME SCRIPT [sbatch options] -- [script arguments]: prints the job id;
 # the job file is NAME.yaml (JOBFILE=OTHER picks OTHER.yaml), the output NAME-ID.out
