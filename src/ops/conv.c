@@ -1,5 +1,5 @@
 /*
- * 2-D convolution as im2col + cblas_sgemm.
+ * 2-D convolution as im2col + GEMM (gpfq_sgemm).
  *
  * Small feature maps make one GEMM per image too thin to run BLAS well, so images
  * are unfolded side by side into one column matrix (a chunk of `images_per_gemm`
@@ -10,7 +10,6 @@
  */
 #include "gpfq/ops.h"
 
-#include <cblas.h>
 #include <limits.h>
 #include <string.h>
 
@@ -115,9 +114,8 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
 
     if (is_pointwise(g)) {
         for (size_t i = 0; i < n; i++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->out_c, (int)pixels, g->in_c,
-                        1.0f, weight, g->in_c, x + i * in_size, (int)pixels, 0.0f, y + i * out_size,
-                        (int)pixels);
+            gpfq_sgemm(0, 0, (size_t)g->out_c, pixels, (size_t)g->in_c, 1.0f, weight,
+                       (size_t)g->in_c, x + i * in_size, pixels, 0.0f, y + i * out_size, pixels);
         finish(bias, epilogue, n, g->out_c, pixels, y);
         return;
     }
@@ -138,12 +136,12 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
             const float *wg = weight + (size_t)grp * og * rows;
             if (count == 1) {
                 float *dst = y + first * out_size + (size_t)grp * og * pixels;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, og, (int)pixels, rows, 1.0f,
-                            wg, rows, col, (int)pixels, 0.0f, dst, (int)pixels);
+                gpfq_sgemm(0, 0, (size_t)og, pixels, (size_t)rows, 1.0f, wg, (size_t)rows, col,
+                           pixels, 0.0f, dst, pixels);
                 continue;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, og, (int)columns, rows, 1.0f, wg,
-                        rows, col, (int)columns, 0.0f, staging, (int)columns);
+            gpfq_sgemm(0, 0, (size_t)og, columns, (size_t)rows, 1.0f, wg, (size_t)rows, col,
+                       columns, 0.0f, staging, columns);
             for (size_t i = 0; i < count; i++)
                 for (int o = 0; o < og; o++)
                     memcpy(y + (first + i) * out_size + ((size_t)grp * og + o) * pixels,
