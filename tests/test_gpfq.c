@@ -214,17 +214,13 @@ static void test_forms(void) {
     compare_forms(16, 144, 5003, GPFQ_QUANTIZER_NEAREST, 0, 0, &state);
 }
 
-/* ublock gives the same codes and error bit for bit at one and two threads: its own kernels
- * sum fixed ranges of columns whatever runs them */
-static void test_ublock_threads(void) {
-    const gpfq_conv_kernel before = gpfq_conv_set_kernel(GPFQ_CONV_AVX512);
-    if (gpfq_conv_get_kernel() != GPFQ_CONV_AVX512) { /* OpenBLAS may round by thread count */
-        printf("test_gpfq: no AVX-512 here: ublock's own kernels not tested\n");
-        gpfq_conv_set_kernel(before);
-        return;
-    }
-    unsigned long long state = 11;
-    const size_t N = 21, d = 70, m = 4133;
+/* A layer gives the same codes and error bit for bit at one and two threads: ublock's own
+ * kernels sum fixed ranges of columns whatever runs them, and gpfq_sgemm sums each element in
+ * the same order however the forms split their products between two threads (by columns
+ * where N >= 64, else by rows). */
+static void check_threads(const char *what, size_t N, size_t d, size_t m, gpfq_form form,
+                          size_t block, unsigned long long seed) {
+    unsigned long long state = seed;
     float *W = malloc(N * d * 4), *Xt = malloc(d * m * 4), *Yt = malloc(d * m * 4);
     fill(W, N * d, 0, 1.0f, &state);
     fill(Xt, d * m, 0, 1.0f, &state);
@@ -236,20 +232,33 @@ static void test_ublock_threads(void) {
     const int threads = openblas_get_num_threads();
     for (int k = 0; k < 2; k++) {
         openblas_set_num_threads(k + 1);
-        CHECK(gpfq_gpfq_layer(W, N, d, Xt, Yt, m, &a, GPFQ_FORM_UBLOCK, 16, codes[k], NULL,
-                              &stats[k]) == GPFQ_OK,
-              "%s", gpfq_last_error());
+        CHECK(gpfq_gpfq_layer(W, N, d, Xt, Yt, m, &a, form, block, codes[k], NULL, &stats[k]) ==
+                  GPFQ_OK,
+              "%s: %s", what, gpfq_last_error());
     }
     openblas_set_num_threads(threads);
-    CHECK(memcmp(codes[0], codes[1], N * d * 4) == 0,
-          "ublock's codes differ between 1 and 2 threads");
-    CHECK(stats[0].error == stats[1].error, "ublock's error: %.17g at 1 thread, %.17g at 2",
+    CHECK(memcmp(codes[0], codes[1], N * d * 4) == 0, "%s: codes differ between 1 and 2 threads",
+          what);
+    CHECK(stats[0].error == stats[1].error, "%s: error %.17g at 1 thread, %.17g at 2", what,
           stats[0].error, stats[1].error);
     CHECK(stats[0].relative_error == stats[1].relative_error,
-          "ublock's relative error: %.17g at 1 thread, %.17g at 2", stats[0].relative_error,
+          "%s: relative error %.17g at 1 thread, %.17g at 2", what, stats[0].relative_error,
           stats[1].relative_error);
-    gpfq_conv_set_kernel(before);
     free(W), free(Xt), free(Yt), free(codes[0]), free(codes[1]);
+}
+
+static void test_threads(void) {
+    const gpfq_conv_kernel before = gpfq_conv_set_kernel(GPFQ_CONV_AVX512);
+    if (gpfq_conv_get_kernel() != GPFQ_CONV_AVX512) { /* OpenBLAS may round by thread count */
+        printf("test_gpfq: no AVX-512 here: thread-count invariance not tested\n");
+        gpfq_conv_set_kernel(before);
+        return;
+    }
+    check_threads("ublock, own kernels", 21, 70, 4133, GPFQ_FORM_UBLOCK, 16, 11);
+    check_threads("ublock on gpfq_sgemm, N >= 64", 130, 300, 256, GPFQ_FORM_UBLOCK, 0, 12);
+    check_threads("ublock on gpfq_sgemm, N < 64", 40, 300, 256, GPFQ_FORM_UBLOCK, 0, 13);
+    check_threads("gram on gpfq_sgemm", 70, 150, 1000, GPFQ_FORM_GRAM, 0, 14);
+    gpfq_conv_set_kernel(before);
 }
 
 typedef struct {
@@ -488,7 +497,7 @@ int main(int argc, char **argv) {
     test_quantizers();
     test_quantize_row();
     test_forms();
-    test_ublock_threads();
+    test_threads();
     test_driver(argc > 1 ? argv[1] : "tests/fixtures");
     test_eval_and_ranges(argc > 1 ? argv[1] : "tests/fixtures");
     return check_report("test_gpfq");
