@@ -17,14 +17,16 @@
  *
  * How the layer GPFQ is timed. The driver calls gpfq_gpfq_layer() once per
  * layer (per group); this program is linked with
- * -Wl,--wrap=gpfq_gpfq_layer,--wrap=cblas_sgemm,--wrap=cblas_ssyrk,--wrap=cblas_strmm
- * so that those calls come here first. The wrapper times the real
+ * -Wl,--wrap=gpfq_gpfq_layer,--wrap=gpfq_sgemm,--wrap=cblas_sgemm,--wrap=cblas_ssyrk,
+ * --wrap=cblas_strmm so that those calls come here first. The wrapper times the real
  * gpfq_gpfq_layer() with stats = NULL (the GPFQ proper: transposes, the form,
  * the code values; not the layer error), then computes the error with the
  * public gpfq_layer_error() outside the timed span and fills the stats the
- * driver reads. BLAS calls made inside the timed span are timed and their flops
- * counted. The form auto ran is observed, not recomputed: the gram form is the
- * only one that calls cblas_strmm, the ref form calls no BLAS.
+ * driver reads. GEMM calls made inside the timed span (gpfq_sgemm, and the
+ * BLAS routines when gpfq runs them on OpenBLAS) are counted, their flops on
+ * every thread (a layer splits its products between two), their time on the
+ * thread that called gpfq_gpfq_layer() only. The form auto ran is the library's
+ * own choice, gpfq_layer_form().
  *
  * The ref guard (--max-ref-seconds S): before a ref layer, the ref loop runs on
  * the first k and 2k columns, k = ceil(d/32) (the loop's cost per column does
@@ -34,6 +36,7 @@
  */
 #include <cblas.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +73,12 @@ gpfq_status __wrap_gpfq_gpfq_layer(const float *weight, size_t N, size_t d, cons
                                    const float *Yt, size_t m, const gpfq_alphabet *a,
                                    gpfq_form form, size_t block, int32_t *codes, float *quantized,
                                    gpfq_layer_stats *stats);
+void __real_gpfq_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                       const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                       size_t ldc);
+void __wrap_gpfq_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                       const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                       size_t ldc);
 void __real_cblas_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
                         blasint M, blasint N, blasint K, float alpha, const float *A, blasint lda,
                         const float *B, blasint ldb, float beta, float *C, blasint ldc);
@@ -96,7 +105,7 @@ typedef struct {
     double seconds; /* the GPFQ proper (or the ref prediction when est) */
     double blas_seconds, blas_flops;
     double kind_seconds[3], kind_flops[3]; /* sgemm, ssyrk, strmm */
-    int blas_calls, strmm_calls;
+    int blas_calls;
     long faults;             /* minor page faults inside the timed span */
     gpfq_form ran;           /* observed */
     int est;                 /* ref predicted, not run (the layer ran `ran` instead) */
@@ -106,10 +115,12 @@ typedef struct {
 
 static struct {
     int active;
-    int in_gpfq; /* inside the timed span: account BLAS */
+    int in_gpfq;        /* inside the timed span: account BLAS */
+    pthread_t main;     /* the thread that called gpfq_gpfq_layer() */
+    pthread_mutex_t mu; /* the counters, for GEMMs on two threads */
     double max_ref_seconds;
     layer_obs cur;
-} W;
+} W = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* The clock of every figure but the whole-run total: wall time, or with
  * --clock cpu the CPU time of the calling thread (meaningful at one BLAS thread
@@ -128,18 +139,32 @@ static double blas_start(void) {
     return W.in_gpfq ? bench_now() : 0.0;
 }
 
+/* A GEMM on the helper thread adds its flops, not its time (which overlaps the caller's). */
+static int on_main_thread(void) {
+    return pthread_equal(pthread_self(), W.main);
+}
+
 enum { K_SGEMM, K_SSYRK, K_STRMM };
 static const char *const KIND_NAMES[3] = {"sgemm", "ssyrk", "strmm"};
 
 static void blas_stop(double start, double flops, int kind) {
     if (!W.in_gpfq) return;
-    const double t = bench_now() - start;
+    const double t = on_main_thread() ? bench_now() - start : 0.0;
+    pthread_mutex_lock(&W.mu);
     W.cur.blas_seconds += t;
     W.cur.blas_flops += flops;
     W.cur.kind_seconds[kind] += t;
     W.cur.kind_flops[kind] += flops;
     W.cur.blas_calls++;
-    W.cur.strmm_calls += kind == K_STRMM;
+    pthread_mutex_unlock(&W.mu);
+}
+
+void __wrap_gpfq_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                       const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                       size_t ldc) {
+    double t = blas_start();
+    __real_gpfq_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    blas_stop(t, 2.0 * (double)M * (double)N * (double)K, K_SGEMM);
 }
 
 void __wrap_cblas_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
@@ -216,9 +241,9 @@ gpfq_status __wrap_gpfq_gpfq_layer(const float *weight, size_t N, size_t d, cons
     }
     float *values = quantized ? quantized : malloc(N * d * sizeof(float));
     if (!values) return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for quantized weights");
-    const int strmm_before = o->strmm_calls, blas_before = o->blas_calls;
     struct rusage ru0, ru1;
     getrusage(RUSAGE_SELF, &ru0);
+    W.main = pthread_self();
     W.in_gpfq = 1;
     double t = bench_now();
     gpfq_status st =
@@ -227,11 +252,7 @@ gpfq_status __wrap_gpfq_gpfq_layer(const float *weight, size_t N, size_t d, cons
     W.in_gpfq = 0;
     getrusage(RUSAGE_SELF, &ru1);
     o->faults += ru1.ru_minflt - ru0.ru_minflt;
-    gpfq_form ran = form;
-    if (form == GPFQ_FORM_AUTO)
-        ran = o->strmm_calls > strmm_before ? GPFQ_FORM_GRAM
-              : o->blas_calls > blas_before ? GPFQ_FORM_UBLOCK
-                                            : GPFQ_FORM_REF;
+    const gpfq_form ran = gpfq_layer_form(N, d, m, form, block);
     o->ran = ran;
     if (o->est) {
         o->stand_in_seconds += t;
@@ -652,6 +673,12 @@ static void run_sgemm_gram(void *p) {
                 g->m, 0.0f, g->C, g->d);
 }
 
+static void run_own_gram(void *p) {
+    gram_args *g = p;
+    gpfq_sgemm(0, 1, (size_t)g->d, (size_t)g->d, (size_t)g->m, 1.0f, g->Y, (size_t)g->m, g->X,
+               (size_t)g->m, 0.0f, g->C, (size_t)g->d);
+}
+
 static void run_ssyrk_gram(void *p) {
     gram_args *g = p;
     cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, g->d, g->m, 1.0f, g->Y, g->m, 0.0f, g->C,
@@ -688,8 +715,9 @@ static void bench_gram(const gram_size *sizes, int n_sizes, const bench_cfg *cfg
     printf("\n== Gram products of the gram form at the conv layer sizes ==\n");
     printf("G = Yt Xt^T: cblas_sgemm(RowMajor, NoTrans, Trans, d, d, m), 2 d^2 m flops;\n"
            "H = Yt Yt^T: cblas_ssyrk(RowMajor, Lower, NoTrans, d, m), d(d+1) m flops;\n"
-           "random data, best of >= 3 runs; peak: cblas_sgemm %d^3 (NoTrans, NoTrans).\n",
-           peak_n);
+           "random data, best of >= 3 runs; peak: cblas_sgemm %d^3 (NoTrans, NoTrans).\n"
+           "own: G on gpfq_sgemm, one thread, %s kernel (the gram form splits it over two).\n",
+           peak_n, gpfq_gemm_kernel_name(gpfq_gemm_get_kernel()));
     size_t max_dm = (size_t)peak_n * peak_n, max_dd = max_dm;
     for (int i = 0; i < n_sizes; i++) {
         size_t dm = (size_t)sizes[i].d * sizes[i].m, dd = (size_t)sizes[i].d * sizes[i].d;
@@ -709,18 +737,21 @@ static void bench_gram(const gram_size *sizes, int n_sizes, const bench_cfg *cfg
         double peak = 2.0 * peak_n * peak_n * (double)peak_n / pt * 1e-9;
         printf("\n-- BLAS threads %d: sgemm %d^3 peak %.1f GFLOP/s (%.4f s) --\n",
                openblas_get_num_threads(), peak_n, peak, pt);
-        printf("%6s %7s %10s %9s %6s %10s %9s %6s  %s\n", "d", "m", "sgemm s", "GFLOP/s", "%peak",
-               "ssyrk s", "GFLOP/s", "%peak", "layers");
+        printf("%6s %7s %10s %9s %6s %10s %9s %6s %10s %9s %6s  %s\n", "d", "m", "sgemm s",
+               "GFLOP/s", "%peak", "ssyrk s", "GFLOP/s", "%peak", "own s", "GFLOP/s", "%peak",
+               "layers");
         double sum_flops = 0, sum_s = 0;
         for (int i = 0; i < n_sizes; i++) {
             gram_args g = {sizes[i].d, sizes[i].m, X, Y, C};
             double ts = best_of(run_sgemm_gram, &g, 0.3);
             double th = best_of(run_ssyrk_gram, &g, 0.3);
+            double to = best_of(run_own_gram, &g, 0.3);
             double fs = 2.0 * g.d * g.d * (double)g.m, fh = (double)g.d * (g.d + 1) * (double)g.m;
             sum_flops += fs + fh, sum_s += ts + th;
-            printf("%6d %7d %10.5f %9.1f %5.0f%% %10.5f %9.1f %5.0f%%  %s\n", g.d, g.m, ts,
-                   fs / ts * 1e-9, 100 * fs / ts * 1e-9 / peak, th, fh / th * 1e-9,
-                   100 * fh / th * 1e-9 / peak, sizes[i].layers);
+            printf("%6d %7d %10.5f %9.1f %5.0f%% %10.5f %9.1f %5.0f%% %10.5f %9.1f %5.0f%%  %s\n",
+                   g.d, g.m, ts, fs / ts * 1e-9, 100 * fs / ts * 1e-9 / peak, th, fh / th * 1e-9,
+                   100 * fh / th * 1e-9 / peak, to, fs / to * 1e-9, 100 * fs / to * 1e-9 / peak,
+                   sizes[i].layers);
         }
         if (sum_s > 0)
             printf("%6s %7s %10.5f %9.1f %5.0f%%  (both products, all sizes, flop-weighted)\n",

@@ -80,6 +80,9 @@ typedef struct {
     gpfq_form form; /* the form that ran */
 } gpfq_layer_stats;
 
+/* The form gpfq_gpfq_layer runs on an N x d layer with m columns, given form (GPFQ_FORM_AUTO:
+ * the cheaper by its cost model) and block (0: the default). */
+gpfq_form gpfq_layer_form(size_t N, size_t d, size_t m, gpfq_form form, size_t block);
 /* GPFQ for one layer: weight (N, d), Xt and Yt (d, m). Writes codes (N, d) and,
  * when `quantized` is not NULL, their values (N, d). `block` is the column
  * block size of the fast forms (0: default). Stochastic rounding draws from

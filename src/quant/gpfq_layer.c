@@ -450,23 +450,33 @@ gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t
     return st;
 }
 
+/* The form to run (AUTO resolved by the cost model) and its block (0: the default). */
+static gpfq_form resolve_form(size_t N, size_t d, size_t m, gpfq_form form, size_t *block) {
+    /* On OpenBLAS the in-block sweep costs B/(2N) of the GEMM work: small layers want small
+     * blocks (measured: B=32 at N<=64 and 64 up to N=256 beat 128, bench/README.md). ublock's
+     * own kernels spend m B d on the block Grams against 6 N m d on the rest, and a pass costs
+     * little: 16 beat 32 by 5-25% at every N from 16 to 256 (bench/README.md). */
+    size_t blas_block = *block ? *block : N <= 64 ? 32 : N <= 256 ? 64 : GPFQ_DEFAULT_BLOCK;
+    size_t own_block = *block ? *block : UBLOCK_OWN_BLOCK;
+    if (blas_block > d) blas_block = d;
+    if (own_block > d) own_block = d;
+    const size_t ublock_block = ublock_own_kernels(m) ? own_block : blas_block;
+    if (form == GPFQ_FORM_AUTO) form = choose_form(N, d, m, ublock_block);
+    *block = form == GPFQ_FORM_UBLOCK ? ublock_block : blas_block;
+    return form;
+}
+
+gpfq_form gpfq_layer_form(size_t N, size_t d, size_t m, gpfq_form form, size_t block) {
+    return resolve_form(N, d, m, form, &block);
+}
+
 gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float *Xt,
                             const float *Yt, size_t m, const gpfq_alphabet *a, gpfq_form form,
                             size_t block, int32_t *codes, float *quantized,
                             gpfq_layer_stats *stats) {
     const double start = gpfq_now();
-    /* On OpenBLAS the in-block sweep costs B/(2N) of the GEMM work: small layers want small
-     * blocks (measured: B=32 at N<=64 and 64 up to N=256 beat 128, bench/README.md). ublock's
-     * own kernels spend m B d on the block Grams against 6 N m d on the rest, and a pass costs
-     * little: 16 beat 32 by 5-25% at every N from 16 to 256 (bench/README.md). */
     const int own = ublock_own_kernels(m);
-    size_t blas_block = block ? block : N <= 64 ? 32 : N <= 256 ? 64 : GPFQ_DEFAULT_BLOCK;
-    size_t own_block = block ? block : UBLOCK_OWN_BLOCK;
-    if (blas_block > d) blas_block = d;
-    if (own_block > d) own_block = d;
-    const size_t ublock_block = own ? own_block : blas_block;
-    if (form == GPFQ_FORM_AUTO) form = choose_form(N, d, m, ublock_block);
-    block = form == GPFQ_FORM_UBLOCK ? ublock_block : blas_block;
+    form = resolve_form(N, d, m, form, &block);
     gpfq_status st = GPFQ_OK;
     double err2 = -1.0, ref2 = -1.0; /* the residual's and W Xt's squared norms, when given */
     helper help;
