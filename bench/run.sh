@@ -61,6 +61,7 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 gpfq_env=$("$GPFQ" env) # one run: gpfq env starts MPI, half a second
 blas=$(sed -n 's/^blas *//p' <<<"$gpfq_env")
 conv=$(sed -n 's/^conv *//p' <<<"$gpfq_env")
+gemm=$(sed -n 's/^gemm *//p' <<<"$gpfq_env")
 winograd=$(sed -n 's/^winograd *//p' <<<"$gpfq_env")
 
 echo "bench/run.sh$([ "$quick" -eq 1 ] && echo " --quick"), $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -318,15 +319,15 @@ for m in "${models[@]}"; do
         --batch 256 --threads $THREADS --data-dir "$DATA_DIR"
     peer "$o.tno" no "$PYTHON" bench/torch_eval.py --model "$f" --arch "$m" --images "$n" \
         --batch 256 --threads $THREADS --data-dir "$DATA_DIR" --no-check
-    # the same with the kernel OpenBLAS picks for this CPU when OPENBLAS_CORETYPE is unset
-    timed "$o.gauto" env -u OPENBLAS_CORETYPE "$GPFQ" eval --model "$f" --data-dir "$DATA_DIR" \
+    # the same with gpfq's GEMMs on OpenBLAS, with the kernel the environment gives it
+    timed "$o.gblas" env GPFQ_GEMM=openblas "$GPFQ" eval --model "$f" --data-dir "$DATA_DIR" \
         --limit "$n" --batch 256 --threads $THREADS
-    auto_kernel=$(sed -n 's/^speed .* \([A-Za-z0-9]*\) kernel).*/\1/p' "$o.gauto")
+    blas_kernel=$(sed -n 's/^speed .* \([A-Za-z0-9]*\) kernel).*/\1/p' "$o.gblas")
     fl=$(flops_of "$m")
-    g=$(ips "$o.g") ty=$(ips "$o.tyes") tn=$(ips "$o.tno") ga=$(ips "$o.gauto")
-    echo "  $m ($n images, $(awk -v f="$fl" 'BEGIN { printf "%.2f", f / 1e6 }') MFLOP/image): gpfq $g img/s ($ga with OpenBLAS's own kernel, $auto_kernel), torch $ty img/s (tunables) / $tn img/s (none); torch: $(sed -n 's/^torch *//p' "$o.tyes")"
+    g=$(ips "$o.g") ty=$(ips "$o.tyes") tn=$(ips "$o.tno") gb=$(ips "$o.gblas")
+    echo "  $m ($n images, $(awk -v f="$fl" 'BEGIN { printf "%.2f", f / 1e6 }') MFLOP/image): gpfq $g img/s ($gb with its GEMMs on OpenBLAS's $blas_kernel kernel), torch $ty img/s (tunables) / $tn img/s (none); torch: $(sed -n 's/^torch *//p' "$o.tyes")"
     rrow "$m eval images/s" "$g" "$ty" "$tn"
-    [ -z "${OPENBLAS_CORETYPE-}" ] || rrow "$m eval images/s, OpenBLAS's own kernel ($auto_kernel)" "$ga" "$ty" "$tn"
+    rrow "$m eval images/s, GEMMs on OpenBLAS ($blas_kernel)" "$gb" "$ty" "$tn"
     gg=$(gflops "$fl" "$g") gy=$(gflops "$fl" "$ty") gn=$(gflops "$fl" "$tn")
     # the cells carry the share of the sgemm peak; the ratios are of the bare numbers
     rows+=("$(printf '%-46s %12s %12s %12s %7s %7s' "$m forward GFLOP/s (% of sgemm peak)" \
@@ -353,6 +354,7 @@ echo "   (shared calibration, layer-stride unfolding, no replacement)."
 echo "eval: images/s over the whole timed loop (normalize, forward, top-k), one run per"
 echo "   side; GFLOP/s = Conv2d+Linear flops per image x images/s; $peak_note."
 echo "OpenBLAS kernel (gpfq): $blas"
+echo "GEMM kernel (gpfq): $gemm"
 echo "conv kernel (gpfq): $conv"
 echo "winograd (gpfq): $winograd"
 for n in "${notes[@]}"; do echo "note: $n"; done
