@@ -455,8 +455,50 @@ static void check_gemm(unsigned long long *state) {
            checked_avx512 ? "OpenBLAS and the AVX-512 kernel" : "OpenBLAS only (no AVX-512)");
 }
 
+/* The 2x2 stride-2 max pool (maxpool_2x2, its own loop) bit for bit against a plain
+ * loop with PyTorch's rules (NaN wins; among equal values, -0 and +0, the first in row order),
+ * on widths that do and do not fill its 16-output vectors, with NaNs and signed zeros. */
+static void check_maxpool_2x2(unsigned long long *state) {
+    static const int widths[] = {2, 3, 15, 16, 17, 31, 32, 33, 34, 40, 65};
+    for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++) {
+        const int iw = widths[wi], ih = 6, c = 3;
+        gpfq_conv_geom g = {c, ih, iw, c, ih / 2, iw / 2, 2, 2, 2, 2, 0, 0, 1, 1, 1};
+        const size_t n = 2, in = n * c * ih * iw, out = n * c * g.out_h * g.out_w;
+        float *x = malloc(in * 4), *y = malloc(out * 4), *r = malloc(out * 4);
+        fill(x, in, state);
+        for (size_t i = 0; i < in; i++) { /* some zeros of both signs, some NaNs */
+            const unsigned pick = (unsigned)(check_rand(state) * 1000.0 + 1000.0) % 16;
+            if (pick == 0) x[i] = 0.0f;
+            if (pick == 1) x[i] = -0.0f;
+            if (pick == 2 && i % 7 == 0) x[i] = NAN;
+        }
+        gpfq_maxpool2d(&g, x, n, y);
+        for (size_t p = 0; p < n * c; p++)
+            for (int oy = 0; oy < g.out_h; oy++)
+                for (int ox = 0; ox < g.out_w; ox++) {
+                    const float *w = x + p * ih * iw + 2 * oy * iw + 2 * ox;
+                    const float v[4] = {w[0], w[1], w[iw], w[iw + 1]};
+                    float best = v[0];
+                    int nan = 0;
+                    for (int k = 0; k < 4; k++) {
+                        nan |= v[k] != v[k];
+                        best = v[k] > best ? v[k] : best;
+                    }
+                    r[p * g.out_h * g.out_w + oy * g.out_w + ox] = nan ? NAN : best;
+                }
+        size_t wrong = 0;
+        for (size_t i = 0; i < out; i++)
+            wrong += !(memcmp(&y[i], &r[i], 4) == 0 || (y[i] != y[i] && r[i] != r[i]));
+        CHECK(wrong == 0, "maxpool 2x2 on width %d: %zu outputs differ from the plain loop", iw,
+              wrong);
+        free(x), free(y), free(r);
+    }
+}
+
 int main(int argc, char **argv) {
     check_transpose();
+    unsigned long long pool_state = 5;
+    check_maxpool_2x2(&pool_state);
     unsigned long long gemm_state = 7;
     check_gemm(&gemm_state);
     const char *dir = argc > 1 ? argv[1] : "tests/fixtures";
