@@ -159,17 +159,27 @@ static void blas_stop(double start, double flops, int kind) {
     pthread_mutex_unlock(&W.mu);
 }
 
+/* Set while gpfq_sgemm runs on this thread: its fallback's cblas_sgemm (GPFQ_GEMM=openblas, or a
+ * CPU without AVX-512) is wrapped too, and must not be counted a second time. */
+static _Thread_local int in_gpfq_sgemm;
+
 void __wrap_gpfq_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                        const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                        size_t ldc) {
     double t = blas_start();
+    in_gpfq_sgemm = 1;
     __real_gpfq_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    in_gpfq_sgemm = 0;
     blas_stop(t, 2.0 * (double)M * (double)N * (double)K, K_SGEMM);
 }
 
 void __wrap_cblas_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
                         blasint M, blasint N, blasint K, float alpha, const float *A, blasint lda,
                         const float *B, blasint ldb, float beta, float *C, blasint ldc) {
+    if (in_gpfq_sgemm) { /* counted by __wrap_gpfq_sgemm */
+        __real_cblas_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
     double t = blas_start();
     __real_cblas_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     blas_stop(t, 2.0 * M * N * K, K_SGEMM);

@@ -232,6 +232,8 @@ static void check_threads(const char *what, size_t N, size_t d, size_t m, gpfq_f
     const int threads = openblas_get_num_threads();
     for (int k = 0; k < 2; k++) {
         openblas_set_num_threads(k + 1);
+        CHECK(openblas_get_num_threads() == k + 1, "%s: asked for %d BLAS threads, have %d", what,
+              k + 1, openblas_get_num_threads());
         CHECK(gpfq_gpfq_layer(W, N, d, Xt, Yt, m, &a, form, block, codes[k], NULL, &stats[k]) ==
                   GPFQ_OK,
               "%s: %s", what, gpfq_last_error());
@@ -249,16 +251,23 @@ static void check_threads(const char *what, size_t N, size_t d, size_t m, gpfq_f
 
 static void test_threads(void) {
     const gpfq_conv_kernel before = gpfq_conv_set_kernel(GPFQ_CONV_AVX512);
-    if (gpfq_conv_get_kernel() != GPFQ_CONV_AVX512) { /* OpenBLAS may round by thread count */
+    const gpfq_gemm_kernel gemm_before = gpfq_gemm_set_kernel(GPFQ_GEMM_AVX512);
+    if (gpfq_conv_get_kernel() != GPFQ_CONV_AVX512 || gpfq_gemm_get_kernel() != GPFQ_GEMM_AVX512) {
+        /* OpenBLAS may round by thread count */
         printf("test_gpfq: no AVX-512 here: thread-count invariance not tested\n");
         gpfq_conv_set_kernel(before);
+        gpfq_gemm_set_kernel(gemm_before);
         return;
     }
     check_threads("ublock, own kernels", 21, 70, 4133, GPFQ_FORM_UBLOCK, 16, 11);
-    check_threads("ublock on gpfq_sgemm, N >= 64", 130, 300, 256, GPFQ_FORM_UBLOCK, 0, 12);
-    check_threads("ublock on gpfq_sgemm, N < 64", 40, 300, 256, GPFQ_FORM_UBLOCK, 0, 13);
+    check_threads("ublock on gpfq_sgemm, N >= 64 (columns split)", 130, 300, 256, GPFQ_FORM_UBLOCK,
+                  0, 12);
+    /* block 32: P (32 x 40 x 1024) splits its rows at 24 */
+    check_threads("ublock on gpfq_sgemm, N < 64 (rows split)", 40, 300, 1024, GPFQ_FORM_UBLOCK, 0,
+                  13);
     check_threads("gram on gpfq_sgemm", 70, 150, 1000, GPFQ_FORM_GRAM, 0, 14);
     gpfq_conv_set_kernel(before);
+    gpfq_gemm_set_kernel(gemm_before);
 }
 
 typedef struct {

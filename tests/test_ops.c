@@ -438,8 +438,9 @@ static void check_gemm(unsigned long long *state) {
                                                 REF_RTOL, &max_abs);
                         if (!(e <= worst)) worst = e;
                         for (size_t j = N; j < ldc; j++)
-                            pad_changed +=
-                                memcmp(&C[i * ldc + j], &C0[i * ldc + j], 4) != 0 && beta != 0.0f;
+                            pad_changed += beta != 0.0f
+                                               ? memcmp(&C[i * ldc + j], &C0[i * ldc + j], 4) != 0
+                                               : C[i * ldc + j] == C[i * ldc + j]; /* not NaN */
                     }
                     CHECK(worst <= 0 && pad_changed == 0,
                           "sgemm (%s) %zu x %zu x %zu trans %d%d alpha %g beta %g: excess %.3g, "
@@ -455,9 +456,9 @@ static void check_gemm(unsigned long long *state) {
            checked_avx512 ? "OpenBLAS and the AVX-512 kernel" : "OpenBLAS only (no AVX-512)");
 }
 
-/* The 2x2 stride-2 max pool (maxpool_2x2, its own loop) bit for bit against a plain
- * loop with PyTorch's rules (NaN wins; among equal values, -0 and +0, the first in row order),
- * on widths that do and do not fill its 16-output vectors, with NaNs and signed zeros. */
+/* The 2x2 stride-2 max pool (maxpool_2x2, its own loop) bit for bit against a plain loop with
+ * PyTorch's rules (NaN wins; among equal values, -0 and +0, the first in row order), on odd and
+ * even widths, with NaNs and signed zeros: it pins the rules down for any rewrite of the loop. */
 static void check_maxpool_2x2(unsigned long long *state) {
     static const int widths[] = {2, 3, 15, 16, 17, 31, 32, 33, 34, 40, 65};
     for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++) {

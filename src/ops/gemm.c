@@ -136,7 +136,9 @@ __attribute__((target("avx512f"))) static void pack_b(int trans, const float *B,
             for (size_t k = 0; k < kc; k++) {
                 const float *src = B + (k0 + k) * ldb + j0 + js;
                 _mm512_storeu_ps(dst + k * NR, _mm512_maskz_loadu_ps(m0, src));
-                _mm512_storeu_ps(dst + k * NR + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+                /* (src + 16 may lie past B's end when the strip is narrower: not formed then) */
+                _mm512_storeu_ps(dst + k * NR + 16,
+                                 m1 ? _mm512_maskz_loadu_ps(m1, src + 16) : _mm512_setzero_ps());
             }
             continue;
         }
@@ -211,11 +213,10 @@ __attribute__((target("avx512f"))) static void kernel_12x32(size_t kc, const flo
     for (size_t r = 0; r < h; r++) {
         float *row = C + r * ldc;
         __m512 lo = _mm512_mul_ps(va, acc[r][0]), hi = _mm512_mul_ps(va, acc[r][1]);
-        if (beta != 0.0f) {
-            lo = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, row), lo);
-            hi = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, row + 16), hi);
-        }
+        if (beta != 0.0f) lo = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, row), lo);
         _mm512_mask_storeu_ps(row, m0, lo);
+        if (!m1) continue; /* row + 16 may lie past C's end */
+        if (beta != 0.0f) hi = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, row + 16), hi);
         _mm512_mask_storeu_ps(row + 16, m1, hi);
     }
 }

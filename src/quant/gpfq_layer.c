@@ -193,14 +193,17 @@ static void gemm_job_run(void *arg) {
 }
 
 /* gpfq_sgemm, the columns (or, for fewer than 64, the rows) of C split between this thread and
- * the helper when there is one. Each element is summed in the same order either way
- * (src/ops/gemm.c), so the split changes no result. */
+ * the helper when there is one and the product runs on gpfq's kernel. Each element is summed in
+ * the same order either way (src/ops/gemm.c), so the split changes no result. On OpenBLAS (a
+ * helper started for ublock's lanes under GPFQ_GEMM=openblas) the product runs whole, on
+ * OpenBLAS's own threads. */
 static void pair_sgemm(helper *h, int ta, int tb, size_t M, size_t N, size_t K, float alpha,
                        const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                        size_t ldc) {
     gemm_job mine = {ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc}, other = mine;
     const size_t n1 = (N / 2 + 31) / 32 * 32, m1 = (M / 2 + 11) / 12 * 12;
-    if (!h || (double)M * N * K < 1e6 || (N < 64 && M < 24)) {
+    if (!h || gpfq_gemm_get_kernel() != GPFQ_GEMM_AVX512 || (double)M * N * K < 1e6 ||
+        (N < 64 && M < 24)) {
         gemm_job_run(&mine);
         return;
     }
