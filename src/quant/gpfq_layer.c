@@ -202,6 +202,9 @@ static void pair_sgemm(helper *h, int ta, int tb, size_t M, size_t N, size_t K, 
                        size_t ldc) {
     gemm_job mine = {ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc}, other = mine;
     const size_t n1 = (N / 2 + 31) / 32 * 32, m1 = (M / 2 + 11) / 12 * 12;
+    /* under 2 MFLOP (about 10 us on one core) a product is not split: a hand-off to the helper
+     * costs microseconds (the bound is a guess, not measured); nor when neither side has two
+     * blocks of the kernel (32 columns, 12 rows) */
     if (!h || gpfq_gemm_get_kernel() != GPFQ_GEMM_AVX512 || (double)M * N * K < 1e6 ||
         (N < 64 && M < 24)) {
         gemm_job_run(&mine);
