@@ -297,6 +297,117 @@ static void check_winograd(unsigned long long *state) {
     gpfq_conv_set_kernel(kernel);
 }
 
+/* The interleaved kernel where the CPU has AVX-512: which convs take it; then, on every
+ * geometry of `cases` and for 1 to 70 images, the same bits as the direct kernel, and an
+ * epilogue (BatchNorm scale and shift, ReLU, 2x2 max pool) the same bits as the separate ops,
+ * on inputs with NaNs and zeros of both signs; the pool also where the kernel cannot pool
+ * (into `unpooled`, then gpfq_maxpool2d). */
+static void check_interleaved(const gpfq_conv_geom *cases, size_t n_cases,
+                              unsigned long long *state) {
+    const gpfq_conv_kernel kernel = gpfq_conv_set_kernel(GPFQ_CONV_AVX512);
+    if (gpfq_conv_get_kernel() != GPFQ_CONV_AVX512) {
+        printf("test_ops: AVX-512 not supported by this CPU, interleaved kernel skipped\n");
+        gpfq_conv_set_kernel(kernel);
+        return;
+    }
+    const gpfq_interleave_mode mode = gpfq_conv_set_interleave(GPFQ_INTERLEAVE_AUTO);
+    /* in_c,in_h,in_w, out_c,oh,ow, kh,kw, sh,sw, ph,pw, dh,dw, groups */
+    const gpfq_conv_geom lenet1 = {1, 28, 28, 6, 28, 28, 5, 5, 1, 1, 2, 2, 1, 1, 1};
+    const gpfq_conv_geom lenet2 = {6, 14, 14, 16, 10, 10, 5, 5, 1, 1, 0, 0, 1, 1, 1};
+    const gpfq_conv_geom resnet = {16, 32, 32, 16, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+    const gpfq_conv_geom wino = {64, 8, 8, 64, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+    CHECK(gpfq_conv_interleaved_fits(&lenet1) && gpfq_conv_interleaved_fits(&lenet2) &&
+              !gpfq_conv_interleaved_fits(&resnet) && !gpfq_conv_interleaved_fits(&wino),
+          "auto: interleaved for LeNet-5's convs, not for 32x32 planes or Winograd's convs");
+    gpfq_conv_set_interleave(GPFQ_INTERLEAVE_OFF);
+    CHECK(!gpfq_conv_interleaved_fits(&lenet2), "off: no interleaved kernel");
+    static const size_t counts[] = {1, 5, 16, 17, 70};
+    size_t compared = 0;
+    for (size_t k = 0; k < n_cases; k++) {
+        gpfq_conv_geom g = cases[k];
+        g.out_h = gpfq_window_out(g.in_h, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, 0);
+        g.out_w = gpfq_window_out(g.in_w, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, 0);
+        gpfq_conv_set_interleave(GPFQ_INTERLEAVE_ALL);
+        const int fits = gpfq_conv_interleaved_fits(&g);
+        const int direct = gpfq_conv_direct_fits(&g) && !gpfq_conv_winograd_fits(&g);
+        CHECK(fits == (direct && g.out_w >= 3),
+              "all: interleaved for conv case %zu is %d, expected %d (direct, a row of 3 or more)",
+              k, fits, direct && g.out_w >= 3);
+        if (!fits) continue;
+        for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++) {
+            const size_t n = counts[ci];
+            const size_t xs = n * g.in_c * g.in_h * g.in_w, ys = n * g.out_c * g.out_h * g.out_w;
+            const size_t ws = (size_t)g.out_c * g.in_c * g.kernel_h * g.kernel_w;
+            float *x = malloc(xs * 4), *w = malloc(ws * 4), *b = malloc(g.out_c * 8);
+            float *y_il = malloc(ys * 4), *y_flat = malloc(ys * 4), *unpooled = malloc(ys * 4);
+            float *p_il = malloc(ys * 4), *p_sep = malloc(ys * 4), *p_fall = malloc(ys * 4);
+            float *scratch = malloc((gpfq_conv2d_scratch(&g, n) + 1) * 4);
+            fill(x, xs, state);
+            fill(w, ws, state);
+            fill(b, 2 * (size_t)g.out_c, state);
+            for (size_t i = 0; i < xs; i += 97) x[i] = i % 2 ? NAN : -0.0f;
+            float *scale = b + g.out_c, shift[256];
+            for (int c = 0; c < g.out_c && c < 256; c++) shift[c] = 0.25f * (float)(c % 5) - 0.5f;
+            /* the plain conv: interleaved against the direct kernel */
+            gpfq_conv2d(&g, x, w, b, n, y_il, scratch);
+            gpfq_conv_set_interleave(GPFQ_INTERLEAVE_OFF);
+            gpfq_conv2d(&g, x, w, b, n, y_flat, scratch);
+            CHECK(memcmp(y_il, y_flat, ys * 4) == 0,
+                  "conv case %zu, %zu images: interleaved and direct kernels differ", k, n);
+            /* BatchNorm, ReLU and the pool, fused, against the separate ops (pooled to
+             * floor(out/2) when the output has 2 or more rows and columns) */
+            const int pool = g.out_h >= 2 && g.out_w >= 2;
+            const gpfq_conv_geom pg = {g.out_c,     g.out_h, g.out_w, g.out_c, g.out_h / 2,
+                                       g.out_w / 2, 2,       2,       2,       2,
+                                       0,           0,       1,       1,       1};
+            const size_t ps = pool ? n * g.out_c * pg.out_h * pg.out_w : ys;
+            gpfq_conv_epilogue e = {scale, shift, NULL, 1, pool, unpooled};
+            gpfq_conv2d_fused(&g, x, w, NULL, b, &e, n, p_fall, scratch); /* off: no pooling */
+            for (size_t i = 0; i < n; i++)
+                for (int c = 0; c < g.out_c; c++) {
+                    const size_t pixels = (size_t)g.out_h * g.out_w;
+                    float *v = y_flat + (i * g.out_c + c) * pixels;
+                    for (size_t p = 0; p < pixels; p++) {
+                        volatile float t = v[p] * scale[c]; /* rounded: no contraction */
+                        v[p] = gpfq_relu1(t + shift[c]);
+                    }
+                }
+            if (pool)
+                gpfq_maxpool2d(&pg, y_flat, n, p_sep);
+            else
+                memcpy(p_sep, y_flat, ys * 4);
+            gpfq_conv_set_interleave(GPFQ_INTERLEAVE_ALL);
+            gpfq_conv2d_fused(&g, x, w, NULL, b, &e, n, p_il, scratch);
+            size_t wrong = 0, wrong_fall = 0;
+            for (size_t i = 0; i < ps; i++) {
+                wrong += !(memcmp(&p_il[i], &p_sep[i], 4) == 0 ||
+                           (p_il[i] != p_il[i] && p_sep[i] != p_sep[i]));
+                wrong_fall += !(memcmp(&p_fall[i], &p_sep[i], 4) == 0 ||
+                                (p_fall[i] != p_fall[i] && p_sep[i] != p_sep[i]));
+            }
+            CHECK(wrong == 0 && wrong_fall == 0,
+                  "conv case %zu, %zu images, epilogue%s: %zu (interleaved) and %zu (direct, "
+                  "then pooled) outputs differ from the separate ops",
+                  k, n, pool ? " and pool" : "", wrong, wrong_fall);
+            compared++;
+            free(x), free(w), free(b), free(y_il), free(y_flat), free(unpooled);
+            free(p_il), free(p_sep), free(p_fall), free(scratch);
+        }
+    }
+    CHECK(compared >= 40, "only %zu interleaved cases compared", compared);
+    /* chunks shared by two threads: against the reference */
+    gpfq_conv_set_interleave(GPFQ_INTERLEAVE_ALL);
+    const gpfq_conv_geom wide = {64, 28, 28, 8, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+    const gpfq_conv_geom wide2 = {64, 28, 28, 8, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1, 1};
+    const int threads = openblas_get_num_threads();
+    openblas_set_num_threads(2);
+    check_conv_against_ref(wide, 37, state);
+    check_conv_against_ref(wide2, 28, state);
+    openblas_set_num_threads(threads);
+    gpfq_conv_set_interleave(mode);
+    gpfq_conv_set_kernel(kernel);
+}
+
 static void check_kernels(void) {
     unsigned long long state = 42;
     /* in_c,in_h,in_w, out_c,oh,ow, kh,kw, sh,sw, ph,pw, dh,dw, groups */
@@ -354,6 +465,7 @@ static void check_kernels(void) {
     }
     gpfq_conv_set_kernel(initial);
     check_winograd(&state);
+    check_interleaved(cases, sizeof cases / sizeof cases[0], &state);
     const size_t n = 37, in = 300, out = 23;
     float *x = malloc(n * in * 4), *w = malloc(out * in * 4), *b = malloc(out * 4);
     float *y = malloc(n * out * 4), *yr = malloc(n * out * 4);
@@ -519,6 +631,11 @@ int main(int argc, char **argv) {
         }
         gpfq_conv_set_winograd_tile(tile);
         gpfq_conv_set_winograd(mode);
+        /* and with the interleaved kernel for every conv it can run (its pool fused) */
+        const gpfq_interleave_mode il = gpfq_conv_set_interleave(GPFQ_INTERLEAVE_ALL);
+        printf("test_ops: the fixtures again, the interleaved kernel for every direct conv\n");
+        fixture_count(dir);
+        gpfq_conv_set_interleave(il);
     }
     check_kernels();
     return check_report("test_ops");

@@ -47,6 +47,13 @@ typedef struct {
     const float *scale, *shift; /* per output channel (gpfq_batchnorm_fold), or NULL */
     const float *residual;      /* added next: a tensor of the output's shape, or NULL */
     int relu;                   /* then ReLU */
+    /* then, when set, a 2x2 stride-2 max pool without padding (floor): y is then
+     * (n, out_c, out_h / 2, out_w / 2), the result of gpfq_maxpool2d on the epilogue's output.
+     * `unpooled` is room for that output, (n, out_c, out_h, out_w), where a kernel that cannot
+     * pool (gpfq_conv_interleaved_fits says which can) writes it before pooling. No residual
+     * with a pool. */
+    int pool;
+    float *unpooled;
 } gpfq_conv_epilogue;
 /* As gpfq_conv2d, then the epilogue (NULL: none) on every output. `packed` is the weights
  * as gpfq_conv2d_pack left them for a direct kernel, or NULL: packed on every call. */
@@ -103,6 +110,25 @@ int gpfq_conv_winograd_tile(const gpfq_conv_geom *g);
 int gpfq_conv_set_winograd_tile(int tile);
 /* The T Winograd convs take now: 4 or 2. */
 int gpfq_conv_get_winograd_tile(void);
+/* The image-interleaved direct kernel (AVX-512) for small planes: 16 images side by side in
+ * the vectors, so that no output is computed and dropped, as the flat planes' gaps are
+ * (src/ops/conv_direct.c). The same sums in the same order as the direct kernel: the same
+ * bits. AUTO takes it where it computes well under the flat layout's outputs and a chunk of
+ * 16 images stays in cache, ALL wherever the direct kernel runs without Winograd (tests), OFF
+ * never. The default is AUTO, or GPFQ_INTERLEAVE=off|auto|all from the environment (read
+ * once). The packed weights are the direct kernel's. */
+typedef enum {
+    GPFQ_INTERLEAVE_OFF,
+    GPFQ_INTERLEAVE_AUTO,
+    GPFQ_INTERLEAVE_ALL,
+} gpfq_interleave_mode;
+gpfq_interleave_mode gpfq_conv_get_interleave(void);
+/* Sets the mode for every later call (not thread-safe against running convs); returns the
+ * previous one. */
+gpfq_interleave_mode gpfq_conv_set_interleave(gpfq_interleave_mode mode);
+const char *gpfq_interleave_mode_name(gpfq_interleave_mode mode);
+/* 1 if gpfq_conv2d runs g with the interleaved kernel; only that kernel pools in its epilogue. */
+int gpfq_conv_interleaved_fits(const gpfq_conv_geom *g);
 /* The direct kernel alone (g must fit); uses as many threads as BLAS is set to (at most one
  * per 50 MFLOP of the call) and buffers of its own. 0, or -1 if out of memory (y then undefined).
  */
@@ -195,6 +221,10 @@ const char *gpfq_gemm_kernel_name(gpfq_gemm_kernel kernel);
 /* dst (cols x rows) = src (rows x cols) transposed, for any 4-byte element (float, int32_t),
  * in square tiles so that neither side is walked with a stride of a whole row per element. */
 void gpfq_transpose32(const void *src, size_t rows, size_t cols, void *dst);
+/* The same with row strides: dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols;
+ * nothing else of dst is written. */
+void gpfq_transpose32_strided(const void *src, size_t lds, size_t rows, size_t cols, void *dst,
+                              size_t ldd);
 
 /* Pools: x (n, c, in_h, in_w) -> y (n, c, out_h, out_w); geom.out_c = in_c. */
 void gpfq_maxpool2d(const gpfq_conv_geom *g, const float *x, size_t n, float *y);

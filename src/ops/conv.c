@@ -112,6 +112,21 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
     const int cg = g->in_c / g->groups, og = g->out_c / g->groups;
     const int rows = cg * g->kernel_h * g->kernel_w;
 
+    if (epilogue && epilogue->pool) {
+        if (gpfq_conv_interleaved_fits(g) &&
+            gpfq_conv2d_direct(g, x, weight, packed, bias, epilogue, n, y) == 0)
+            return;
+        /* a kernel that cannot pool: the output into `unpooled`, then the pool */
+        gpfq_conv_epilogue e = *epilogue;
+        e.pool = 0;
+        gpfq_conv2d_fused(g, x, weight, packed, bias, &e, n, e.unpooled, scratch);
+        const gpfq_conv_geom pg = {
+            g->out_c, g->out_h, g->out_w, g->out_c, g->out_h / 2, g->out_w / 2, 2, 2, 2, 2, 0,
+            0,        1,        1,        1};
+        gpfq_maxpool2d(&pg, e.unpooled, n, y);
+        return;
+    }
+
     if (is_pointwise(g)) {
         for (size_t i = 0; i < n; i++)
             gpfq_sgemm(0, 0, (size_t)g->out_c, pixels, (size_t)g->in_c, 1.0f, weight,

@@ -31,6 +31,7 @@
 #include "../core/clones.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -67,6 +68,7 @@ enum { WINO_AHEAD = 4, WINO_SKEW = 16 };
 static gpfq_conv_kernel chosen = GPFQ_CONV_AUTO;
 static gpfq_winograd_mode winograd = GPFQ_WINOGRAD_AUTO;
 static int winograd_tile = 0; /* 0: the rule in gpfq_conv_winograd_tile */
+static gpfq_interleave_mode interleave = GPFQ_INTERLEAVE_AUTO;
 static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
 
 static gpfq_conv_kernel best_supported(void) {
@@ -102,6 +104,14 @@ static void choose_from_env(void) {
     else if (tv && *tv && strcmp(tv, "auto") != 0)
         fprintf(stderr, "gpfq: warning: GPFQ_WINOGRAD_TILE='%s' is not 2, 4 or auto; using auto\n",
                 tv);
+    const char *iv = getenv("GPFQ_INTERLEAVE");
+    if (iv && strcmp(iv, "off") == 0)
+        interleave = GPFQ_INTERLEAVE_OFF;
+    else if (iv && strcmp(iv, "all") == 0)
+        interleave = GPFQ_INTERLEAVE_ALL;
+    else if (iv && *iv && strcmp(iv, "auto") != 0)
+        fprintf(stderr, "gpfq: warning: GPFQ_INTERLEAVE='%s' is not off, auto or all; using auto\n",
+                iv);
     const char *wv = getenv("GPFQ_WINOGRAD");
     if (!wv || !*wv || strcmp(wv, "auto") == 0) return;
     if (strcmp(wv, "off") == 0)
@@ -133,6 +143,21 @@ gpfq_winograd_mode gpfq_conv_set_winograd(gpfq_winograd_mode mode) {
     gpfq_winograd_mode old = gpfq_conv_get_winograd();
     winograd = mode;
     return old;
+}
+
+gpfq_interleave_mode gpfq_conv_get_interleave(void) {
+    pthread_once(&chosen_once, choose_from_env);
+    return interleave;
+}
+
+gpfq_interleave_mode gpfq_conv_set_interleave(gpfq_interleave_mode mode) {
+    gpfq_interleave_mode old = gpfq_conv_get_interleave();
+    interleave = mode;
+    return old;
+}
+
+const char *gpfq_interleave_mode_name(gpfq_interleave_mode mode) {
+    return mode == GPFQ_INTERLEAVE_OFF ? "off" : mode == GPFQ_INTERLEAVE_ALL ? "all" : "auto";
 }
 
 int gpfq_conv_set_winograd_tile(int tile) {
@@ -1010,6 +1035,311 @@ static int wino_conv(const gpfq_conv_geom *g, const float *x, const float *weigh
     return 0;
 }
 
+/*
+ * The image-interleaved kernel, for small planes. The flat planes compute an output at every
+ * position of the padded plane and drop those in the gaps: LeNet-5's conv2 (5x5, unpadded,
+ * 14x14 -> 10x10) keeps 100 of 196. Here a chunk is IL_LANES = 16 images side by side: value
+ * (c, row, col) of image i sits at ((c * hp + row) * wp + col) * 16 + i of the padded input,
+ * so that a vector holds one position of 16 images, and output (co, y, x) likewise. A block
+ * is NP outputs of one row by CO channels, CO x NP accumulators in registers; per tap, NP
+ * aligned loads and CO broadcasts feed CO * NP FMAs, and every computed output is kept (a
+ * row whose width is no multiple of NP ends on a block that overlaps the one before, and
+ * computes a few outputs twice, the same values). Each output sums over the input channels,
+ * then the taps, in the direct kernel's order, with the same weights (its packing): the two
+ * kernels give the same bits. The chunk goes in and out of NCHW through 16x16 register
+ * transposes; the epilogue, and a 2x2 max pool after it, run on whole vectors before the
+ * output transpose, so that a pooled conv transposes a quarter of its outputs.
+ */
+enum { IL_LANES = 16 };
+
+typedef struct {
+    int co, np;
+} il_shape;
+/* the register blocks compiled: 20 or 24 accumulators of the 32 registers */
+static const il_shape il_shapes[] = {{4, 6}, {6, 4}, {4, 5}, {8, 3}};
+enum { IL_SHAPES = sizeof il_shapes / sizeof il_shapes[0] };
+
+typedef struct {
+    const gpfq_conv_geom *g;
+    int shape;                    /* index into il_shapes */
+    int co_blocks, x_blocks;      /* blocks of CO channels, and of NP outputs per row */
+    size_t hp, wp;                /* the padded input's rows and columns */
+    size_t in_floats, out_floats; /* a chunk's padded input and outputs */
+} il_layout;
+
+/* The block that computes the fewest outputs for g (the most accumulators on a tie), or -1
+ * when no block fits a row. */
+static int il_pick_shape(const gpfq_conv_geom *g) {
+    int best = -1;
+    size_t best_work = 0;
+    for (int k = 0; k < IL_SHAPES; k++) {
+        const int co = il_shapes[k].co, np = il_shapes[k].np;
+        if (np > g->out_w) continue;
+        const size_t work =
+            round_up((size_t)g->out_c, (size_t)co) * round_up((size_t)g->out_w, (size_t)np);
+        if (best < 0 || work < best_work ||
+            (work == best_work && co * np > il_shapes[best].co * il_shapes[best].np))
+            best = k, best_work = work;
+    }
+    return best;
+}
+
+static int il_plan(const gpfq_conv_geom *g, il_layout *l) {
+    const int k = il_pick_shape(g);
+    if (k < 0) return 0;
+    const int s = g->stride_h, co = il_shapes[k].co, np = il_shapes[k].np;
+    l->g = g;
+    l->shape = k;
+    l->co_blocks = (g->out_c + co - 1) / co;
+    l->x_blocks = (g->out_w + np - 1) / np;
+    /* the rows and columns the taps reach, and at least the padded input's */
+    const size_t reach_h = (size_t)(g->out_h - 1) * s + g->kernel_h;
+    const size_t reach_w = (size_t)(g->out_w - 1) * s + g->kernel_w;
+    const size_t in_h = (size_t)g->in_h + g->pad_h, in_w = (size_t)g->in_w + g->pad_w;
+    l->hp = reach_h > in_h ? reach_h : in_h;
+    l->wp = reach_w > in_w ? reach_w : in_w;
+    l->in_floats = (size_t)g->in_c * l->hp * l->wp * IL_LANES;
+    l->out_floats = (size_t)l->co_blocks * co * g->out_h * g->out_w * IL_LANES;
+    return 1;
+}
+
+int gpfq_conv_interleaved_fits(const gpfq_conv_geom *g) {
+    const gpfq_interleave_mode mode = gpfq_conv_get_interleave();
+    if (mode == GPFQ_INTERLEAVE_OFF || gpfq_conv_get_kernel() != GPFQ_CONV_AVX512 ||
+        !gpfq_conv_direct_fits(g) || gpfq_conv_winograd_fits(g))
+        return 0;
+    il_layout il;
+    if (!il_plan(g, &il)) return 0;
+    if (mode == GPFQ_INTERLEAVE_ALL) return 1;
+    /* AUTO: a chunk within CHUNK_BYTES, and at most 0.8 times the outputs the flat layout
+     * computes per image (the transposes cost more than the flat layout's copies) */
+    if ((il.in_floats + il.out_floats) * sizeof(float) > CHUNK_BYTES) return 0;
+    layout flat;
+    plan_layout(g, 256, 6 * 16, &flat);
+    const double flat_work =
+        (double)flat.q_len / (double)flat.images * (double)flat.co_blocks * CO_BLOCK;
+    const double il_work = (double)il.co_blocks * il_shapes[il.shape].co * g->out_h * il.x_blocks *
+                           il_shapes[il.shape].np;
+    return il_work < 0.8 * flat_work;
+}
+
+#define IL_KERNEL(NAME, CO, NP)                                                                    \
+    __attribute__((target("avx512f"))) static void NAME(const il_layout *l, const float *in,       \
+                                                        const float *packed, float *out) {         \
+        const gpfq_conv_geom *g = l->g;                                                            \
+        const int s = g->stride_h, kh = g->kernel_h, kw = g->kernel_w, taps = kh * kw;             \
+        const size_t plane = l->hp * l->wp, stride_c = (size_t)taps * CO_BLOCK;                    \
+        for (int cb = 0; cb < l->co_blocks; cb++) {                                                \
+            /* channel co's weight for input channel c, tap t: wo[o][c * stride_c + t * 4] in      \
+             * the direct kernel's packing; channels past out_c take the last one's */             \
+            const float *wo[CO];                                                                   \
+            for (int o = 0; o < (CO); o++) {                                                       \
+                int co = cb * (CO) + o;                                                            \
+                if (co >= g->out_c) co = g->out_c - 1;                                             \
+                wo[o] = packed + (size_t)(co / CO_BLOCK) * g->in_c * stride_c + co % CO_BLOCK;     \
+            }                                                                                      \
+            for (int y = 0; y < g->out_h; y++)                                                     \
+                for (int xb = 0; xb < l->x_blocks; xb++) {                                         \
+                    const int x0 = (xb + 1) * (NP) <= g->out_w ? xb * (NP) : g->out_w - (NP);      \
+                    __m512 acc[CO][NP];                                                            \
+                    for (int o = 0; o < (CO); o++)                                                 \
+                        for (int v = 0; v < (NP); v++) acc[o][v] = _mm512_setzero_ps();            \
+                    for (int c = 0; c < g->in_c; c++)                                              \
+                        for (int ki = 0; ki < kh; ki++) {                                          \
+                            const float *row =                                                     \
+                                in + ((size_t)c * plane + (size_t)(y * s + ki) * l->wp +           \
+                                      (size_t)x0 * s) *                                            \
+                                         IL_LANES;                                                 \
+                            const size_t wt0 = (size_t)c * stride_c + (size_t)ki * kw * CO_BLOCK;  \
+                            for (int kj = 0; kj < kw; kj++) {                                      \
+                                __m512 xv[NP];                                                     \
+                                for (int v = 0; v < (NP); v++)                                     \
+                                    xv[v] = _mm512_load_ps(row + (size_t)(v * s + kj) * IL_LANES); \
+                                for (int o = 0; o < (CO); o++) {                                   \
+                                    const __m512 wv =                                              \
+                                        _mm512_set1_ps(wo[o][wt0 + (size_t)kj * CO_BLOCK]);        \
+                                    for (int v = 0; v < (NP); v++)                                 \
+                                        acc[o][v] = _mm512_fmadd_ps(xv[v], wv, acc[o][v]);         \
+                                }                                                                  \
+                            }                                                                      \
+                        }                                                                          \
+                    for (int o = 0; o < (CO); o++) {                                               \
+                        float *dst =                                                               \
+                            out +                                                                  \
+                            (((size_t)(cb * (CO) + o) * g->out_h + y) * g->out_w + x0) * IL_LANES; \
+                        for (int v = 0; v < (NP); v++)                                             \
+                            _mm512_store_ps(dst + (size_t)v * IL_LANES, acc[o][v]);                \
+                    }                                                                              \
+                }                                                                                  \
+        }                                                                                          \
+    }
+
+IL_KERNEL(il_kernel_4x6, 4, 6)
+IL_KERNEL(il_kernel_6x4, 6, 4)
+IL_KERNEL(il_kernel_4x5, 4, 5)
+IL_KERNEL(il_kernel_8x3, 8, 3)
+
+/* Images first .. first + count - 1 (count <= 16) into the padded input's lanes; the padding
+ * stays as cleared, and in a last, shorter chunk the lanes past count keep earlier images,
+ * whose outputs are dropped. */
+static void il_pad(const il_layout *l, const float *x, size_t first, size_t count, float *in) {
+    const gpfq_conv_geom *g = l->g;
+    const size_t plane = (size_t)g->in_h * g->in_w, image = (size_t)g->in_c * plane;
+    for (int c = 0; c < g->in_c; c++) {
+        const float *src = x + first * image + (size_t)c * plane;
+        float *dst =
+            in + ((size_t)c * l->hp * l->wp + (size_t)g->pad_h * l->wp + g->pad_w) * IL_LANES;
+        if (l->wp == (size_t)g->in_w) { /* no column padding: the plane is one run */
+            gpfq_transpose32_strided(src, image, count, plane, dst, IL_LANES);
+            continue;
+        }
+        for (int y = 0; y < g->in_h; y++)
+            gpfq_transpose32_strided(src + (size_t)y * g->in_w, image, count, (size_t)g->in_w,
+                                     dst + (size_t)y * l->wp * IL_LANES, IL_LANES);
+    }
+}
+
+/* The bias and the epilogue (without a residual) on a channel's `pixels` vectors in place, as
+ * gpfq_epilogue_loop does them: the same float operations, so the same bits. */
+__attribute__((target("avx512f"))) static void il_epilogue(float *v, size_t pixels, float bias,
+                                                           const gpfq_conv_epilogue *e, int co) {
+    const int scale = e && e->scale, relu = e && e->relu;
+    const __m512 b = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
+    const __m512 alpha = _mm512_set1_ps(scale ? e->scale[co] : 1.0f);
+    const __m512 shift = _mm512_set1_ps(scale ? e->shift[co] : 0.0f);
+    for (size_t p = 0; p < pixels; p++) {
+        __m512 t = _mm512_add_ps(_mm512_load_ps(v + p * IL_LANES), b);
+        if (scale) t = _mm512_add_ps(_mm512_mul_ps(t, alpha), shift);
+        if (relu) /* gpfq_relu1: t where t > 0 or NaN, else +0 */
+            t = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(t, zero, _CMP_GT_OQ) |
+                                        _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q),
+                                    t);
+        _mm512_store_ps(v + p * IL_LANES, t);
+    }
+}
+
+/* 2x2 stride-2 max pool of an oh x ow channel of vectors into its first (oh/2)(ow/2), as
+ * gpfq_maxpool2d's 2x2 loop: a later value replaces the best only when greater, and NaN
+ * anywhere in the window gives NaN. Each output lies at or before the window it reads, and
+ * before every later window, so it runs in place. */
+__attribute__((target("avx512f"))) static void il_pool(float *v, int oh, int ow) {
+    const __m512 nan = _mm512_set1_ps(NAN);
+    const int ph = oh / 2, pw = ow / 2;
+    for (int py = 0; py < ph; py++)
+        for (int px = 0; px < pw; px++) {
+            const float *r0 = v + ((size_t)(2 * py) * ow + 2 * px) * IL_LANES;
+            const float *r1 = r0 + (size_t)ow * IL_LANES;
+            const __m512 a = _mm512_load_ps(r0), b = _mm512_load_ps(r0 + IL_LANES);
+            const __m512 c = _mm512_load_ps(r1), d = _mm512_load_ps(r1 + IL_LANES);
+            __m512 best = _mm512_max_ps(b, a); /* b > a ? b : a */
+            best = _mm512_max_ps(c, best);
+            best = _mm512_max_ps(d, best);
+            const __mmask16 isnan =
+                _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q) |
+                _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
+            _mm512_store_ps(v + ((size_t)py * pw + px) * IL_LANES,
+                            _mm512_mask_mov_ps(best, isnan, nan));
+        }
+}
+
+/* A chunk's outputs to y (NCHW) after the bias and the epilogue: with a residual, transposed
+ * first and finished by gpfq_epilogue_run as the flat kernel does; else finished in place
+ * (and pooled), then transposed. */
+static void il_unpad(const il_layout *l, float *out, const float *bias, const gpfq_conv_epilogue *e,
+                     size_t first, size_t count, float *y) {
+    const gpfq_conv_geom *g = l->g;
+    const size_t pixels = (size_t)g->out_h * g->out_w;
+    const int pool = e && e->pool;
+    const size_t kept = pool ? (size_t)(g->out_h / 2) * (g->out_w / 2) : pixels;
+    const size_t image = (size_t)g->out_c * kept;
+    for (int co = 0; co < g->out_c; co++) {
+        float *v = out + (size_t)co * pixels * IL_LANES;
+        float *dst = y + first * image + (size_t)co * kept;
+        const float b = bias ? bias[co] : 0.0f;
+        if (e && e->residual) {
+            gpfq_transpose32_strided(v, IL_LANES, pixels, count, dst, image);
+            for (size_t i = 0; i < count; i++)
+                gpfq_epilogue_run(e, co, b, dst + i * image, dst + i * image,
+                                  (first + i) * image + (size_t)co * pixels, pixels);
+            continue;
+        }
+        il_epilogue(v, pixels, b, e, co);
+        if (pool) il_pool(v, g->out_h, g->out_w);
+        gpfq_transpose32_strided(v, IL_LANES, kept, count, dst, image);
+    }
+}
+
+typedef struct {
+    const il_layout *l;
+    const float *x, *packed, *bias;
+    const gpfq_conv_epilogue *epilogue;
+    float *y;
+    size_t n, first_chunk, chunk_step;
+    float *in, *out; /* this worker's padded input and outputs, 64-byte aligned */
+} il_worker;
+
+static void *run_il_worker(void *arg) {
+    il_worker *w = arg;
+    const il_layout *l = w->l;
+    memset(w->in, 0, sizeof(float) * l->in_floats);
+    for (size_t k = w->first_chunk; k * IL_LANES < w->n; k += w->chunk_step) {
+        const size_t first = k * IL_LANES;
+        const size_t count = w->n - first < IL_LANES ? w->n - first : IL_LANES;
+        il_pad(l, w->x, first, count, w->in);
+        switch (l->shape) {
+        case 0:
+            il_kernel_4x6(l, w->in, w->packed, w->out);
+            break;
+        case 1:
+            il_kernel_6x4(l, w->in, w->packed, w->out);
+            break;
+        case 2:
+            il_kernel_4x5(l, w->in, w->packed, w->out);
+            break;
+        default:
+            il_kernel_8x3(l, w->in, w->packed, w->out);
+            break;
+        }
+        il_unpad(l, w->out, w->bias, w->epilogue, first, count, w->y);
+    }
+    return NULL;
+}
+
+static int il_conv(const gpfq_conv_geom *g, const float *x, const float *weight,
+                   const float *prepacked, const float *bias, const gpfq_conv_epilogue *epilogue,
+                   size_t n, float *y) {
+    il_layout l;
+    if (!il_plan(g, &l)) return -1;
+    const size_t chunks = (n + IL_LANES - 1) / IL_LANES;
+    const int threads = threads_for(2.0 * (double)n * g->out_c * g->out_h * g->out_w * g->in_c *
+                                        g->kernel_h * g->kernel_w,
+                                    chunks);
+    /* from this thread's heap, as the direct kernel's buffers (gpfq_conv2d_direct) */
+    const size_t packed_floats = prepacked ? 0 : round_up(gpfq_conv2d_packed_floats(g), 16);
+    const size_t per_thread = round_up(l.in_floats, 16) + round_up(l.out_floats, 16);
+    float *own = aligned_alloc(64, sizeof(float) * (packed_floats + threads * per_thread));
+    if (!own) return -1;
+    if (!prepacked) gpfq_conv2d_pack(g, weight, own);
+    const float *packed = prepacked ? prepacked : own;
+    il_worker workers[64];
+    float *next = own + packed_floats;
+    for (int t = 0; t < threads; t++, next += per_thread)
+        workers[t] = (il_worker){&l,
+                                 x,
+                                 packed,
+                                 bias,
+                                 epilogue,
+                                 y,
+                                 n,
+                                 (size_t)t,
+                                 (size_t)threads,
+                                 next,
+                                 next + round_up(l.in_floats, 16)};
+    run_workers(run_il_worker, workers, sizeof workers[0], threads);
+    free(own);
+    return 0;
+}
+
 typedef struct {
     const layout *l;
     gpfq_conv_kernel kernel;
@@ -1048,6 +1378,9 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
                        const gpfq_conv_epilogue *epilogue, size_t n, float *y) {
     gpfq_conv_kernel kernel = gpfq_conv_get_kernel();
     if (n == 0) return 0;
+    if (gpfq_conv_interleaved_fits(g))
+        return il_conv(g, x, weight, prepacked, bias, epilogue, n, y);
+    if (epilogue && epilogue->pool) return -1; /* only the interleaved kernel pools */
     if (gpfq_conv_winograd_fits(g)) return wino_conv(g, x, weight, prepacked, bias, epilogue, n, y);
     layout l;
     plan_layout(g, n, kernel == GPFQ_CONV_AVX512 ? 6 * 16 : 3 * 8, &l);

@@ -221,20 +221,21 @@ __attribute__((target("avx512f"))) static void kernel_12x32(size_t kc, const flo
     }
 }
 
-__attribute__((target("avx512f"))) static void transpose_avx512(const float *src, size_t rows,
-                                                                size_t cols, float *dst) {
+__attribute__((target("avx512f"))) static void
+transpose_avx512(const float *src, size_t lds, size_t rows, size_t cols, float *dst, size_t ldd) {
     for (size_t i0 = 0; i0 < rows; i0 += 16) {
         const size_t h = rows - i0 < 16 ? rows - i0 : 16;
         for (size_t j0 = 0; j0 < cols; j0 += 16)
-            transpose_block(src + i0 * cols + j0, cols, h, cols - j0 < 16 ? cols - j0 : 16,
-                            dst + j0 * rows + i0, rows, h);
+            transpose_block(src + i0 * lds + j0, lds, h, cols - j0 < 16 ? cols - j0 : 16,
+                            dst + j0 * ldd + i0, ldd, h);
     }
 }
 
 /* Moves 4-byte elements as floats: loads, shuffles and stores keep every bit pattern. */
-void gpfq_transpose32(const void *src, size_t rows, size_t cols, void *dst) {
+void gpfq_transpose32_strided(const void *src, size_t lds, size_t rows, size_t cols, void *dst,
+                              size_t ldd) {
     if (__builtin_cpu_supports("avx512f")) {
-        transpose_avx512(src, rows, cols, dst);
+        transpose_avx512(src, lds, rows, cols, dst, ldd);
         return;
     }
     enum { TILE = 16 }; /* 16 rows of 64 bytes each side: one cache line per row */
@@ -245,9 +246,13 @@ void gpfq_transpose32(const void *src, size_t rows, size_t cols, void *dst) {
         for (size_t j0 = 0; j0 < cols; j0 += TILE) {
             const size_t j1 = cols - j0 < TILE ? cols : j0 + TILE;
             for (size_t j = j0; j < j1; j++)
-                for (size_t i = i0; i < i1; i++) d[j * rows + i] = s[i * cols + j];
+                for (size_t i = i0; i < i1; i++) d[j * ldd + i] = s[i * lds + j];
         }
     }
+}
+
+void gpfq_transpose32(const void *src, size_t rows, size_t cols, void *dst) {
+    gpfq_transpose32_strided(src, cols, rows, cols, dst, rows);
 }
 
 static void scale_c(size_t M, size_t N, float beta, float *C, size_t ldc) {
