@@ -112,23 +112,33 @@ static void bench_conv(const char *model, const gpfq_conv_geom *g, size_t n, dou
     double flops = 2.0 * n * g->out_c * g->out_h * g->out_w * g->in_c * g->kernel_h * g->kernel_w;
     printf("%-9s %4d->%-4d %3dx%-3d k%dx%d s%d p%d ", model, g->in_c, g->out_c, g->in_h, g->in_w,
            g->kernel_h, g->kernel_w, g->stride_h, g->pad_h);
-    /* the last two columns: Winograd F(2x2, 3x3) and F(4x4, 3x3) on the AVX-512 kernel, their
-     * GFLOP/s counted as the direct kernel's flops over their time. The direct kernels run on
-     * weights packed beforehand, as a forward plan keeps them. */
-    const gpfq_conv_kernel kernels[] = {GPFQ_CONV_IM2COL, GPFQ_CONV_AVX2, GPFQ_CONV_AVX512,
-                                        GPFQ_CONV_AVX512, GPFQ_CONV_AVX512};
-    const gpfq_winograd_mode modes[] = {GPFQ_WINOGRAD_OFF, GPFQ_WINOGRAD_OFF, GPFQ_WINOGRAD_OFF,
-                                        GPFQ_WINOGRAD_ALL, GPFQ_WINOGRAD_ALL};
-    const int tiles[] = {0, 0, 0, 2, 4};
+    /* the last three columns: the interleaved kernel (16 images per vector), and Winograd
+     * F(2x2, 3x3) and F(4x4, 3x3), all on AVX-512, their GFLOP/s counted as the direct
+     * kernel's flops over their time. The direct kernels run on weights packed beforehand, as a
+     * forward plan keeps them. */
+    enum { CONFIGS = 6 };
+    const gpfq_conv_kernel kernels[CONFIGS] = {GPFQ_CONV_IM2COL, GPFQ_CONV_AVX2,
+                                               GPFQ_CONV_AVX512, GPFQ_CONV_AVX512,
+                                               GPFQ_CONV_AVX512, GPFQ_CONV_AVX512};
+    const gpfq_winograd_mode modes[CONFIGS] = {GPFQ_WINOGRAD_OFF, GPFQ_WINOGRAD_OFF,
+                                               GPFQ_WINOGRAD_OFF, GPFQ_WINOGRAD_OFF,
+                                               GPFQ_WINOGRAD_ALL, GPFQ_WINOGRAD_ALL};
+    const gpfq_interleave_mode interleaved[CONFIGS] = {GPFQ_INTERLEAVE_OFF, GPFQ_INTERLEAVE_OFF,
+                                                       GPFQ_INTERLEAVE_OFF, GPFQ_INTERLEAVE_ALL,
+                                                       GPFQ_INTERLEAVE_OFF, GPFQ_INTERLEAVE_OFF};
+    const int tiles[CONFIGS] = {0, 0, 0, 0, 2, 4};
     const gpfq_winograd_mode initial = gpfq_conv_get_winograd();
+    const gpfq_interleave_mode initial_il = gpfq_conv_get_interleave();
     const int initial_tile = gpfq_conv_set_winograd_tile(0);
-    for (int k = 0; k < 5; k++) {
+    for (int k = 0; k < CONFIGS; k++) {
         gpfq_conv_set_kernel(kernels[k]);
         gpfq_conv_set_winograd(modes[k]);
+        gpfq_conv_set_interleave(interleaved[k]);
         gpfq_conv_set_winograd_tile(tiles[k]);
         if (gpfq_conv_get_kernel() != kernels[k] ||
             (kernels[k] != GPFQ_CONV_IM2COL && !gpfq_conv_direct_fits(g)) ||
-            (modes[k] == GPFQ_WINOGRAD_ALL && !gpfq_conv_winograd_fits(g))) {
+            (modes[k] == GPFQ_WINOGRAD_ALL && !gpfq_conv_winograd_fits(g)) ||
+            (interleaved[k] == GPFQ_INTERLEAVE_ALL && !gpfq_conv_interleaved_fits(g))) {
             printf(" %16s", "-");
             continue;
         }
@@ -154,6 +164,7 @@ static void bench_conv(const char *model, const gpfq_conv_geom *g, size_t n, dou
         printf(" %7.1f (%4.0f%%)", flops / best * 1e-9, 100.0 * flops / best * 1e-9 / peak);
     }
     gpfq_conv_set_winograd(initial);
+    gpfq_conv_set_interleave(initial_il);
     gpfq_conv_set_winograd_tile(initial_tile);
     printf("\n");
     free(x), free(w), free(y), free(y0), free(scratch);
@@ -194,8 +205,9 @@ int main(int argc, char **argv) {
         printf("\n-- threads %d: cblas_sgemm 1024^3 %.1f GFLOP/s; FMA peak AVX2 %.1f, AVX-512 "
                "%.1f GFLOP/s; GFLOP/s (%% of the sgemm) --\n",
                threads[t], peak, fma_peak(threads[t], 0), fma_peak(threads[t], 1));
-        printf("%-9s %-28s %16s %16s %16s %16s %16s\n", "model", "conv", "im2col+sgemm",
-               "direct AVX2", "direct AVX-512", "Winograd F(2x2)", "Winograd F(4x4)");
+        printf("%-9s %-28s %16s %16s %16s %16s %16s %16s\n", "model", "conv", "im2col+sgemm",
+               "direct AVX2", "direct AVX-512", "interleaved", "Winograd F(2x2)",
+               "Winograd F(4x4)");
         for (int mi = 0; mi < n_models; mi++) {
             gpfq_model *m = NULL;
             if (gpfq_model_load(models[mi], &m) != GPFQ_OK) {

@@ -92,6 +92,14 @@ int cmd_env(int argc, char **argv) {
         printf(
             "winograd %s: F(%dx%d,3x3) %s (GPFQ_WINOGRAD=off|auto|all, GPFQ_WINOGRAD_TILE=2|4)\n",
             gpfq_winograd_mode_name(wino), tile, tile, which);
+        const gpfq_interleave_mode il = gpfq_conv_get_interleave();
+        printf("interleave %s: 16 images per vector %s (GPFQ_INTERLEAVE=off|auto|all)\n",
+               gpfq_interleave_mode_name(il),
+               gpfq_conv_get_kernel() != GPFQ_CONV_AVX512 || il == GPFQ_INTERLEAVE_OFF
+                   ? "for no conv"
+               : il == GPFQ_INTERLEAVE_ALL
+                   ? "for every direct conv without Winograd"
+                   : "for small planes, where the flat layout computes 1.25x the outputs or more");
         printf("mpi      MPI %d.%d, %s\n", version, subversion, library);
         printf("ranks    %d\n", size);
         for (int r = 0; gathered && r < size; r++) printf("rank %-3d %s\n", r, all[r]);

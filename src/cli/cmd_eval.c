@@ -124,10 +124,15 @@ int cmd_eval(int argc, char **argv) {
         snprintf(winograd, sizeof winograd, " + Winograd F(%dx%d) %s",
                  gpfq_conv_get_winograd_tile(), gpfq_conv_get_winograd_tile(),
                  gpfq_winograd_mode_name(gpfq_conv_get_winograd()));
-    printf("speed    %.0f images/s (%.3f s, batch %ld in slices of %zu, %d thread%s, conv %s%s, "
+    char interleave[32] = "";
+    if (gpfq_conv_get_kernel() == GPFQ_CONV_AVX512 &&
+        gpfq_conv_get_interleave() != GPFQ_INTERLEAVE_OFF)
+        snprintf(interleave, sizeof interleave, " + interleaved %s",
+                 gpfq_interleave_mode_name(gpfq_conv_get_interleave()));
+    printf("speed    %.0f images/s (%.3f s, batch %ld in slices of %zu, %d thread%s, conv %s%s%s, "
            "GEMM %s, OpenBLAS %s kernel)\n",
            r.images / r.seconds, r.seconds, batch, r.batch, o.workers, o.workers == 1 ? "" : "s",
-           gpfq_conv_kernel_name(gpfq_conv_get_kernel()), winograd,
+           gpfq_conv_kernel_name(gpfq_conv_get_kernel()), winograd, interleave,
            gpfq_gemm_kernel_name(gpfq_gemm_get_kernel()), cli_blas_core());
     gpfq_dataset_free(&test);
     gpfq_model_free(model);
