@@ -316,9 +316,13 @@ static void check_interleaved(const gpfq_conv_geom *cases, size_t n_cases,
     const gpfq_conv_geom lenet2 = {6, 14, 14, 16, 10, 10, 5, 5, 1, 1, 0, 0, 1, 1, 1};
     const gpfq_conv_geom resnet = {16, 32, 32, 16, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1};
     const gpfq_conv_geom wino = {64, 8, 8, 64, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+    const gpfq_conv_geom down = {32, 14, 14, 64, 7, 7, 3, 3, 2, 2, 1, 1, 1, 1, 1};
+    const gpfq_conv_geom huge = {64, 224, 224, 64, 112, 112, 3, 3, 2, 2, 1, 1, 1, 1, 1};
     CHECK(gpfq_conv_interleaved_fits(&lenet1) && gpfq_conv_interleaved_fits(&lenet2) &&
-              !gpfq_conv_interleaved_fits(&resnet) && !gpfq_conv_interleaved_fits(&wino),
-          "auto: interleaved for LeNet-5's convs, not for 32x32 planes or Winograd's convs");
+              gpfq_conv_interleaved_fits(&down) && !gpfq_conv_interleaved_fits(&resnet) &&
+              !gpfq_conv_interleaved_fits(&wino) && !gpfq_conv_interleaved_fits(&huge),
+          "auto: interleaved for LeNet-5's convs and stride-2 convs, not for 32x32 stride-1 "
+          "planes, Winograd's convs or 224x224 planes");
     gpfq_conv_set_interleave(GPFQ_INTERLEAVE_OFF);
     CHECK(!gpfq_conv_interleaved_fits(&lenet2), "off: no interleaved kernel");
     static const size_t counts[] = {1, 5, 16, 17, 70};

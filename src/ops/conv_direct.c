@@ -1050,7 +1050,7 @@ static int wino_conv(const gpfq_conv_geom *g, const float *x, const float *weigh
  * transposes; the epilogue, and a 2x2 max pool after it, run on whole vectors before the
  * output transpose, so that a pooled conv transposes a quarter of its outputs.
  */
-enum { IL_LANES = 16 };
+enum { IL_LANES = 16, IL_CHUNK_BYTES = 6 << 20 };
 
 typedef struct {
     int co, np;
@@ -1111,9 +1111,17 @@ int gpfq_conv_interleaved_fits(const gpfq_conv_geom *g) {
     il_layout il;
     if (!il_plan(g, &il)) return 0;
     if (mode == GPFQ_INTERLEAVE_ALL) return 1;
-    /* AUTO: a chunk within CHUNK_BYTES, and at most 0.8 times the outputs the flat layout
-     * computes per image (the transposes cost more than the flat layout's copies) */
-    if ((il.in_floats + il.out_floats) * sizeof(float) > CHUNK_BYTES) return 0;
+    /* AUTO, measured on the shipped models' convs (build/bench/conv_kernels, one core):
+     * - a chunk within IL_CHUNK_BYTES: the kernel reads the whole input once per block of
+     *   channels, from L3 where it exceeds the L2 (resnet18's 64->128 stride-2 conv, 5 MB:
+     *   still 1.25x the flat kernel); planes of ImageNet's size would take hundreds of MB;
+     * - stride 2: 1.15-2.2x the flat kernel on every such conv of resnet20 and resnet18;
+     * - stride 1: where the flat layout computes 1.25x the outputs or more (LeNet-5's convs:
+     *   1.3x and 1.8x the flat kernel's speed); where it computes about as many, the
+     *   transposes cost more than the flat layout's copies (resnet20's 16->16 28x28 conv:
+     *   166 against 209 GFLOP/s, 32->32 14x14: 160 against 176). */
+    if ((il.in_floats + il.out_floats) * sizeof(float) > IL_CHUNK_BYTES) return 0;
+    if (g->stride_h == 2) return 1;
     layout flat;
     plan_layout(g, 256, 6 * 16, &flat);
     const double flat_work =
