@@ -97,9 +97,8 @@ int cmd_env(int argc, char **argv) {
                gpfq_interleave_mode_name(il),
                gpfq_conv_get_kernel() != GPFQ_CONV_AVX512 || il == GPFQ_INTERLEAVE_OFF
                    ? "for no conv"
-               : il == GPFQ_INTERLEAVE_ALL
-                   ? "for every direct conv without Winograd"
-                   : "for small planes, where the flat layout computes 1.25x the outputs or more");
+               : il == GPFQ_INTERLEAVE_ALL ? "for every direct conv without Winograd"
+                                           : "for stride-2 convs and small planes");
         printf("mpi      MPI %d.%d, %s\n", version, subversion, library);
         printf("ranks    %d\n", size);
         for (int r = 0; gathered && r < size; r++) printf("rank %-3d %s\n", r, all[r]);
