@@ -326,9 +326,18 @@ static void check_interleaved(const gpfq_conv_geom *cases, size_t n_cases,
     gpfq_conv_set_interleave(GPFQ_INTERLEAVE_OFF);
     CHECK(!gpfq_conv_interleaved_fits(&lenet2), "off: no interleaved kernel");
     static const size_t counts[] = {1, 5, 16, 17, 70};
+    /* stride 2 (the direct cases are stride 1): odd and even sizes, 3x3 and 5x5, out_c past a
+     * block */
+    static const gpfq_conv_geom strided[] = {
+        {3, 9, 9, 5, 0, 0, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+        {4, 10, 8, 6, 0, 0, 5, 5, 2, 2, 2, 2, 1, 1, 1},
+        {6, 7, 12, 9, 0, 0, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+        {16, 14, 14, 32, 0, 0, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+    };
+    const size_t n_strided = sizeof strided / sizeof strided[0];
     size_t compared = 0;
-    for (size_t k = 0; k < n_cases; k++) {
-        gpfq_conv_geom g = cases[k];
+    for (size_t k = 0; k < n_cases + n_strided; k++) {
+        gpfq_conv_geom g = k < n_cases ? cases[k] : strided[k - n_cases];
         g.out_h = gpfq_window_out(g.in_h, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h, 0);
         g.out_w = gpfq_window_out(g.in_w, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w, 0);
         gpfq_conv_set_interleave(GPFQ_INTERLEAVE_ALL);
@@ -337,11 +346,13 @@ static void check_interleaved(const gpfq_conv_geom *cases, size_t n_cases,
         CHECK(fits == (direct && g.out_w >= 3),
               "all: interleaved for conv case %zu is %d, expected %d (direct, a row of 3 or more)",
               k, fits, direct && g.out_w >= 3);
+        if (k >= n_cases) CHECK(fits, "all: no interleaved kernel for stride-2 case %zu", k);
         if (!fits) continue;
         for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++) {
             const size_t n = counts[ci];
             const size_t xs = n * g.in_c * g.in_h * g.in_w, ys = n * g.out_c * g.out_h * g.out_w;
             const size_t ws = (size_t)g.out_c * g.in_c * g.kernel_h * g.kernel_w;
+            const size_t pixels = (size_t)g.out_h * g.out_w;
             float *x = malloc(xs * 4), *w = malloc(ws * 4), *b = malloc(g.out_c * 8);
             float *y_il = malloc(ys * 4), *y_flat = malloc(ys * 4), *unpooled = malloc(ys * 4);
             float *p_il = malloc(ys * 4), *p_sep = malloc(ys * 4), *p_fall = malloc(ys * 4);
@@ -349,7 +360,7 @@ static void check_interleaved(const gpfq_conv_geom *cases, size_t n_cases,
             fill(x, xs, state);
             fill(w, ws, state);
             fill(b, 2 * (size_t)g.out_c, state);
-            for (size_t i = 0; i < xs; i += 97) x[i] = i % 2 ? NAN : -0.0f;
+            for (size_t i = 0; i < xs; i += 997) x[i] = i % 2 ? NAN : -0.0f; /* a few */
             float *scale = b + g.out_c, shift[256];
             for (int c = 0; c < g.out_c && c < 256; c++) shift[c] = 0.25f * (float)(c % 5) - 0.5f;
             /* the plain conv: interleaved against the direct kernel */
@@ -358,41 +369,48 @@ static void check_interleaved(const gpfq_conv_geom *cases, size_t n_cases,
             gpfq_conv2d(&g, x, w, b, n, y_flat, scratch);
             CHECK(memcmp(y_il, y_flat, ys * 4) == 0,
                   "conv case %zu, %zu images: interleaved and direct kernels differ", k, n);
-            /* BatchNorm, ReLU and the pool, fused, against the separate ops (pooled to
-             * floor(out/2) when the output has 2 or more rows and columns) */
+            /* epilogues, fused, against the separate ops, pooled to floor(out/2) when the
+             * output has 2 or more rows and columns: BatchNorm and ReLU after the bias; none,
+             * and no bias (the pool then sees negative values); ReLU alone */
             const int pool = g.out_h >= 2 && g.out_w >= 2;
             const gpfq_conv_geom pg = {g.out_c,     g.out_h, g.out_w, g.out_c, g.out_h / 2,
                                        g.out_w / 2, 2,       2,       2,       2,
                                        0,           0,       1,       1,       1};
             const size_t ps = pool ? n * g.out_c * pg.out_h * pg.out_w : ys;
-            gpfq_conv_epilogue e = {scale, shift, NULL, 1, pool, unpooled};
-            gpfq_conv2d_fused(&g, x, w, NULL, b, &e, n, p_fall, scratch); /* off: no pooling */
-            for (size_t i = 0; i < n; i++)
-                for (int c = 0; c < g.out_c; c++) {
-                    const size_t pixels = (size_t)g.out_h * g.out_w;
-                    float *v = y_flat + (i * g.out_c + c) * pixels;
-                    for (size_t p = 0; p < pixels; p++) {
-                        volatile float t = v[p] * scale[c]; /* rounded: no contraction */
-                        v[p] = gpfq_relu1(t + shift[c]);
+            for (int v = 0; v < 3; v++) {
+                const int with_scale = v == 0, relu = v != 1;
+                const float *bias = v == 1 ? NULL : b;
+                gpfq_conv_epilogue e = {with_scale ? scale : NULL,
+                                        with_scale ? shift : NULL,
+                                        NULL,
+                                        relu,
+                                        pool,
+                                        unpooled};
+                gpfq_conv_set_interleave(GPFQ_INTERLEAVE_OFF);
+                gpfq_conv2d_fused(&g, x, w, NULL, bias, &e, n, p_fall, scratch); /* no pooling */
+                gpfq_conv2d(&g, x, w, bias, n, y_flat, scratch);
+                for (size_t i = 0; i < n; i++)
+                    for (int c = 0; c < g.out_c; c++) {
+                        float *o = y_flat + (i * g.out_c + c) * pixels;
+                        for (size_t p = 0; p < pixels; p++) {
+                            volatile float t = o[p]; /* rounded: no contraction */
+                            if (with_scale) t = t * scale[c];
+                            if (with_scale) t = t + shift[c];
+                            o[p] = relu ? gpfq_relu1(t) : t;
+                        }
                     }
-                }
-            if (pool)
-                gpfq_maxpool2d(&pg, y_flat, n, p_sep);
-            else
-                memcpy(p_sep, y_flat, ys * 4);
-            gpfq_conv_set_interleave(GPFQ_INTERLEAVE_ALL);
-            gpfq_conv2d_fused(&g, x, w, NULL, b, &e, n, p_il, scratch);
-            size_t wrong = 0, wrong_fall = 0;
-            for (size_t i = 0; i < ps; i++) {
-                wrong += !(memcmp(&p_il[i], &p_sep[i], 4) == 0 ||
-                           (p_il[i] != p_il[i] && p_sep[i] != p_sep[i]));
-                wrong_fall += !(memcmp(&p_fall[i], &p_sep[i], 4) == 0 ||
-                                (p_fall[i] != p_fall[i] && p_sep[i] != p_sep[i]));
+                if (pool)
+                    gpfq_maxpool2d(&pg, y_flat, n, p_sep);
+                else
+                    memcpy(p_sep, y_flat, ys * 4);
+                gpfq_conv_set_interleave(GPFQ_INTERLEAVE_ALL);
+                gpfq_conv2d_fused(&g, x, w, NULL, bias, &e, n, p_il, scratch);
+                CHECK(memcmp(p_il, p_sep, ps * 4) == 0 && memcmp(p_fall, p_sep, ps * 4) == 0,
+                      "conv case %zu, %zu images, epilogue %d%s: the interleaved kernel (%d) or "
+                      "the direct one then the pool (%d) differs from the separate ops",
+                      k, n, v, pool ? " and pool" : "", memcmp(p_il, p_sep, ps * 4) != 0,
+                      memcmp(p_fall, p_sep, ps * 4) != 0);
             }
-            CHECK(wrong == 0 && wrong_fall == 0,
-                  "conv case %zu, %zu images, epilogue%s: %zu (interleaved) and %zu (direct, "
-                  "then pooled) outputs differ from the separate ops",
-                  k, n, pool ? " and pool" : "", wrong, wrong_fall);
             compared++;
             free(x), free(w), free(b), free(y_il), free(y_flat), free(unpooled);
             free(p_il), free(p_sep), free(p_fall), free(scratch);
@@ -500,7 +518,24 @@ static void check_transpose(void) {
         for (size_t i = 0; i < rows; i++)
             for (size_t j = 0; j < cols; j++) wrong += dst[j * rows + i] != src[i * cols + j];
         CHECK(wrong == 0, "transpose %zu x %zu: %zu elements misplaced", rows, cols, wrong);
-        free(src), free(dst);
+        /* strided: rows of lds >= cols into rows of ldd >= rows; the rest of dst untouched */
+        const size_t lds = cols + 3, ldd = rows + 5;
+        int32_t *s2 = malloc(rows * lds * sizeof(int32_t)), *d2 = malloc(cols * ldd * 4);
+        for (size_t i = 0; i < rows * lds; i++) s2[i] = (int32_t)(i * 40503u + 7);
+        memset(d2, 0xff, cols * ldd * sizeof(int32_t));
+        gpfq_transpose32_strided(s2, lds, rows, cols, d2, ldd);
+        wrong = 0;
+        size_t touched = 0;
+        for (size_t j = 0; j < cols; j++)
+            for (size_t i = 0; i < ldd; i++)
+                if (i < rows)
+                    wrong += d2[j * ldd + i] != s2[i * lds + j];
+                else
+                    touched += d2[j * ldd + i] != -1;
+        CHECK(wrong == 0 && touched == 0,
+              "strided transpose %zu x %zu: %zu elements misplaced, %zu padding written", rows,
+              cols, wrong, touched);
+        free(src), free(dst), free(s2), free(d2);
     }
 }
 
@@ -612,6 +647,112 @@ static void check_maxpool_2x2(unsigned long long *state) {
     }
 }
 
+/* A conv that quadruples its values before a fused pool (1 -> 16 channels at 8x8, pooled to
+ * 16 x 4 x 4 = 256 floats per image from 64), reading a buffer of the plan (a ReLU's output):
+ * the pool's buffer must not be the conv's input, which a chunk's pooled outputs would
+ * otherwise overwrite before the next chunk reads it. In memory: relu, conv, relu, maxpool,
+ * flatten, linear. */
+static gpfq_model *expanding_model(unsigned long long *state) {
+    gpfq_model *m = calloc(1, sizeof *m);
+    m->n_nodes = 6;
+    m->nodes = calloc(6, sizeof(gpfq_node));
+    m->input_shape = (gpfq_shape){1, 8, 8, 0};
+    m->num_classes = 10;
+    m->mean = malloc(sizeof(float)), m->std = malloc(sizeof(float));
+    m->mean[0] = 0.0f, m->std[0] = 1.0f;
+    m->source = strdup(""), m->dataset = strdup(""), m->recipe = strdup("");
+    m->quantization = strdup("");
+    m->float_top1 = m->float_top5 = NAN;
+    static const char *names[] = {"relu0", "conv", "relu1", "pool", "flatten", "fc"};
+    static const gpfq_op ops[] = {GPFQ_OP_RELU,      GPFQ_OP_CONV2D,  GPFQ_OP_RELU,
+                                  GPFQ_OP_MAXPOOL2D, GPFQ_OP_FLATTEN, GPFQ_OP_LINEAR};
+    for (int i = 0; i < 6; i++) {
+        gpfq_node *node = &m->nodes[i];
+        snprintf(node->name, sizeof node->name, "%s", names[i]);
+        node->op = ops[i];
+        node->n_inputs = 1;
+        node->inputs[0] = i - 1; /* the first: GPFQ_GRAPH_INPUT */
+        for (int a = 0; a < 2; a++) node->kernel[a] = node->stride[a] = node->dilation[a] = 1;
+    }
+    gpfq_node *conv = &m->nodes[1], *pool = &m->nodes[3], *fc = &m->nodes[5];
+    conv->kernel[0] = conv->kernel[1] = 3;
+    conv->padding[0] = conv->padding[1] = 1;
+    conv->groups = 1;
+    conv->weight_count = 16 * 9;
+    conv->weight_rank = 4;
+    conv->weight_dims[0] = 16, conv->weight_dims[1] = 1;
+    conv->weight_dims[2] = conv->weight_dims[3] = 3;
+    conv->weight = malloc(conv->weight_count * sizeof(float));
+    conv->bias = malloc(16 * sizeof(float));
+    fill(conv->weight, conv->weight_count, state);
+    fill(conv->bias, 16, state);
+    pool->kernel[0] = pool->kernel[1] = pool->stride[0] = pool->stride[1] = 2;
+    fc->weight_count = 10 * 256;
+    fc->weight_rank = 2;
+    fc->weight_dims[0] = 10, fc->weight_dims[1] = 256;
+    fc->weight = malloc(fc->weight_count * sizeof(float));
+    fc->bias = malloc(10 * sizeof(float));
+    fill(fc->weight, fc->weight_count, state);
+    fill(fc->bias, 10, state);
+    if (gpfq_model_validate(m, "expanding model") != GPFQ_OK) {
+        CHECK(0, "%s", gpfq_last_error());
+        gpfq_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* A fused 2x2 max pool writes its own buffer while its conv still reads the conv's input, so
+ * the plan must not give the two the same buffer (LeNet's pool2 could have had conv2's
+ * input). Against the naive pass bit for bit, on each interleave mode (the pool in the
+ * interleaved kernel, or the conv into its own buffer and then the pool): LeNet's fixture in
+ * one call of 320 images, so that conv2 runs on two threads (conv1 + ReLU + pool1 and conv2 +
+ * ReLU + pool2 folded), and a conv that quadruples its values, whose pooled chunks would
+ * overwrite later chunks' input even on one thread. */
+static void check_fused_pool(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model_lenet_small.h5", dir);
+    unsigned long long state = 11;
+    gpfq_model *models[2] = {NULL, expanding_model(&state)};
+    if (gpfq_model_load(path, &models[0]) != GPFQ_OK) CHECK(0, "%s: %s", path, gpfq_last_error());
+    const int threads = openblas_get_num_threads();
+    openblas_set_num_threads(2);
+    const gpfq_interleave_mode mode = gpfq_conv_get_interleave();
+    for (int mi = 0; mi < 2; mi++) {
+        gpfq_model *m = models[mi];
+        if (!m) continue;
+        const char *what = mi ? "the expanding model" : path;
+        const size_t n = mi ? 70 : 320, image = gpfq_shape_size(m->input_shape);
+        const size_t count = n * (size_t)m->num_classes;
+        float *input = malloc(n * image * sizeof(float));
+        fill(input, n * image, &state);
+        float *naive = naive_forward(m, input, n);
+        const gpfq_interleave_mode modes[] = {GPFQ_INTERLEAVE_AUTO, GPFQ_INTERLEAVE_ALL,
+                                              GPFQ_INTERLEAVE_OFF};
+        for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++) {
+            gpfq_conv_set_interleave(modes[k]);
+            gpfq_forward *fwd = NULL;
+            const float *logits = NULL;
+            CHECK(gpfq_forward_create(m, n, &fwd) == GPFQ_OK, "%s", gpfq_last_error());
+            gpfq_forward_set_slice(fwd, n);
+            CHECK(gpfq_forward_run(fwd, input, n, &logits) == GPFQ_OK, "%s", gpfq_last_error());
+            CHECK(memcmp(naive, logits, count * sizeof(float)) == 0,
+                  "%s, interleave %s, %zu images: planned and naive passes differ", what,
+                  gpfq_interleave_mode_name(modes[k]), n);
+            const int expect = mi ? 2 : 4;
+            if (gpfq_conv_get_kernel() != GPFQ_CONV_IM2COL)
+                CHECK(gpfq_forward_fused(fwd) == expect,
+                      "%s: %d nodes folded into convs, expected %d", what, gpfq_forward_fused(fwd),
+                      expect);
+            gpfq_forward_free(fwd);
+        }
+        free(naive), free(input);
+        gpfq_model_free(m);
+    }
+    gpfq_conv_set_interleave(mode);
+    openblas_set_num_threads(threads);
+}
+
 int main(int argc, char **argv) {
     check_transpose();
     unsigned long long pool_state = 5;
@@ -620,6 +761,7 @@ int main(int argc, char **argv) {
     check_gemm(&gemm_state);
     const char *dir = argc > 1 ? argv[1] : "tests/fixtures";
     int fixtures = fixture_count(dir);
+    check_fused_pool(dir);
     CHECK(fixtures >= 30, "expected at least 30 fixtures in %s, found %d", dir, fixtures);
     /* again with Winograd for every 3x3 stride-1 conv: against torch, and the folded epilogue
      * and the slices bit for bit against the plain passes */

@@ -63,8 +63,9 @@ void gpfq_node_forward(const gpfq_node *node, const float *const *inputs, size_t
                        float *scratch);
 size_t gpfq_node_scratch(const gpfq_node *node, size_t n);
 
-/* How many BatchNorm and ReLU nodes the plan runs inside the conv before them (a conv with
- * a direct kernel, when nothing else reads its output; the values are the same). */
+/* How many BatchNorm, Add, ReLU and 2x2 max-pool nodes the plan runs inside the conv before
+ * them (a conv with a direct kernel, when nothing else reads its output; the values are the
+ * same). */
 int gpfq_forward_fused(const gpfq_forward *fwd);
 
 /* A plan packs a conv's weights for the direct kernel when it first runs it and keeps them:

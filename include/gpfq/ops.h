@@ -50,8 +50,8 @@ typedef struct {
     /* then, when set, a 2x2 stride-2 max pool without padding (floor): y is then
      * (n, out_c, out_h / 2, out_w / 2), the result of gpfq_maxpool2d on the epilogue's output.
      * `unpooled` is room for that output, (n, out_c, out_h, out_w), where a kernel that cannot
-     * pool (gpfq_conv_interleaved_fits says which can) writes it before pooling. No residual
-     * with a pool. */
+     * pool (gpfq_conv_interleaved_fits says which can, and none with a residual) writes it
+     * before pooling. */
     int pool;
     float *unpooled;
 } gpfq_conv_epilogue;
@@ -110,13 +110,14 @@ int gpfq_conv_winograd_tile(const gpfq_conv_geom *g);
 int gpfq_conv_set_winograd_tile(int tile);
 /* The T Winograd convs take now: 4 or 2. */
 int gpfq_conv_get_winograd_tile(void);
-/* The image-interleaved direct kernel (AVX-512) for small planes: 16 images side by side in
- * the vectors, so that no output is computed and dropped, as the flat planes' gaps are
+/* The image-interleaved direct kernel (AVX-512): 16 images side by side in the vectors, so
+ * that no output is computed and dropped, as the flat planes' gaps are
  * (src/ops/conv_direct.c). The same sums in the same order as the direct kernel: the same
- * bits. AUTO takes it where it computes well under the flat layout's outputs and a chunk of
- * 16 images stays in cache, ALL wherever the direct kernel runs without Winograd (tests), OFF
- * never. The default is AUTO, or GPFQ_INTERLEAVE=off|auto|all from the environment (read
- * once). The packed weights are the direct kernel's. */
+ * bits. AUTO takes it where a chunk of 16 images' padded input and output is at most 6 MB,
+ * for stride-2 convs and for stride-1 convs where the flat layout computes 1.25x the outputs
+ * or more; ALL wherever the direct kernel runs without Winograd and an output row has 3 or
+ * more values (tests); OFF never. The default is AUTO, or GPFQ_INTERLEAVE=off|auto|all from
+ * the environment (read once). The packed weights are the direct kernel's. */
 typedef enum {
     GPFQ_INTERLEAVE_OFF,
     GPFQ_INTERLEAVE_AUTO,
@@ -130,7 +131,8 @@ const char *gpfq_interleave_mode_name(gpfq_interleave_mode mode);
 /* 1 if gpfq_conv2d runs g with the interleaved kernel; only that kernel pools in its epilogue. */
 int gpfq_conv_interleaved_fits(const gpfq_conv_geom *g);
 /* The direct kernel alone (g must fit); uses as many threads as BLAS is set to (at most one
- * per 50 MFLOP of the call) and buffers of its own. 0, or -1 if out of memory (y then undefined).
+ * per 50 MFLOP of the call) and buffers of its own. 0, or -1 if out of memory or if the
+ * epilogue asks for a pool that this kernel cannot run (y then undefined).
  */
 int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *weight,
                        const float *packed, const float *bias, const gpfq_conv_epilogue *epilogue,

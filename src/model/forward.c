@@ -17,7 +17,7 @@ struct gpfq_forward {
     size_t *buffer_floats;
     int *node_buffer;  /* (n_nodes) buffer holding each node's output */
     int *node_inplace; /* (n_nodes) 1 when the node writes over its input */
-    int *node_fused;   /* (n_nodes) for a conv: the nodes after it it runs too (0..2) */
+    int *node_fused;   /* (n_nodes) for a conv: the nodes after it it runs too (0..3) */
     float *fold;       /* scale and shift of a folded BatchNorm: 2 * fold_channels */
     int fold_channels;
     float *scratch; /* (max over conv nodes of gpfq_node_scratch) */
@@ -116,6 +116,19 @@ static int can_run_inplace(gpfq_op op) {
 
 static void plan_fusion(gpfq_forward *fwd, const int *readers);
 
+/* For a max pool whose input comes from a conv through in-place BatchNorm and ReLU nodes only
+ * (one that plan_fusion may fold into the conv), the buffer of that conv's input, else -1:
+ * folded, the pool writes while the conv still reads, so it must not take that buffer. */
+static int conv_input_buffer(const gpfq_forward *fwd, int pool) {
+    const gpfq_model *m = fwd->model;
+    int j = m->nodes[pool].inputs[0];
+    while (j >= 0 && fwd->node_inplace[j] &&
+           (m->nodes[j].op == GPFQ_OP_RELU || m->nodes[j].op == GPFQ_OP_BATCHNORM2D))
+        j = m->nodes[j].inputs[0];
+    if (j < 0 || m->nodes[j].op != GPFQ_OP_CONV2D || m->nodes[j].inputs[0] < 0) return -1;
+    return fwd->node_buffer[m->nodes[j].inputs[0]];
+}
+
 /* Assigns buffers by simulating the pass: pending[b] counts reads still to come. */
 static gpfq_status plan_buffers(gpfq_forward *fwd) {
     const gpfq_model *m = fwd->model;
@@ -149,8 +162,9 @@ static gpfq_status plan_buffers(gpfq_forward *fwd) {
             buf = src_buf;
             fwd->node_inplace[i] = 1;
         } else {
+            const int avoid = node->op == GPFQ_OP_MAXPOOL2D ? conv_input_buffer(fwd, i) : -1;
             for (int b = 0; b < n_buffers && buf < 0; b++)
-                if (pending[b] == 0) buf = b;
+                if (pending[b] == 0 && b != avoid) buf = b;
             if (buf < 0) buf = n_buffers++;
         }
         for (int k = 0; k < node->n_inputs; k++)
@@ -285,8 +299,10 @@ size_t gpfq_forward_bytes(const gpfq_forward *fwd) {
  * A direct-kernel conv runs the nodes that follow it on each chunk while it is in cache,
  * instead of a pass over the batch each: a BatchNorm, then a residual Add (the conv's value
  * as its first operand), then a ReLU, each optional, in that order, each the only reader of
- * the node before it and running in place. The folded nodes' outputs are the same buffer
- * with the same values.
+ * the node before it and running in place; then, without an Add, a 2x2 stride-2 max pool.
+ * The in-place nodes' outputs are the conv's buffer. With a pool, the pool's buffer gets the
+ * values it would have; the conv's holds the unpooled outputs (gpfq_conv_epilogue) or nothing
+ * of use, which no other node reads.
  */
 static int folds_into(const gpfq_forward *fwd, const int *readers, int node, gpfq_op op) {
     const gpfq_model *m = fwd->model;

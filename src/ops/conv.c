@@ -9,6 +9,7 @@
  * so that a direct kernel short of memory can fall back to this path.
  */
 #include "gpfq/ops.h"
+#include "gpfq/status.h"
 
 #include <limits.h>
 #include <string.h>
@@ -113,10 +114,11 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
     const int rows = cg * g->kernel_h * g->kernel_w;
 
     if (epilogue && epilogue->pool) {
-        if (gpfq_conv_interleaved_fits(g) &&
+        if (gpfq_conv_interleaved_fits(g) && !epilogue->residual &&
             gpfq_conv2d_direct(g, x, weight, packed, bias, epilogue, n, y) == 0)
             return;
         /* a kernel that cannot pool: the output into `unpooled`, then the pool */
+        GPFQ_ASSERT(epilogue->unpooled);
         gpfq_conv_epilogue e = *epilogue;
         e.pool = 0;
         gpfq_conv2d_fused(g, x, weight, packed, bias, &e, n, e.unpooled, scratch);

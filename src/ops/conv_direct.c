@@ -838,7 +838,7 @@ wino_gemm(const wino_plan *w, const float *packed, const float *v, int vectors, 
 }
 
 /* ReLU as gpfq_relu1: +0 for x <= 0 (-0 included), NaN kept */
-__attribute__((target("avx512f"))) static inline __m512 wino_relu(__m512 t) {
+__attribute__((target("avx512f"))) static inline __m512 relu16(__m512 t) {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(t, _mm512_setzero_ps(), _CMP_GT_OQ) |
                                    _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q),
                                t);
@@ -890,7 +890,7 @@ wino_store(const wino_plan *w, const gpfq_conv_epilogue *e, size_t first, const 
             }
             if (residual) {
                 t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(mask, e->residual + at + 16 * part));
-                if (relu) t = wino_relu(t);
+                if (relu) t = relu16(t);
             }
             _mm512_mask_storeu_ps(y + at + 16 * part, mask, t);
         }
@@ -950,7 +950,7 @@ wino_output(const wino_plan *w, const float *bias, const gpfq_conv_epilogue *e, 
                 for (int j = 0; j < T; j++) {
                     out[a][j] = _mm512_add_ps(out[a][j], b);
                     if (scale) out[a][j] = _mm512_add_ps(_mm512_mul_ps(out[a][j], alpha), shift);
-                    if (relu && !residual) out[a][j] = wino_relu(out[a][j]);
+                    if (relu && !residual) out[a][j] = relu16(out[a][j]);
                 }
                 __m512 R[4];
                 if (T == 2) {
@@ -1212,16 +1212,13 @@ static void il_pad(const il_layout *l, const float *x, size_t first, size_t coun
 __attribute__((target("avx512f"))) static void il_epilogue(float *v, size_t pixels, float bias,
                                                            const gpfq_conv_epilogue *e, int co) {
     const int scale = e && e->scale, relu = e && e->relu;
-    const __m512 b = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
+    const __m512 b = _mm512_set1_ps(bias);
     const __m512 alpha = _mm512_set1_ps(scale ? e->scale[co] : 1.0f);
     const __m512 shift = _mm512_set1_ps(scale ? e->shift[co] : 0.0f);
     for (size_t p = 0; p < pixels; p++) {
         __m512 t = _mm512_add_ps(_mm512_load_ps(v + p * IL_LANES), b);
         if (scale) t = _mm512_add_ps(_mm512_mul_ps(t, alpha), shift);
-        if (relu) /* gpfq_relu1: t where t > 0 or NaN, else +0 */
-            t = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(t, zero, _CMP_GT_OQ) |
-                                        _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q),
-                                    t);
+        if (relu) t = relu16(t);
         _mm512_store_ps(v + p * IL_LANES, t);
     }
 }
@@ -1386,9 +1383,11 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
                        const gpfq_conv_epilogue *epilogue, size_t n, float *y) {
     gpfq_conv_kernel kernel = gpfq_conv_get_kernel();
     if (n == 0) return 0;
+    const int pool = epilogue && epilogue->pool;
+    /* only the interleaved kernel pools, and not after a residual (il_unpad) */
+    if (pool && (epilogue->residual || !gpfq_conv_interleaved_fits(g))) return -1;
     if (gpfq_conv_interleaved_fits(g))
         return il_conv(g, x, weight, prepacked, bias, epilogue, n, y);
-    if (epilogue && epilogue->pool) return -1; /* only the interleaved kernel pools */
     if (gpfq_conv_winograd_fits(g)) return wino_conv(g, x, weight, prepacked, bias, epilogue, n, y);
     layout l;
     plan_layout(g, n, kernel == GPFQ_CONV_AVX512 ? 6 * 16 : 3 * 8, &l);
