@@ -212,6 +212,17 @@ static void test_forms(void) {
     compare_forms(16, 40, 4100, GPFQ_QUANTIZER_L1, 1, 8, &state);
     compare_forms(10, 37, 2500, GPFQ_QUANTIZER_NEAREST, 0, 13, &state);
     compare_forms(16, 144, 5003, GPFQ_QUANTIZER_NEAREST, 0, 0, &state);
+    /* the cost model, layer error included: on ublock's own kernels lenet5's conv1 (6 x 25,
+     * m = 50432) is ublock's (twice gram's speed there), resnet20's conv1 (16 x 9) stays gram's;
+     * below 2048 columns (a Linear layer) the same 6 x 25 layer is gram's */
+    if (gpfq_conv_get_kernel() == GPFQ_CONV_AVX512)
+        CHECK(gpfq_layer_form(6, 25, 50432, GPFQ_FORM_AUTO, 0) == GPFQ_FORM_UBLOCK &&
+                  gpfq_layer_form(16, 9, 50432, GPFQ_FORM_AUTO, 0) == GPFQ_FORM_GRAM &&
+                  gpfq_layer_form(6, 25, 256, GPFQ_FORM_AUTO, 0) == GPFQ_FORM_GRAM,
+              "auto forms: %d %d %d, expected ublock, gram, gram",
+              (int)gpfq_layer_form(6, 25, 50432, GPFQ_FORM_AUTO, 0),
+              (int)gpfq_layer_form(16, 9, 50432, GPFQ_FORM_AUTO, 0),
+              (int)gpfq_layer_form(6, 25, 256, GPFQ_FORM_AUTO, 0));
 }
 
 /* A layer gives the same codes and error bit for bit at one and two threads: ublock's own

@@ -405,9 +405,16 @@ static gpfq_status layer_ublock_own(helper *h, const float *Wt, size_t N, size_t
     return GPFQ_OK;
 }
 
+/* Multiply-adds of each form, with the layer error after it: gram then needs two more products
+ * (layer_error, 2 N m d); ublock's own kernels (m >= 2048) give the error, and ||W Xt|| where
+ * N <= UBLOCK_NORM_ROWS (else one product, N m d). Without that term gram won where ublock was
+ * twice as fast: lenet5's conv1 (6 x 25, m = 50432), gram 1.4-2.4 ms against ublock's 0.8 ms
+ * (build/bench/gpfq_forms, GPFQ alone); lenet5's quantize with the defaults, in one process,
+ * best of 60, eight runs each, interleaved: 7.3-9.1 ms before, 5.9-7.8 ms after. */
 static gpfq_form choose_form(size_t N, size_t d, size_t m, size_t block) {
     double gram = 1.5 * (double)m * d * d + (double)N * d * d;
     double ublock = 3.0 * (double)N * m * d + 1.5 * (double)m * d * block;
+    if (ublock_own_kernels(m)) gram += (N <= UBLOCK_NORM_ROWS ? 2.0 : 1.0) * (double)N * m * d;
     return gram <= ublock ? GPFQ_FORM_GRAM : GPFQ_FORM_UBLOCK;
 }
 
