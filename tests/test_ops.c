@@ -298,9 +298,10 @@ static void check_winograd(unsigned long long *state) {
 }
 
 /* The interleaved kernel where the CPU has AVX-512: which convs take it; then, on every
- * geometry of `cases` and for 1 to 70 images, the same bits as the direct kernel, and an
- * epilogue (BatchNorm scale and shift, ReLU, 2x2 max pool) the same bits as the separate ops,
- * on inputs with NaNs and zeros of both signs; the pool also where the kernel cannot pool
+ * geometry of `cases` plus four stride-2 ones and for 1 to 70 images, the same bits as the
+ * direct kernel, and three epilogues (BatchNorm scale and shift with ReLU; none, without a
+ * bias; ReLU alone), each followed by a 2x2 max pool, the same bits as the separate ops, on
+ * inputs with a few NaNs and zeros of both signs; the pool also where the kernel cannot pool
  * (into `unpooled`, then gpfq_maxpool2d). */
 static void check_interleaved(const gpfq_conv_geom *cases, size_t n_cases,
                               unsigned long long *state) {
