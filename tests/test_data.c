@@ -79,10 +79,19 @@ static void test_idx(void) {
         CHECK(d.n == 3 && d.c == 1 && d.h == 4 && d.w == 5, "IDX shape %zux%dx%dx%d", d.n, d.c, d.h,
               d.w);
         CHECK(d.images[21] == (21 * 7) % 256 && d.labels[2] == 2, "IDX content");
-        /* normalization as torchvision does it */
-        float mean = 0.5f, std = 0.25f, out[20];
-        gpfq_dataset_batch(&d, &mean, &std, 1, NULL, 1, out);
-        CHECK(out[1] == ((float)d.images[21] / 255.0f - 0.5f) / 0.25f, "normalized value");
+        /* normalization as torchvision does it, bit for bit, on every pixel of two images
+         * (Fashion-MNIST's mean and std: divisions that round) */
+        float mean = 0.2860f, std = 0.3530f, out[40];
+        const size_t picked[2] = {2, 0};
+        gpfq_dataset_batch(&d, &mean, &std, 0, picked, 2, out);
+        int wrong = 0;
+        for (int i = 0; i < 2; i++)
+            for (int k = 0; k < 20; k++) {
+                volatile float x = (float)d.images[picked[i] * 20 + k] / 255.0f;
+                const float want = (x - mean) / std;
+                wrong += memcmp(&out[i * 20 + k], &want, sizeof want) != 0;
+            }
+        CHECK(wrong == 0, "%d normalized values differ from (x / 255 - mean) / std", wrong);
         gpfq_dataset_free(&d);
     }
     gpfq_dataset d;
