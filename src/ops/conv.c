@@ -114,7 +114,8 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
     const int rows = cg * g->kernel_h * g->kernel_w;
 
     if (epilogue && epilogue->pool) {
-        if (gpfq_conv_interleaved_fits(g) && !epilogue->residual &&
+        /* the direct kernel refuses a pool it cannot run (gpfq_conv2d_direct) */
+        if (gpfq_conv_direct_fits(g) &&
             gpfq_conv2d_direct(g, x, weight, packed, bias, epilogue, n, y) == 0)
             return;
         /* a kernel that cannot pool: the output into `unpooled`, then the pool */

@@ -1383,11 +1383,10 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
                        const gpfq_conv_epilogue *epilogue, size_t n, float *y) {
     gpfq_conv_kernel kernel = gpfq_conv_get_kernel();
     if (n == 0) return 0;
-    const int pool = epilogue && epilogue->pool;
+    const int interleaved = gpfq_conv_interleaved_fits(g);
     /* only the interleaved kernel pools, and not after a residual (il_unpad) */
-    if (pool && (epilogue->residual || !gpfq_conv_interleaved_fits(g))) return -1;
-    if (gpfq_conv_interleaved_fits(g))
-        return il_conv(g, x, weight, prepacked, bias, epilogue, n, y);
+    if (epilogue && epilogue->pool && (epilogue->residual || !interleaved)) return -1;
+    if (interleaved) return il_conv(g, x, weight, prepacked, bias, epilogue, n, y);
     if (gpfq_conv_winograd_fits(g)) return wino_conv(g, x, weight, prepacked, bias, epilogue, n, y);
     layout l;
     plan_layout(g, n, kernel == GPFQ_CONV_AVX512 ? 6 * 16 : 3 * 8, &l);
