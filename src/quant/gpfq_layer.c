@@ -108,7 +108,7 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     atomic_uint posted, finished; /* jobs handed over, jobs done */
-    int quit;                     /* under mu */
+    atomic_int quit;              /* set under mu, read while spinning too */
     void (*fn)(void *);
     void *arg;
 } helper;
@@ -119,13 +119,15 @@ static void *helper_main(void *arg) {
     for (;;) {
         const double start = gpfq_now();
         for (unsigned spins = 1; atomic_load(&h->posted) == seen; spins++) {
+            if (atomic_load(&h->quit)) return NULL; /* no job is pending: stop at once */
             if (spins % 64) {
                 __builtin_ia32_pause();
                 continue;
             }
             if (gpfq_now() - start < HELPER_SPIN_SECONDS) continue;
             pthread_mutex_lock(&h->mu);
-            while (atomic_load(&h->posted) == seen && !h->quit) pthread_cond_wait(&h->cv, &h->mu);
+            while (atomic_load(&h->posted) == seen && !atomic_load(&h->quit))
+                pthread_cond_wait(&h->cv, &h->mu);
             const int quit = atomic_load(&h->posted) == seen;
             pthread_mutex_unlock(&h->mu);
             if (quit) return NULL;
@@ -165,7 +167,7 @@ static void helper_wait(helper *h) {
 
 static void helper_stop(helper *h) {
     pthread_mutex_lock(&h->mu);
-    h->quit = 1;
+    atomic_store(&h->quit, 1);
     pthread_cond_signal(&h->cv);
     pthread_mutex_unlock(&h->mu);
     pthread_join(h->id, NULL);
