@@ -226,18 +226,19 @@ static void test_forms(void) {
 }
 
 /* A layer gives the same codes and error bit for bit at one and two threads: ublock's own
- * kernels sum fixed ranges of columns whatever runs them, and gpfq_sgemm sums each element in
+ * kernels sum fixed ranges of columns whatever runs them, gpfq_sgemm sums each element in
  * the same order however the forms split their products between two threads (by columns
- * where N >= 64, else by rows). */
+ * where N >= 64, else by rows), and a block's sweep splits its neurons (N B^2 >= 2.6e5), each
+ * with its own rounding stream. */
 static void check_threads(const char *what, size_t N, size_t d, size_t m, gpfq_form form,
-                          size_t block, unsigned long long seed) {
+                          size_t block, gpfq_quantizer quantizer, unsigned long long seed) {
     unsigned long long state = seed;
     float *W = malloc(N * d * 4), *Xt = malloc(d * m * 4), *Yt = malloc(d * m * 4);
     fill(W, N * d, 0, 1.0f, &state);
     fill(Xt, d * m, 0, 1.0f, &state);
     fill(Yt, d * m, 0, 1.0f, &state);
     gpfq_alphabet a;
-    gpfq_alphabet_make(W, N, d, 4, 1.16, 1.0, GPFQ_QUANTIZER_NEAREST, 0, 1, &a);
+    gpfq_alphabet_make(W, N, d, 4, 1.16, 1.0, quantizer, 0, 1, &a);
     int32_t *codes[2] = {malloc(N * d * 4), malloc(N * d * 4)};
     gpfq_layer_stats stats[2];
     const int threads = openblas_get_num_threads();
@@ -270,13 +271,20 @@ static void test_threads(void) {
         gpfq_gemm_set_kernel(gemm_before);
         return;
     }
-    check_threads("ublock, own kernels", 21, 70, 4133, GPFQ_FORM_UBLOCK, 16, 11);
+    const gpfq_quantizer nearest = GPFQ_QUANTIZER_NEAREST;
+    check_threads("ublock, own kernels", 21, 70, 4133, GPFQ_FORM_UBLOCK, 16, nearest, 11);
+    /* block 64: the sweeps split too (130 x 64^2) */
     check_threads("ublock on gpfq_sgemm, N >= 64 (columns split)", 130, 300, 256, GPFQ_FORM_UBLOCK,
-                  0, 12);
+                  0, nearest, 12);
     /* block 32: P (32 x 40 x 1024) splits its rows at 24 */
     check_threads("ublock on gpfq_sgemm, N < 64 (rows split)", 40, 300, 1024, GPFQ_FORM_UBLOCK, 0,
-                  13);
-    check_threads("gram on gpfq_sgemm", 70, 150, 1000, GPFQ_FORM_GRAM, 0, 14);
+                  nearest, 13);
+    check_threads("gram on gpfq_sgemm", 70, 150, 1000, GPFQ_FORM_GRAM, 0, nearest, 14);
+    /* split sweeps draw each weight's stream (203 = 112 + 91 neurons) */
+    check_threads("ublock, stochastic, sweeps split", 203, 200, 256, GPFQ_FORM_UBLOCK, 0,
+                  GPFQ_QUANTIZER_STOCHASTIC, 15);
+    check_threads("gram, stochastic, sweeps split", 203, 130, 600, GPFQ_FORM_GRAM, 0,
+                  GPFQ_QUANTIZER_STOCHASTIC, 16);
     gpfq_conv_set_kernel(before);
     gpfq_gemm_set_kernel(gemm_before);
 }
