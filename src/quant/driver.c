@@ -289,14 +289,14 @@ GPFQ_CLONES static void gather_patches(const gpfq_conv_geom *g, const float *ima
     }
 }
 
-/* One side's unfolded patches, X from the float inputs or Y from the quantized ones, for all
- * images: offset holds each image's `keep` patch corners in the padded plane */
+/* One side's unfolded patches, X from the float inputs or Y from the quantized ones, for images
+ * [first, last): offset holds each image's `keep` patch corners in the padded plane */
 typedef struct {
     const gpfq_conv_geom *g;
     const float *src;
     float *dst;
     const uint32_t *offset; /* (n, keep) */
-    size_t n, keep, groups, d, m;
+    size_t first, last, keep, groups, d, m;
     gpfq_status st;
 } unfold_job;
 
@@ -309,7 +309,7 @@ static void *unfold_side(void *arg) {
         u->st = GPFQ_ERR_NOMEM;
         return NULL;
     }
-    for (size_t i = 0; i < u->n; i++)
+    for (size_t i = u->first; i < u->last; i++)
         for (size_t grp = 0; grp < u->groups; grp++)
             gather_patches(u->g, u->src + i * image, (int)grp * cg, cg, u->offset + i * u->keep,
                            u->keep, pad, u->dst + grp * u->d * u->m + i * u->keep, u->m);
@@ -329,9 +329,10 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
         L->m = n;
         GPFQ_TRY(layer_store_reserve(store, L->d * n));
         L->Xt = store->x;
-        L->Yt = store->y;
+        L->Yt =
+            y == x ? store->x : store->y; /* a first layer's inputs are the images on both sides */
         gpfq_transpose32(x, n, L->d, L->Xt);
-        gpfq_transpose32(y, n, L->d, L->Yt);
+        if (L->Yt != L->Xt) gpfq_transpose32(y, n, L->d, L->Yt);
         return GPFQ_OK;
     }
     gpfq_conv_geom g = unfold_geom(node, o->unfold_stride_kernel);
@@ -350,7 +351,7 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
     L->m = n * keep;
     GPFQ_TRY(layer_store_reserve(store, L->groups * L->d * L->m));
     L->Xt = store->x;
-    L->Yt = store->y;
+    L->Yt = y == x ? store->x : store->y;
     size_t *picked = malloc(keep * sizeof(size_t)), *pool = malloc(patches * sizeof(size_t));
     const size_t corners = n * keep > 0 ? n * keep : 1;
     uint32_t *offset = malloc(corners * sizeof(uint32_t));
@@ -369,12 +370,15 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
         }
     }
     /* X and Y are the same work on different inputs; with two or more threads they are
-     * unfolded at once (the copy is bound by its scattered stores, not by arithmetic) */
+     * unfolded at once (the copy is bound by its scattered stores, not by arithmetic). Where
+     * both sides read the same values (a first layer's images), X is Y, and the two threads
+     * unfold half of the images each. */
     unfold_job jobs[2];
     for (int side = 0; side < 2; side++)
-        jobs[side] =
-            (unfold_job){&g,   side ? y : x, side ? L->Yt : L->Xt, offset, n, keep, L->groups, L->d,
-                         L->m, GPFQ_OK};
+        jobs[side] = (unfold_job){
+            &g,   side ? y : x, side ? L->Yt : L->Xt, offset, 0, n, keep, L->groups, L->d,
+            L->m, GPFQ_OK};
+    if (L->Yt == L->Xt) jobs[0].last = jobs[1].first = n / 2;
     run_pair(unfold_side, &jobs[0], &jobs[1], openblas_get_num_threads() > 1);
     free(picked), free(pool), free(offset);
     if (jobs[0].st != GPFQ_OK || jobs[1].st != GPFQ_OK)
