@@ -289,6 +289,40 @@ static void test_threads(void) {
     gpfq_gemm_set_kernel(gemm_before);
 }
 
+/* Where Xt is Yt (a first layer: both sides read the images), the forms take H from G instead
+ * of computing the same product again: the codes, error and relative error must be those of
+ * the same values in a separate copy of Xt, bit for bit. */
+static void check_same_inputs(const char *what, size_t N, size_t d, size_t m, gpfq_form form,
+                              unsigned long long seed) {
+    unsigned long long state = seed;
+    float *W = malloc(N * d * 4), *Xt = malloc(d * m * 4), *copy = malloc(d * m * 4);
+    fill(W, N * d, 0, 1.0f, &state);
+    fill(Xt, d * m, 0, 1.0f, &state);
+    memcpy(copy, Xt, d * m * 4);
+    gpfq_alphabet a;
+    gpfq_alphabet_make(W, N, d, 3, 1.16, 1.0, GPFQ_QUANTIZER_NEAREST, 0, 1, &a);
+    int32_t *codes[2] = {malloc(N * d * 4), malloc(N * d * 4)};
+    gpfq_layer_stats stats[2];
+    for (int k = 0; k < 2; k++)
+        CHECK(gpfq_gpfq_layer(W, N, d, Xt, k ? copy : Xt, m, &a, form, 0, codes[k], NULL,
+                              &stats[k]) == GPFQ_OK,
+              "%s: %s", what, gpfq_last_error());
+    CHECK(memcmp(codes[0], codes[1], N * d * 4) == 0, "%s: Yt = Xt gives other codes than a copy",
+          what);
+    CHECK(stats[0].error == stats[1].error && stats[0].relative_error == stats[1].relative_error,
+          "%s: error %.17g / %.17g with Yt = Xt, %.17g / %.17g with a copy", what, stats[0].error,
+          stats[0].relative_error, stats[1].error, stats[1].relative_error);
+    free(W), free(Xt), free(copy), free(codes[0]), free(codes[1]);
+}
+
+static void test_same_inputs(void) {
+    check_same_inputs("gram", 20, 60, 700, GPFQ_FORM_GRAM, 21);
+    check_same_inputs("ublock, m < 2048", 30, 70, 500, GPFQ_FORM_UBLOCK, 22);
+    check_same_inputs("ublock, m >= 2048 (gpfq's own kernels where the CPU has AVX-512)", 6, 25,
+                      5000, GPFQ_FORM_UBLOCK, 23);
+    check_same_inputs("auto, lenet5's conv1 shape", 6, 25, 50432, GPFQ_FORM_AUTO, 24);
+}
+
 typedef struct {
     const gpfq_model *model;
     float *data[16];
@@ -526,6 +560,7 @@ int main(int argc, char **argv) {
     test_quantize_row();
     test_forms();
     test_threads();
+    test_same_inputs();
     test_driver(argc > 1 ? argv[1] : "tests/fixtures");
     test_eval_and_ranges(argc > 1 ? argv[1] : "tests/fixtures");
     return check_report("test_gpfq");

@@ -288,9 +288,12 @@ static gpfq_status layer_gram(helper *h, const float *Wt, size_t N, size_t d, co
     }
     /* G = Y^T X = Yt Xt^T; H = Yt Yt^T (lower triangle is what is read) */
     /* (gpfq's GEMM kernel has no triangular variants: there H and tril(G) Wt are full products) */
+    /* (where Xt is Yt, a first layer's, H is G: the same product of the same rows) */
     const int own = gpfq_gemm_get_kernel() == GPFQ_GEMM_AVX512;
     pair_sgemm(h, 0, 1, d, d, m, 1.0f, Yt, m, Xt, m, 0.0f, G, d);
-    if (own)
+    if (own && Xt == Yt)
+        memcpy(H, G, d * d * sizeof(float));
+    else if (own)
         pair_sgemm(h, 0, 1, d, d, m, 1.0f, Yt, m, Yt, m, 0.0f, H, d);
     else
         cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)d, (int)m, 1.0f, Yt, (int)m, 0.0f,
@@ -343,7 +346,10 @@ static gpfq_status layer_ublock(helper *h, const float *Wt, size_t N, size_t d, 
         else
             memset(P, 0, B * N * sizeof(float));
         pair_sgemm(h, 0, 1, B, B, m, 1.0f, Yb, m, Xb, m, 0.0f, Gb, B);
-        pair_sgemm(h, 0, 1, B, B, m, 1.0f, Yb, m, Yb, m, 0.0f, Hb, B);
+        if (Xt == Yt) /* the same product of the same rows */
+            memcpy(Hb, Gb, B * B * sizeof(float));
+        else
+            pair_sgemm(h, 0, 1, B, B, m, 1.0f, Yb, m, Yb, m, 0.0f, Hb, B);
         for (size_t r = 0; r < B; r++)
             for (size_t s = r + 1; s < B; s++) Gb[r * B + s] = 0.0f;
         /* P += tril(Gb) W_b^T */
@@ -444,6 +450,7 @@ static gpfq_status layer_ublock_own(helper *h, const float *Wt, size_t N, size_t
                 float g = 0.0f, hh = 0.0f;
                 for (int k = 0; k < UBLOCK_LANES; k++)
                     g += lanes[k].G[r * b4 + s], hh += lanes[k].H[r * b4 + s];
+                if (Xt == Yt) hh = g; /* the lanes sum H only where Xt is not Yt */
                 Gb[r * B + s] = s <= r ? g : 0.0f;
                 Hb[r * B + s] = s <= r ? hh : 0.0f;
             }

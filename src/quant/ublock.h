@@ -33,7 +33,8 @@ typedef struct {
     const float *cw, *cq;
     /* the sums over the lane's columns, added to P (b4 x n4) += Y_b U^T, G (b4 x b4) +=
      * Y_b X_b^T and H += Y_b Y_b^T (only the tiles on and below the diagonal), with
-     * Y_b = Yt[dt0 : dt0 + db]. db = 0: no sums; with_p = 0: P is left alone (U is 0). */
+     * Y_b = Yt[dt0 : dt0 + db]; where Xt is Yt, H is left alone (it would be G). db = 0: no
+     * sums; with_p = 0: P is left alone (U is 0). */
     size_t dt0, db, b4;
     int with_p;
     float *P, *G, *H;

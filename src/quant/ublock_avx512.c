@@ -157,6 +157,7 @@ void gpfq_ublock_lane_avx512(ublock_lane *l) {
                 for (int k = 0; k < 4; k++)
                     b[k] = row_or_zero(l->Xt, l->dt0, s + k, l->db, m, c0, l->zero);
                 dot_tile(a, b, n, l->G + r * l->b4 + s, l->b4);
+                if (l->Xt == l->Yt) continue; /* H would be G: the caller takes G's sums */
                 for (int k = 0; k < 4; k++)
                     b[k] = row_or_zero(l->Yt, l->dt0, s + k, l->db, m, c0, l->zero);
                 dot_tile(a, b, n, l->H + r * l->b4 + s, l->b4);
