@@ -12,9 +12,13 @@
  *   m >= 2048) and OpenBLAS; the kernels give the same bits at 1 and 2 threads.
  * - The network driver on a small CNN: same seed, same codes; ref and fast forms
  *   agree; MSQ matches the nearest rounding of every weight.
+ * - The helper thread (core/helper.h): the shared one, a second caller's own, pairs.
  */
 #include "check.h"
 
+#include <pthread.h>
+
+#include "core/helper.h"
 #include "gpfq/gpfq.h"
 
 int openblas_get_num_threads(void);
@@ -324,6 +328,49 @@ static void test_same_inputs(void) {
 }
 
 typedef struct {
+    pthread_t ran_on;
+    int runs;
+} helper_probe;
+
+static void probe(void *arg) {
+    helper_probe *p = arg;
+    p->ran_on = pthread_self();
+    p->runs++;
+}
+
+/* The shared helper goes to one caller at a time; a second caller gets a thread of its own;
+ * a released shared helper is handed out again; pairs run one side on another thread. */
+static void test_helper(void) {
+    gpfq_helper *a = gpfq_helper_acquire(), *b = gpfq_helper_acquire();
+    CHECK(a && b && a != b, "two callers, two helpers (%p, %p)", (void *)a, (void *)b);
+    if (!a || !b) return;
+    helper_probe pa = {0}, pb = {0};
+    for (int k = 0; k < 3; k++) {
+        gpfq_helper_post(a, probe, &pa);
+        gpfq_helper_post(b, probe, &pb);
+        gpfq_helper_wait(a);
+        gpfq_helper_wait(b);
+    }
+    CHECK(pa.runs == 3 && pb.runs == 3, "every job ran once (%d, %d)", pa.runs, pb.runs);
+    CHECK(!pthread_equal(pa.ran_on, pthread_self()) && !pthread_equal(pb.ran_on, pthread_self()) &&
+              !pthread_equal(pa.ran_on, pb.ran_on),
+          "the jobs ran on two other threads");
+    gpfq_helper_release(b);
+    gpfq_helper_release(a);
+    gpfq_helper *again = gpfq_helper_acquire();
+    CHECK(again == a, "the released shared helper is handed out again");
+    gpfq_helper_release(again);
+    helper_probe x = {0}, y = {0};
+    gpfq_helper_pair(probe, &x, &y, 1);
+    CHECK(x.runs == 1 && y.runs == 1 && !pthread_equal(x.ran_on, pthread_self()) &&
+              pthread_equal(y.ran_on, pthread_self()),
+          "a pair runs its first job on the helper, its second here");
+    gpfq_helper_pair(probe, &x, &y, 0);
+    CHECK(x.runs == 2 && y.runs == 2 && pthread_equal(x.ran_on, pthread_self()),
+          "an unparallel pair runs both here");
+}
+
+typedef struct {
     const gpfq_model *model;
     float *data[16];
 } float_cache;
@@ -561,6 +608,7 @@ int main(int argc, char **argv) {
     test_forms();
     test_threads();
     test_same_inputs();
+    test_helper();
     test_driver(argc > 1 ? argv[1] : "tests/fixtures");
     test_eval_and_ranges(argc > 1 ? argv[1] : "tests/fixtures");
     return check_report("test_gpfq");

@@ -11,7 +11,6 @@
 #include "gpfq/quant.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +21,7 @@
 #include "gpfq/ops.h"
 
 #include "../core/clones.h"
+#include "../core/helper.h"
 
 int openblas_get_num_threads(void);
 void openblas_set_num_threads(int num_threads);
@@ -151,16 +151,6 @@ static gpfq_status stepper_advance(stepper *s, int upto) {
     return GPFQ_OK;
 }
 
-/* Runs fn(a) on a thread of its own when `parallel` (and the thread starts) and fn(b) on this
- * one, or both here one after the other. */
-static void run_pair(void *(*fn)(void *), void *a, void *b, int parallel) {
-    pthread_t id;
-    const int started = parallel && pthread_create(&id, NULL, fn, a) == 0;
-    if (!started) fn(a);
-    fn(b);
-    if (started) pthread_join(id, NULL);
-}
-
 typedef struct {
     stepper *s;
     int upto;
@@ -168,11 +158,10 @@ typedef struct {
     char message[1024]; /* gpfq_fail's message is per thread */
 } advance_job;
 
-static void *advance_run(void *arg) {
+static void advance_run(void *arg) {
     advance_job *a = arg;
     a->st = stepper_advance(a->s, a->upto);
     if (a->st != GPFQ_OK) snprintf(a->message, sizeof a->message, "%s", gpfq_last_error());
-    return NULL;
 }
 
 /* Advances the float stepper (when there is one) and the quantized one to node upto. The two
@@ -188,7 +177,7 @@ static gpfq_status advance_both(stepper *fs, stepper *qs, int upto) {
     }
     advance_job jobs[2] = {{.s = fs, .upto = upto}, {.s = qs, .upto = upto}};
     openblas_set_num_threads(1);
-    run_pair(advance_run, &jobs[0], &jobs[1], 1);
+    gpfq_helper_pair(advance_run, &jobs[0], &jobs[1], 1);
     openblas_set_num_threads(threads);
     for (int k = 0; k < 2; k++)
         if (jobs[k].st != GPFQ_OK) return gpfq_fail(jobs[k].st, "%s", jobs[k].message);
@@ -300,21 +289,20 @@ typedef struct {
     gpfq_status st;
 } unfold_job;
 
-static void *unfold_side(void *arg) {
+static void unfold_side(void *arg) {
     unfold_job *u = arg;
     const size_t image = (size_t)u->g->in_c * u->g->in_h * u->g->in_w;
     const int cg = u->g->in_c / (int)u->groups;
     float *pad = calloc(padded_h(u->g) * padded_w(u->g), sizeof(float));
     if (!pad) {
         u->st = GPFQ_ERR_NOMEM;
-        return NULL;
+        return;
     }
     for (size_t i = u->first; i < u->last; i++)
         for (size_t grp = 0; grp < u->groups; grp++)
             gather_patches(u->g, u->src + i * image, (int)grp * cg, cg, u->offset + i * u->keep,
                            u->keep, pad, u->dst + grp * u->d * u->m + i * u->keep, u->m);
     free(pad);
-    return NULL;
 }
 
 static gpfq_status build_layer_data(const gpfq_node *node, int layer, const float *x,
@@ -379,7 +367,7 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
             &g,   side ? y : x, side ? L->Yt : L->Xt, offset, 0, n, keep, L->groups, L->d,
             L->m, GPFQ_OK};
     if (L->Yt == L->Xt) jobs[0].last = jobs[1].first = n / 2;
-    run_pair(unfold_side, &jobs[0], &jobs[1], openblas_get_num_threads() > 1);
+    gpfq_helper_pair(unfold_side, &jobs[0], &jobs[1], openblas_get_num_threads() > 1);
     free(picked), free(pool), free(offset);
     if (jobs[0].st != GPFQ_OK || jobs[1].st != GPFQ_OK)
         return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory unfolding the patches of layer '%s'",

@@ -26,9 +26,6 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +33,7 @@
 #include "gpfq/ops.h"
 
 #include "../core/clones.h"
+#include "../core/helper.h"
 #include "ublock.h"
 
 int openblas_get_num_threads(void);
@@ -103,86 +101,10 @@ static double squared_norm(const float *v, size_t n) {
     return sum;
 }
 
-/* ---- a second thread for one layer ---- */
+/* ---- a second thread for a layer (../core/helper.h) ---- */
 
-/* Started once per layer, it runs half of every GEMM (pair_sgemm) and lane 1 of every pass of
- * ublock's own kernels. Between two jobs it waits spinning (the sequential sweep between two
- * passes takes microseconds), then on a condition variable after HELPER_SPIN_SECONDS. */
-#define HELPER_SPIN_SECONDS 2e-4
 /* N B^2 of a block sweep worth splitting (a hand-off costs microseconds) */
 #define SWEEP_SPLIT_WORK 2.6e5
-
-typedef struct {
-    pthread_t id;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    atomic_uint posted, finished; /* jobs handed over, jobs done */
-    atomic_int quit;              /* set under mu, read while spinning too */
-    void (*fn)(void *);
-    void *arg;
-} helper;
-
-static void *helper_main(void *arg) {
-    helper *h = arg;
-    unsigned seen = 0;
-    for (;;) {
-        const double start = gpfq_now();
-        for (unsigned spins = 1; atomic_load(&h->posted) == seen; spins++) {
-            if (atomic_load(&h->quit)) return NULL; /* no job is pending: stop at once */
-            if (spins % 64) {
-                __builtin_ia32_pause();
-                continue;
-            }
-            if (gpfq_now() - start < HELPER_SPIN_SECONDS) continue;
-            pthread_mutex_lock(&h->mu);
-            while (atomic_load(&h->posted) == seen && !atomic_load(&h->quit))
-                pthread_cond_wait(&h->cv, &h->mu);
-            const int quit = atomic_load(&h->posted) == seen;
-            pthread_mutex_unlock(&h->mu);
-            if (quit) return NULL;
-        }
-        seen++;
-        h->fn(h->arg);
-        atomic_store(&h->finished, seen);
-    }
-}
-
-static int helper_start(helper *h) {
-    memset(h, 0, sizeof *h);
-    pthread_mutex_init(&h->mu, NULL);
-    pthread_cond_init(&h->cv, NULL);
-    if (pthread_create(&h->id, NULL, helper_main, h) == 0) return 1;
-    pthread_mutex_destroy(&h->mu);
-    pthread_cond_destroy(&h->cv);
-    return 0;
-}
-
-static void helper_post(helper *h, void (*fn)(void *), void *arg) {
-    pthread_mutex_lock(&h->mu);
-    h->fn = fn;
-    h->arg = arg;
-    atomic_fetch_add(&h->posted, 1);
-    pthread_cond_signal(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-}
-
-static void helper_wait(helper *h) {
-    for (unsigned spins = 1; atomic_load(&h->finished) != atomic_load(&h->posted); spins++)
-        if (spins % 1024)
-            __builtin_ia32_pause();
-        else
-            sched_yield(); /* the helper may be off its core */
-}
-
-static void helper_stop(helper *h) {
-    pthread_mutex_lock(&h->mu);
-    atomic_store(&h->quit, 1);
-    pthread_cond_signal(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-    pthread_join(h->id, NULL);
-    pthread_mutex_destroy(&h->mu);
-    pthread_cond_destroy(&h->cv);
-}
 
 typedef struct {
     int ta, tb;
@@ -208,7 +130,7 @@ static void gemm_job_run(void *arg) {
  * the same order either way (src/ops/gemm.c), so the split changes no result. On OpenBLAS (a
  * helper started for ublock's lanes under GPFQ_GEMM=openblas) the product runs whole, on
  * OpenBLAS's own threads. */
-static void pair_sgemm(helper *h, int ta, int tb, size_t M, size_t N, size_t K, float alpha,
+static void pair_sgemm(gpfq_helper *h, int ta, int tb, size_t M, size_t N, size_t K, float alpha,
                        const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                        size_t ldc) {
     gemm_job mine = {ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc}, other = mine;
@@ -230,9 +152,9 @@ static void pair_sgemm(helper *h, int ta, int tb, size_t M, size_t N, size_t K, 
         other.A = ta ? A + m1 : A + m1 * lda;
         other.C = C + m1 * ldc;
     }
-    helper_post(h, gemm_job_run, &other);
+    gpfq_helper_post(h, gemm_job_run, &other);
     gemm_job_run(&mine);
-    helper_wait(h);
+    gpfq_helper_wait(h);
 }
 
 typedef struct {
@@ -257,7 +179,7 @@ static void sweep_job_run(void *arg) {
  * from the block's diagonal): row r of P takes the corrections of the block's earlier columns,
  * then is quantized into Qt, Ct. The neurons split between this thread and the helper when the
  * block is worth a hand-off (mlp's fc1, N = 500 and B = 128: 0.6 ms less per quantize). */
-static void sweep_block(helper *h, float *P, size_t B, size_t N, const float *H, size_t ldh,
+static void sweep_block(gpfq_helper *h, float *P, size_t B, size_t N, const float *H, size_t ldh,
                         size_t t0, size_t d, const gpfq_alphabet *a, float *Qt, int32_t *Ct) {
     sweep_job mine = {P, B, N, H, ldh, t0, d, a, Qt, Ct, 0, N, NULL}, other = mine;
     float *work = h && N >= 64 && (double)N * B * B >= SWEEP_SPLIT_WORK
@@ -270,13 +192,13 @@ static void sweep_block(helper *h, float *P, size_t B, size_t N, const float *H,
     mine.i1 = other.i0 = (N / 2 + 15) / 16 * 16; /* whole vectors on this side */
     mine.work = work;
     other.work = work + mine.i1 + 16; /* a cache line apart */
-    helper_post(h, sweep_job_run, &other);
+    gpfq_helper_post(h, sweep_job_run, &other);
     sweep_job_run(&mine);
-    helper_wait(h);
+    gpfq_helper_wait(h);
     free(work);
 }
 
-static gpfq_status layer_gram(helper *h, const float *Wt, size_t N, size_t d, const float *Xt,
+static gpfq_status layer_gram(gpfq_helper *h, const float *Wt, size_t N, size_t d, const float *Xt,
                               const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
                               float *Qt, int32_t *Ct) {
     float *G = gpfq_malloc(d * d * sizeof(float), "the Gram matrix G");
@@ -325,9 +247,9 @@ static void lane_run(void *lane) {
 /* When err2 is given, U is advanced past the last block too: it is then the
  * residual W Xt - Q Yt, and *err2 its squared norm, for one block's GEMMs instead
  * of gpfq_layer_error's two full products. */
-static gpfq_status layer_ublock(helper *h, const float *Wt, size_t N, size_t d, const float *Xt,
-                                const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
-                                float *Qt, int32_t *Ct, double *err2) {
+static gpfq_status layer_ublock(gpfq_helper *h, const float *Wt, size_t N, size_t d,
+                                const float *Xt, const float *Yt, size_t m, const gpfq_alphabet *a,
+                                size_t block, float *Qt, int32_t *Ct, double *err2) {
     float *U = gpfq_calloc(N * m, sizeof(float), "the GPFQ residual U");
     float *P = gpfq_malloc(block * N * sizeof(float), "the GPFQ arguments");
     float *Gb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
@@ -379,9 +301,10 @@ static int ublock_own_kernels(size_t m) {
 /* layer_ublock's passes on gpfq's kernels (ublock.h). Pass p updates U with block p - 1 and
  * sums block p; the sweep between passes is layer_ublock's. With ref2, also *ref2 = ||W Xt||^2
  * from the first pass where N <= UBLOCK_NORM_ROWS, else *ref2 = -1 (not computed). */
-static gpfq_status layer_ublock_own(helper *h, const float *Wt, size_t N, size_t d, const float *Xt,
-                                    const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
-                                    float *Qt, int32_t *Ct, double *err2, double *ref2) {
+static gpfq_status layer_ublock_own(gpfq_helper *h, const float *Wt, size_t N, size_t d,
+                                    const float *Xt, const float *Yt, size_t m,
+                                    const gpfq_alphabet *a, size_t block, float *Qt, int32_t *Ct,
+                                    double *err2, double *ref2) {
     const size_t n4 = (N + 3) / 4 * 4, b4 = (block + 3) / 4 * 4;
     const size_t lane_floats = b4 * n4 + 2 * b4 * b4;
     float *U = gpfq_calloc(n4 * m, sizeof(float), "the GPFQ residual U");
@@ -432,10 +355,10 @@ static gpfq_status layer_ublock_own(helper *h, const float *Wt, size_t N, size_t
             lanes[k].with_p = p > 0;
             lanes[k].nw = p == 0 && own_norm ? wt4 : NULL;
         }
-        if (h) helper_post(h, lane_run, &lanes[1]);
+        if (h) gpfq_helper_post(h, lane_run, &lanes[1]);
         for (int k = 0; k < UBLOCK_LANES; k++)
             if (!h || k != 1) gpfq_ublock_lane_avx512(&lanes[k]);
-        if (h) helper_wait(h);
+        if (h) gpfq_helper_wait(h);
         if (p == 0 && own_norm)
             for (int k = 0; k < UBLOCK_LANES; k++) *ref2 += lanes[k].norm2;
         if (p == blocks) break;
@@ -477,9 +400,9 @@ static gpfq_form choose_form(size_t N, size_t d, size_t m, size_t block) {
     return gram <= ublock ? GPFQ_FORM_GRAM : GPFQ_FORM_UBLOCK;
 }
 
-static gpfq_status layer_error(helper *h, const float *weight, const float *quantized, size_t N,
-                               size_t d, const float *Xt, const float *Yt, size_t m, double *error,
-                               double *reference_norm) {
+static gpfq_status layer_error(gpfq_helper *h, const float *weight, const float *quantized,
+                               size_t N, size_t d, const float *Xt, const float *Yt, size_t m,
+                               double *error, double *reference_norm) {
     /* in chunks of columns to bound memory */
     const size_t chunk = m < 8192 ? m : 8192;
     float *R = gpfq_malloc(N * chunk * sizeof(float), "the layer output");
@@ -514,11 +437,9 @@ static int want_helper(int own) {
 gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t N, size_t d,
                              const float *Xt, const float *Yt, size_t m, double *error,
                              double *reference_norm) {
-    helper h;
-    const int helped = want_helper(0) && helper_start(&h);
-    gpfq_status st =
-        layer_error(helped ? &h : NULL, weight, quantized, N, d, Xt, Yt, m, error, reference_norm);
-    if (helped) helper_stop(&h);
+    gpfq_helper *h = want_helper(0) ? gpfq_helper_acquire() : NULL;
+    gpfq_status st = layer_error(h, weight, quantized, N, d, Xt, Yt, m, error, reference_norm);
+    gpfq_helper_release(h);
     return st;
 }
 
@@ -551,8 +472,7 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
     form = resolve_form(N, d, m, form, &block);
     gpfq_status st = GPFQ_OK;
     double err2 = -1.0, ref2 = -1.0; /* the residual's and W Xt's squared norms, when given */
-    helper help;
-    helper *h = form != GPFQ_FORM_REF && want_helper(own) && helper_start(&help) ? &help : NULL;
+    gpfq_helper *h = form != GPFQ_FORM_REF && want_helper(own) ? gpfq_helper_acquire() : NULL;
     if (form == GPFQ_FORM_REF) {
         gpfq_gpfq_layer_ref(weight, N, d, Xt, Yt, m, a, codes);
     } else {
@@ -575,7 +495,7 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
                     : quantized   ? quantized
                                   : gpfq_malloc(N * d * sizeof(float), "quantized weights");
     if (!values) {
-        if (h) helper_stop(h);
+        gpfq_helper_release(h);
         return st != GPFQ_OK ? st : GPFQ_ERR_NOMEM;
     }
     gpfq_code_values(a, codes, N * d, values);
@@ -590,7 +510,7 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
                              err2 >= 0.0 ? NULL : &stats->error, &ref);
         stats->relative_error = ref > 0 ? stats->error / ref : 0.0;
     }
-    if (h) helper_stop(h);
+    gpfq_helper_release(h);
     if (!quantized) free(values);
     return st;
 }
