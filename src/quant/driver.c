@@ -305,6 +305,42 @@ static void unfold_side(void *arg) {
     free(pad);
 }
 
+typedef struct {
+    const float *src;
+    size_t rows, cols;
+    float *dst;
+} transpose_job;
+
+static void transpose_run(void *arg) {
+    const transpose_job *t = arg;
+    gpfq_transpose32(t->src, t->rows, t->cols, t->dst);
+}
+
+/* The patches of images [first, last): offset[i keep + j] is the corner of image i's patch j */
+typedef struct {
+    size_t patches, keep, first, last;
+    int replacement;
+    uint64_t key;
+    const uint32_t *corner;
+    uint32_t *offset;
+    gpfq_status st;
+} draw_job;
+
+static void draw_patches(void *arg) {
+    draw_job *d = arg;
+    size_t *picked = malloc(d->keep * sizeof(size_t)), *pool = malloc(d->patches * sizeof(size_t));
+    if (!picked || !pool) {
+        free(picked), free(pool);
+        d->st = GPFQ_ERR_NOMEM;
+        return;
+    }
+    for (size_t i = d->first; i < d->last; i++) {
+        sample_indices(mix(d->key, i), d->patches, d->keep, d->replacement, picked, pool);
+        for (size_t j = 0; j < d->keep; j++) d->offset[i * d->keep + j] = d->corner[picked[j]];
+    }
+    free(picked), free(pool);
+}
+
 static gpfq_status build_layer_data(const gpfq_node *node, int layer, const float *x,
                                     const float *y, size_t n, const gpfq_quant_options *o,
                                     layer_store *store, layer_data *L) {
@@ -319,8 +355,11 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
         L->Xt = store->x;
         L->Yt =
             y == x ? store->x : store->y; /* a first layer's inputs are the images on both sides */
-        gpfq_transpose32(x, n, L->d, L->Xt);
-        if (L->Yt != L->Xt) gpfq_transpose32(y, n, L->d, L->Yt);
+        transpose_job t[2] = {{x, n, L->d, L->Xt}, {y, n, L->d, L->Yt}};
+        if (L->Yt == L->Xt)
+            transpose_run(&t[0]);
+        else
+            gpfq_helper_pair(transpose_run, &t[0], &t[1], openblas_get_num_threads() > 1);
         return GPFQ_OK;
     }
     gpfq_conv_geom g = unfold_geom(node, o->unfold_stride_kernel);
@@ -340,22 +379,30 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
     GPFQ_TRY(layer_store_reserve(store, L->groups * L->d * L->m));
     L->Xt = store->x;
     L->Yt = y == x ? store->x : store->y;
-    size_t *picked = malloc(keep * sizeof(size_t)), *pool = malloc(patches * sizeof(size_t));
+    /* each patch's top-left corner in the padded plane, then each image's draw of `keep`
+     * patches (its own stream: the halves of the images are drawn on two threads) */
     const size_t corners = n * keep > 0 ? n * keep : 1;
+    uint32_t *corner = malloc(patches * sizeof(uint32_t));
     uint32_t *offset = malloc(corners * sizeof(uint32_t));
-    if (!picked || !pool || !offset) {
-        free(picked), free(pool), free(offset);
+    draw_job draws[2] = {{.patches = patches,
+                          .keep = keep,
+                          .replacement = o->with_replacement,
+                          .key = mix(mix(o->seed, STREAM_PATCHES), (uint64_t)layer),
+                          .corner = corner,
+                          .offset = offset,
+                          .last = n / 2}};
+    draws[1] = draws[0];
+    draws[1].first = n / 2, draws[1].last = n;
+    if (corner && offset) {
+        for (size_t p = 0; p < patches; p++)
+            corner[p] = (uint32_t)(p / (size_t)g.out_w * (size_t)g.stride_h * padded_w(&g) +
+                                   p % (size_t)g.out_w * (size_t)g.stride_w);
+        gpfq_helper_pair(draw_patches, &draws[0], &draws[1], openblas_get_num_threads() > 1);
+    }
+    if (!corner || !offset || draws[0].st != GPFQ_OK || draws[1].st != GPFQ_OK) {
+        free(corner), free(offset);
         return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory drawing the patches of layer '%s'",
                          node->name);
-    }
-    const uint64_t key = mix(mix(o->seed, STREAM_PATCHES), (uint64_t)layer);
-    for (size_t i = 0; i < n; i++) {
-        sample_indices(mix(key, i), patches, keep, o->with_replacement, picked, pool);
-        for (size_t j = 0; j < keep; j++) {
-            offset[i * keep + j] =
-                (uint32_t)(picked[j] / (size_t)g.out_w * (size_t)g.stride_h * padded_w(&g) +
-                           picked[j] % (size_t)g.out_w * (size_t)g.stride_w);
-        }
     }
     /* X and Y are the same work on different inputs; with two or more threads they are
      * unfolded at once (the copy is bound by its scattered stores, not by arithmetic). Where
@@ -368,7 +415,7 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
             L->m, GPFQ_OK};
     if (L->Yt == L->Xt) jobs[0].last = jobs[1].first = n / 2;
     gpfq_helper_pair(unfold_side, &jobs[0], &jobs[1], openblas_get_num_threads() > 1);
-    free(picked), free(pool), free(offset);
+    free(corner), free(offset);
     if (jobs[0].st != GPFQ_OK || jobs[1].st != GPFQ_OK)
         return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory unfolding the patches of layer '%s'",
                          node->name);
