@@ -533,7 +533,7 @@ int cmd_quantize(int argc, char **argv) {
         rc = cli_fail("quantize", NULL);
         goto done;
     }
-    printf("quantized %d layers in %.3f s\n", res.n_layers, res.seconds);
+    printf("quantized %d layers in %.4f s\n", res.n_layers, res.seconds);
     if ((rc = evaluate("quantized", res.model, &test, &a, &quant_eval))) goto done;
     double fs = gpfq_model_sparsity(model), qs = gpfq_model_sparsity(res.model);
     printf("sparsity  float %.2f%%, quantized %.2f%%\n", 100 * fs, 100 * qs);
