@@ -13,6 +13,7 @@
  * - The network driver on a small CNN: same seed, same codes; ref and fast forms
  *   agree; MSQ matches the nearest rounding of every weight.
  * - The helper thread (core/helper.h): the shared one, a second caller's own, pairs.
+ * - The unfolded conv patches (quant/unfold.h) against gpfq_im2col's columns.
  */
 #include "check.h"
 
@@ -20,6 +21,7 @@
 
 #include "core/helper.h"
 #include "gpfq/gpfq.h"
+#include "quant/unfold.h"
 
 int openblas_get_num_threads(void);
 void openblas_set_num_threads(int num_threads);
@@ -327,6 +329,72 @@ static void test_same_inputs(void) {
     check_same_inputs("auto, lenet5's conv1 shape", 6, 25, 50432, GPFQ_FORM_AUTO, 24);
 }
 
+/* The patches the driver unfolds, bit for bit against gpfq_im2col's columns (a separate
+ * unfolding, checked against torch in test_ops): the 3- and 5-wide rows' own loops and the
+ * general one, strides, padding, dilation, groups, non-square kernels and planes, patches
+ * drawn more than once, in a dst wider than the patches (its other columns untouched). */
+static void check_unfold(int in_c, int h, int kh, int kw, int stride, int pad, int dilation,
+                         int groups, unsigned long long seed) {
+    gpfq_conv_geom g = {.in_c = in_c,
+                        .in_h = h,
+                        .in_w = h + 3,
+                        .out_c = groups,
+                        .kernel_h = kh,
+                        .kernel_w = kw,
+                        .stride_h = stride,
+                        .stride_w = stride,
+                        .pad_h = pad,
+                        .pad_w = pad + 1,
+                        .dilation_h = dilation,
+                        .dilation_w = dilation,
+                        .groups = groups};
+    g.out_h = gpfq_window_out(g.in_h, kh, stride, g.pad_h, dilation, 0);
+    g.out_w = gpfq_window_out(g.in_w, kw, stride, g.pad_w, dilation, 0);
+    const int cg = in_c / groups;
+    const size_t P = (size_t)g.out_h * g.out_w, d = (size_t)cg * kh * kw, keep = P / 3 + 2;
+    const size_t m = keep + 5, pw = gpfq_unfold_padded_w(&g);
+    unsigned long long state = seed;
+    float *image = malloc((size_t)in_c * g.in_h * g.in_w * 4), *col = malloc(d * P * 4);
+    float *dst = malloc(d * m * 4), *plane = calloc(gpfq_unfold_padded_h(&g) * pw, 4);
+    size_t *patch = malloc(keep * sizeof(size_t));
+    uint32_t *offset = malloc(keep * 4);
+    fill(image, (size_t)in_c * g.in_h * g.in_w, 0, 1.0f, &state);
+    for (size_t j = 0; j < keep; j++) {
+        patch[j] = (size_t)(check_rand(&state) * 0.5f * (float)P + 0.5f * (float)P) % P;
+        offset[j] = (uint32_t)(patch[j] / (size_t)g.out_w * (size_t)stride * pw +
+                               patch[j] % (size_t)g.out_w * (size_t)stride);
+    }
+    int bad = 0;
+    for (int grp = 0; grp < groups; grp++) {
+        memset(dst, 0xff, d * m * 4); /* NaN: a column the unfolding does not write stays so */
+        gpfq_im2col(&g, image, grp * cg, cg, col, P);
+        gpfq_unfold_patches(&g, image, grp * cg, cg, offset, keep, plane, dst, m);
+        for (size_t t = 0; t < d; t++) {
+            for (size_t j = 0; j < keep; j++)
+                bad += memcmp(&dst[t * m + j], &col[t * P + patch[j]], 4) != 0;
+            for (size_t j = keep; j < m; j++) bad += !isnan(dst[t * m + j]);
+        }
+    }
+    CHECK(bad == 0,
+          "unfold %dx%d of %d channels (%d groups) at %d, stride %d, pad %d, dilation "
+          "%d: %d values differ from im2col's",
+          kh, kw, in_c, groups, h, stride, pad, dilation, bad);
+    free(image), free(col), free(dst), free(plane), free(patch), free(offset);
+}
+
+static void test_unfold(void) {
+    check_unfold(3, 12, 3, 3, 1, 1, 1, 1, 31); /* resnet20's 3x3 */
+    check_unfold(4, 9, 3, 3, 2, 1, 1, 1, 32);  /* stride 2 */
+    check_unfold(2, 14, 5, 5, 1, 2, 1, 1, 33); /* lenet5's 5x5 with padding */
+    check_unfold(3, 11, 5, 5, 1, 0, 1, 1, 34); /* without */
+    check_unfold(4, 10, 3, 5, 1, 1, 1, 2, 35); /* 3x5 in two groups */
+    check_unfold(2, 10, 5, 3, 2, 2, 1, 1, 36); /* 5x3 */
+    check_unfold(3, 13, 3, 3, 1, 2, 2, 1, 37); /* dilation 2: the general loop */
+    check_unfold(5, 8, 1, 1, 1, 0, 1, 1, 38);  /* 1x1 */
+    check_unfold(2, 16, 7, 7, 2, 3, 1, 1, 39); /* 7x7 stride 2 */
+    check_unfold(6, 9, 3, 3, 3, 1, 1, 6, 40);  /* depthwise, stride = kernel (the reference) */
+}
+
 typedef struct {
     pthread_t ran_on;
     int runs;
@@ -609,6 +677,7 @@ int main(int argc, char **argv) {
     test_threads();
     test_same_inputs();
     test_helper();
+    test_unfold();
     test_driver(argc > 1 ? argv[1] : "tests/fixtures");
     test_eval_and_ranges(argc > 1 ? argv[1] : "tests/fixtures");
     return check_report("test_gpfq");

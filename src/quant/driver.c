@@ -22,6 +22,7 @@
 
 #include "../core/clones.h"
 #include "../core/helper.h"
+#include "unfold.h"
 
 int openblas_get_num_threads(void);
 void openblas_set_num_threads(int num_threads);
@@ -243,41 +244,6 @@ static gpfq_conv_geom unfold_geom(const gpfq_node *node, int stride_kernel) {
     return g;
 }
 
-/* Where a patch's top-left tap lies in a padded plane: pw = in_w + 2 pad_w floats per row, and
- * pad_h zero rows above and below. Every tap of every patch then lies inside the plane. */
-static size_t padded_w(const gpfq_conv_geom *g) {
-    return (size_t)g->in_w + 2 * (size_t)g->pad_w;
-}
-static size_t padded_h(const gpfq_conv_geom *g) {
-    return (size_t)g->in_h + 2 * (size_t)g->pad_h;
-}
-
-/* Writes the picked patches of one image's channels [c0, c0 + cg) as columns of dst (d rows of
- * stride m): what im2col would give for those patches, without unfolding the patches that are
- * not kept. Each channel is first copied into the padded plane `pad` (whose border is zero),
- * so that tap (ki, kj) of patch j is pad[offset[j] + ki dh pw + kj dw], with no bounds checks. */
-GPFQ_CLONES static void gather_patches(const gpfq_conv_geom *g, const float *image, int c0, int cg,
-                                       const uint32_t *offset, size_t keep, float *pad, float *dst,
-                                       size_t m) {
-    const size_t ih = (size_t)g->in_h, iw = (size_t)g->in_w, pw = padded_w(g);
-    const size_t kh = (size_t)g->kernel_h, kw = (size_t)g->kernel_w;
-    for (int c = 0; c < cg; c++) {
-        const float *plane = image + (size_t)(c0 + c) * ih * iw;
-        for (size_t y = 0; y < ih; y++)
-            memcpy(pad + (y + (size_t)g->pad_h) * pw + (size_t)g->pad_w, plane + y * iw,
-                   iw * sizeof(float));
-        for (size_t ki = 0; ki < kh; ki++) {
-            const float *tap_row = pad + ki * (size_t)g->dilation_h * pw;
-            float *rows = dst + ((size_t)c * kh + ki) * kw * m;
-            for (size_t kj = 0; kj < kw; kj++) {
-                const float *tap = tap_row + kj * (size_t)g->dilation_w;
-                float *row = rows + kj * m;
-                for (size_t j = 0; j < keep; j++) row[j] = tap[offset[j]];
-            }
-        }
-    }
-}
-
 /* One side's unfolded patches, X from the float inputs or Y from the quantized ones, for images
  * [first, last): offset holds each image's `keep` patch corners in the padded plane */
 typedef struct {
@@ -293,15 +259,16 @@ static void unfold_side(void *arg) {
     unfold_job *u = arg;
     const size_t image = (size_t)u->g->in_c * u->g->in_h * u->g->in_w;
     const int cg = u->g->in_c / (int)u->groups;
-    float *pad = calloc(padded_h(u->g) * padded_w(u->g), sizeof(float));
+    float *pad = calloc(gpfq_unfold_padded_h(u->g) * gpfq_unfold_padded_w(u->g), sizeof(float));
     if (!pad) {
         u->st = GPFQ_ERR_NOMEM;
         return;
     }
     for (size_t i = u->first; i < u->last; i++)
         for (size_t grp = 0; grp < u->groups; grp++)
-            gather_patches(u->g, u->src + i * image, (int)grp * cg, cg, u->offset + i * u->keep,
-                           u->keep, pad, u->dst + grp * u->d * u->m + i * u->keep, u->m);
+            gpfq_unfold_patches(u->g, u->src + i * image, (int)grp * cg, cg,
+                                u->offset + i * u->keep, u->keep, pad,
+                                u->dst + grp * u->d * u->m + i * u->keep, u->m);
     free(pad);
 }
 
@@ -365,7 +332,7 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
     gpfq_conv_geom g = unfold_geom(node, o->unfold_stride_kernel);
     if (g.out_h < 1 || g.out_w < 1)
         return gpfq_fail(GPFQ_ERR_ARG, "layer '%s': the kernel does not fit its input", node->name);
-    if (padded_h(&g) * padded_w(&g) > UINT32_MAX)
+    if (gpfq_unfold_padded_h(&g) * gpfq_unfold_padded_w(&g) > UINT32_MAX)
         return gpfq_fail(GPFQ_ERR_ARG, "layer '%s': an input plane of %d x %d is too large",
                          node->name, g.in_h, g.in_w);
     const size_t patches = (size_t)g.out_h * g.out_w;
@@ -395,8 +362,9 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
     draws[1].first = n / 2, draws[1].last = n;
     if (corner && offset) {
         for (size_t p = 0; p < patches; p++)
-            corner[p] = (uint32_t)(p / (size_t)g.out_w * (size_t)g.stride_h * padded_w(&g) +
-                                   p % (size_t)g.out_w * (size_t)g.stride_w);
+            corner[p] =
+                (uint32_t)(p / (size_t)g.out_w * (size_t)g.stride_h * gpfq_unfold_padded_w(&g) +
+                           p % (size_t)g.out_w * (size_t)g.stride_w);
         gpfq_helper_pair(draw_patches, &draws[0], &draws[1], openblas_get_num_threads() > 1);
     }
     if (!corner || !offset || draws[0].st != GPFQ_OK || draws[1].st != GPFQ_OK) {
