@@ -18,6 +18,8 @@
 #include "check.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 
 #include "core/helper.h"
 #include "gpfq/gpfq.h"
@@ -406,27 +408,69 @@ static void probe(void *arg) {
     p->runs++;
 }
 
-/* The shared helper goes to one caller at a time; a second caller gets a thread of its own;
- * a released shared helper is handed out again; pairs run one side on another thread. */
+static void nap(long us) {
+    struct timespec t = {0, us * 1000};
+    nanosleep(&t, NULL);
+}
+
+/* a slow job: the caller's wait outlasts its spin and sleeps until woken */
+static void slow_probe(void *arg) {
+    nap(3000);
+    probe(arg);
+}
+
+static atomic_int shared_holders, shared_overlaps;
+
+/* One of two threads taking helpers over and over: the shared one never has two holders. */
+static void *helper_user(void *arg) {
+    (void)arg;
+    for (int k = 0; k < 300; k++) {
+        gpfq_helper *h = gpfq_helper_acquire();
+        if (!h) continue;
+        const int shared = gpfq_helper_is_shared(h);
+        if (shared && atomic_fetch_add(&shared_holders, 1) != 0)
+            atomic_fetch_add(&shared_overlaps, 1);
+        helper_probe p = {0};
+        gpfq_helper_post(h, probe, &p);
+        gpfq_helper_wait(h);
+        if (shared) atomic_fetch_sub(&shared_holders, 1);
+        gpfq_helper_release(h);
+        if (p.runs != 1) atomic_fetch_add(&shared_overlaps, 1000);
+    }
+    return NULL;
+}
+
+/* The shared helper goes to one caller at a time; a second caller gets a thread of its own; a
+ * released shared helper is handed out again; pairs run one side on another thread; jobs posted
+ * to a sleeping helper run, a caller asleep in its wait is woken, and two threads taking
+ * helpers at once never share one. */
 static void test_helper(void) {
     gpfq_helper *a = gpfq_helper_acquire(), *b = gpfq_helper_acquire();
     CHECK(a && b && a != b, "two callers, two helpers (%p, %p)", (void *)a, (void *)b);
-    if (!a || !b) return;
+    CHECK(gpfq_helper_is_shared(a) && !gpfq_helper_is_shared(b),
+          "the first caller holds the shared helper, the second one of its own");
+    if (!a || !b) {
+        gpfq_helper_release(b);
+        gpfq_helper_release(a);
+        return;
+    }
     helper_probe pa = {0}, pb = {0};
     for (int k = 0; k < 3; k++) {
-        gpfq_helper_post(a, probe, &pa);
-        gpfq_helper_post(b, probe, &pb);
-        gpfq_helper_wait(a);
+        if (k == 1) nap(2000); /* both helpers gone to sleep: a post must wake them */
+        gpfq_helper_post(a, k == 2 ? slow_probe : probe, &pa);
+        gpfq_helper_post(b, k == 2 ? slow_probe : probe, &pb);
+        gpfq_helper_wait(a); /* k == 2: asleep in the wait, woken by the helper */
         gpfq_helper_wait(b);
     }
     CHECK(pa.runs == 3 && pb.runs == 3, "every job ran once (%d, %d)", pa.runs, pb.runs);
     CHECK(!pthread_equal(pa.ran_on, pthread_self()) && !pthread_equal(pb.ran_on, pthread_self()) &&
               !pthread_equal(pa.ran_on, pb.ran_on),
           "the jobs ran on two other threads");
+    nap(2000); /* b's thread asleep when it is stopped */
     gpfq_helper_release(b);
     gpfq_helper_release(a);
     gpfq_helper *again = gpfq_helper_acquire();
-    CHECK(again == a, "the released shared helper is handed out again");
+    CHECK(gpfq_helper_is_shared(again), "the released shared helper is handed out again");
     gpfq_helper_release(again);
     helper_probe x = {0}, y = {0};
     gpfq_helper_pair(probe, &x, &y, 1);
@@ -436,6 +480,13 @@ static void test_helper(void) {
     gpfq_helper_pair(probe, &x, &y, 0);
     CHECK(x.runs == 2 && y.runs == 2 && pthread_equal(x.ran_on, pthread_self()),
           "an unparallel pair runs both here");
+    pthread_t users[2];
+    int started = 0;
+    for (int k = 0; k < 2; k++) started += pthread_create(&users[k], NULL, helper_user, NULL) == 0;
+    for (int k = 0; k < started; k++) pthread_join(users[k], NULL);
+    CHECK(started == 2 && atomic_load(&shared_overlaps) == 0,
+          "two threads taking helpers at once: %d overlaps or lost jobs",
+          atomic_load(&shared_overlaps));
 }
 
 typedef struct {
@@ -475,6 +526,38 @@ static void test_cached_inputs(const gpfq_model *m, const gpfq_dataset *train,
     gpfq_quant_result_free(&a);
     gpfq_quant_result_free(&b);
     for (int i = 0; i < 16; i++) free(cache.data[i]);
+}
+
+/* A network's first Linear layer, quantized by the driver (X is Y there: the same images on
+ * both sides), against gpfq_gpfq_layer on its float inputs transposed here (nearest rounding:
+ * the alphabet's seed does not matter). */
+static void test_first_linear(const gpfq_model *m, const gpfq_dataset *train) {
+    gpfq_quant_options o;
+    gpfq_quant_options_default(&o);
+    o.calib_images = 40;
+    float_cache cache = {m, {0}};
+    gpfq_quant_result r;
+    CHECK(gpfq_float_inputs(m, train, &o, cache_sink, &cache) == GPFQ_OK &&
+              gpfq_quantize_model(m, train, &o, &r, NULL, NULL) == GPFQ_OK,
+          "%s", gpfq_last_error());
+    const int j = r.layers[0].node;
+    const gpfq_node *node = &m->nodes[j];
+    const size_t N = (size_t)node->weight_dims[0], d = (size_t)node->weight_dims[1], n = 40;
+    float *Xt = malloc(d * n * 4);
+    int32_t *codes = malloc(N * d * 4);
+    for (size_t i = 0; i < n; i++)
+        for (size_t t = 0; t < d; t++) Xt[t * n + i] = cache.data[0][i * d + t];
+    gpfq_alphabet a;
+    gpfq_alphabet_make(node->weight, N, d, o.bits, o.mlp_scalar, o.mlp_percentile,
+                       GPFQ_QUANTIZER_NEAREST, 0, 0, &a);
+    CHECK(node->op == GPFQ_OP_LINEAR &&
+              gpfq_gpfq_layer(node->weight, N, d, Xt, Xt, n, &a, o.form, o.block, codes, NULL,
+                              NULL) == GPFQ_OK &&
+              memcmp(codes, r.codes[j], N * d * 4) == 0,
+          "the first Linear layer's codes (%zu x %zu) differ from GPFQ on its float inputs", N, d);
+    free(Xt), free(codes);
+    for (int i = 0; i < 16; i++) free(cache.data[i]);
+    gpfq_quant_result_free(&r);
 }
 
 static void test_driver(const char *fixtures) {
@@ -567,6 +650,15 @@ static void test_driver(const char *fixtures) {
     gpfq_quant_result_free(&a);
     test_cached_inputs(m, &train, GPFQ_CALIB_SHARED);
     test_cached_inputs(m, &train, GPFQ_CALIB_PER_LAYER);
+    /* a Linear first layer (the shipped MLP): there too X is Y without cached inputs */
+    snprintf(path, sizeof path, "%s/../../data/models/mlp_fashion.h5", fixtures);
+    gpfq_model *mlp = NULL;
+    CHECK(gpfq_model_load(path, &mlp) == GPFQ_OK, "%s", gpfq_last_error());
+    if (mlp) {
+        test_cached_inputs(mlp, &train, GPFQ_CALIB_SHARED);
+        test_first_linear(mlp, &train);
+    }
+    gpfq_model_free(mlp);
     gpfq_dataset_free(&train);
     gpfq_model_free(m);
 }

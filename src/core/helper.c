@@ -2,7 +2,6 @@
 #include "helper.h"
 
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -15,9 +14,11 @@
 struct gpfq_helper {
     pthread_t id;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv;            /* a job posted, or quit */
+    pthread_cond_t done;          /* a job finished while the caller sleeps in gpfq_helper_wait */
     atomic_uint posted, finished; /* jobs handed over, jobs done */
     atomic_int quit;              /* set under mu, read while spinning too */
+    atomic_int sleeping;          /* the caller waits on done (set under mu) */
     void (*fn)(void *);
     void *arg;
     int shared; /* the process's helper: released, not stopped */
@@ -45,6 +46,11 @@ static void *helper_main(void *arg) {
         seen++;
         h->fn(h->arg);
         atomic_store(&h->finished, seen);
+        if (atomic_load(&h->sleeping)) { /* seq_cst: the caller sees finished, or this its flag */
+            pthread_mutex_lock(&h->mu);
+            pthread_cond_signal(&h->done);
+            pthread_mutex_unlock(&h->mu);
+        }
     }
 }
 
@@ -52,22 +58,31 @@ static int helper_start(gpfq_helper *h) {
     atomic_init(&h->posted, 0);
     atomic_init(&h->finished, 0);
     atomic_init(&h->quit, 0);
+    atomic_init(&h->sleeping, 0);
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
+    pthread_cond_init(&h->done, NULL);
     if (pthread_create(&h->id, NULL, helper_main, h) == 0) return 1;
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
+    pthread_cond_destroy(&h->done);
     return 0;
 }
 
-static void helper_stop(gpfq_helper *h) {
+/* Tells the thread to end once no job is pending, and joins it. */
+static void helper_join(gpfq_helper *h) {
     pthread_mutex_lock(&h->mu);
     atomic_store(&h->quit, 1);
     pthread_cond_signal(&h->cv);
     pthread_mutex_unlock(&h->mu);
     pthread_join(h->id, NULL);
+}
+
+static void helper_stop(gpfq_helper *h) {
+    helper_join(h);
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
+    pthread_cond_destroy(&h->done);
 }
 
 static gpfq_helper shared_helper = {.shared = 1};
@@ -75,14 +90,24 @@ static atomic_int shared_taken;
 static int shared_started;
 static pthread_once_t shared_once = PTHREAD_ONCE_INIT;
 
-/* at exit the shared helper is stopped and joined: no thread outlives main's data */
+/* At exit the idle shared helper is joined (a clean exit leaves no thread running), and taken
+ * for good: a later caller (another exit handler) gets a thread of its own. If a thread still
+ * holds it (exit called while another thread quantizes), it is left to the process's end. */
 static void shared_stop(void) {
-    helper_stop(&shared_helper);
+    if (atomic_exchange(&shared_taken, 1)) return;
+    helper_join(&shared_helper); /* its mutex and conditions stay: nothing is freed */
+}
+
+/* A child forked after the first use has no helper thread: it uses threads of its own, and
+ * does not join the parent's at exit. */
+static void shared_forked(void) {
+    atomic_store(&shared_taken, 1);
 }
 
 static void shared_start(void) {
     shared_started = helper_start(&shared_helper);
-    if (shared_started && atexit(shared_stop) != 0) { /* cannot be stopped at exit: not kept */
+    if (shared_started && (atexit(shared_stop) != 0 ||
+                           pthread_atfork(NULL, NULL, shared_forked) != 0)) { /* not kept */
         helper_stop(&shared_helper);
         shared_started = 0;
     }
@@ -109,12 +134,29 @@ void gpfq_helper_post(gpfq_helper *h, void (*fn)(void *), void *arg) {
     pthread_mutex_unlock(&h->mu);
 }
 
+/* Spins while the job is likely short (a half of a layer's product), then sleeps: the halves of
+ * two forward passes may end tens of milliseconds apart, and on a busy machine a spinning
+ * caller would take the helper's core. */
 void gpfq_helper_wait(gpfq_helper *h) {
-    for (unsigned spins = 1; atomic_load(&h->finished) != atomic_load(&h->posted); spins++)
-        if (spins % 1024)
+    const double start = gpfq_now();
+    for (unsigned spins = 1; atomic_load(&h->finished) != atomic_load(&h->posted); spins++) {
+        if (spins % 64) {
             __builtin_ia32_pause();
-        else
-            sched_yield(); /* the helper may be off its core */
+            continue;
+        }
+        if (gpfq_now() - start < HELPER_SPIN_SECONDS) continue;
+        pthread_mutex_lock(&h->mu);
+        atomic_store(&h->sleeping, 1);
+        while (atomic_load(&h->finished) != atomic_load(&h->posted))
+            pthread_cond_wait(&h->done, &h->mu);
+        atomic_store(&h->sleeping, 0);
+        pthread_mutex_unlock(&h->mu);
+        return;
+    }
+}
+
+int gpfq_helper_is_shared(const gpfq_helper *h) {
+    return h && h->shared;
 }
 
 void gpfq_helper_release(gpfq_helper *h) {

@@ -9,7 +9,8 @@
  *
  * One caller holds the shared helper at a time; a second caller at the same time (two
  * quantizations on two threads) gets a thread of its own, as before. Jobs run one at a time:
- * post, do this thread's half, wait.
+ * post, do this thread's half, wait (spinning for a moment, then asleep). At exit the idle
+ * shared helper is joined; a child forked after its first use runs on threads of its own.
  */
 #ifndef GPFQ_CORE_HELPER_H
 #define GPFQ_CORE_HELPER_H
@@ -24,6 +25,8 @@ void gpfq_helper_post(gpfq_helper *h, void (*fn)(void *), void *arg);
 void gpfq_helper_wait(gpfq_helper *h);
 /* Gives the helper back (after gpfq_helper_wait); h may be NULL. */
 void gpfq_helper_release(gpfq_helper *h);
+/* 1 for the process's shared helper (tests) */
+int gpfq_helper_is_shared(const gpfq_helper *h);
 
 /* fn(a) on a helper and fn(b) on this thread when parallel (and a helper can be had), else
  * both here, a first. */

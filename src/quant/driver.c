@@ -20,7 +20,6 @@
 #include "gpfq/forward.h"
 #include "gpfq/ops.h"
 
-#include "../core/clones.h"
 #include "../core/helper.h"
 #include "unfold.h"
 
@@ -313,6 +312,11 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
                                     layer_store *store, layer_data *L) {
     memset(L, 0, sizeof *L);
     const size_t N = (size_t)node->weight_dims[0];
+    /* Where both sides hold the same values (a first layer's images, also behind a Flatten or
+     * a pool, which each network computes into a buffer of its own), X serves as Y: unfolded
+     * once, and the forms take H from G. The comparison stops at the first difference, which
+     * after a quantized layer comes within the first values. */
+    if (y != x && memcmp(x, y, n * gpfq_shape_size(node->in_shape) * sizeof(float)) == 0) y = x;
     if (node->op == GPFQ_OP_LINEAR) {
         L->groups = 1;
         L->rows_per_group = N;
@@ -320,8 +324,7 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
         L->m = n;
         GPFQ_TRY(layer_store_reserve(store, L->d * n));
         L->Xt = store->x;
-        L->Yt =
-            y == x ? store->x : store->y; /* a first layer's inputs are the images on both sides */
+        L->Yt = y == x ? store->x : store->y;
         transpose_job t[2] = {{x, n, L->d, L->Xt}, {y, n, L->d, L->Yt}};
         if (L->Yt == L->Xt)
             transpose_run(&t[0]);

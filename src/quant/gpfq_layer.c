@@ -65,24 +65,20 @@ void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *X
     free(U);
 }
 
-/* The sequential part shared by the fast forms. On entry P (B x N) holds, for
- * each column t of the block, the argument numerators without the in-block Q
- * terms; H is the d x d (gram) or B x B (ublock) matrix with leading dimension
- * ldh, positioned at the block's diagonal. Writes rows t0 .. t0 + B - 1 of Qt
- * and of Ct, the codes transposed (d x N, as Qt).
- * Built for the CPU at hand (GPFQ_CLONES: every clone gives the same codes). */
-/* Columns [i0, i1) of sweep_block: each column (neuron) is swept on its own, so any split of
- * the columns gives the same values; the stochastic streams are the weights' indices i d + t.
- * With work (i1 - i0 floats), each row of P is updated there instead of in place: two threads
- * on either side of a split would otherwise write the cache line that straddles it r times per
- * row (P's rows need not start on a line), and pass it between their cores each time. */
+/* Columns [i0, i1) of sweep_block's sweep (below): each column (neuron) is swept on its own,
+ * so any split of the columns gives the same values; the stochastic streams are the weights'
+ * indices i d + t. With work (i1 - i0 floats), each row of P is updated there instead of in
+ * place: two threads on either side of a split would otherwise write the cache line that
+ * straddles it r times per row (P's rows need not start on a line), and pass it between their
+ * cores each time. Built for the CPU at hand (GPFQ_CLONES: every clone gives the same codes). */
 GPFQ_CLONES static void sweep_columns(float *P, size_t B, size_t N, const float *H, size_t ldh,
                                       size_t t0, size_t d, const gpfq_alphabet *a, float *Qt,
                                       int32_t *Ct, size_t i0, size_t i1, float *work) {
     const size_t n = i1 - i0;
     for (size_t r = 0; r < B; r++) {
-        float *restrict p = P + r * N + i0;
-        if (work) p = memcpy(work, p, n * sizeof(float));
+        float *row = P + r * N + i0;
+        if (work) row = memcpy(work, row, n * sizeof(float));
+        float *restrict p = row;
         const float *h = H + r * ldh;
         for (size_t s = 0; s < r; s++) {
             const float hs = h[s];
@@ -128,7 +124,7 @@ static void gemm_job_run(void *arg) {
 /* gpfq_sgemm, the columns (or, for fewer than 64, the rows) of C split between this thread and
  * the helper when there is one and the product runs on gpfq's kernel. Each element is summed in
  * the same order either way (src/ops/gemm.c), so the split changes no result. On OpenBLAS (a
- * helper started for ublock's lanes under GPFQ_GEMM=openblas) the product runs whole, on
+ * helper acquired for ublock's lanes under GPFQ_GEMM=openblas) the product runs whole, on
  * OpenBLAS's own threads. */
 static void pair_sgemm(gpfq_helper *h, int ta, int tb, size_t M, size_t N, size_t K, float alpha,
                        const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
@@ -175,10 +171,13 @@ static void sweep_job_run(void *arg) {
                   j->work);
 }
 
-/* The sequential sweep of one block of B columns t0 .. t0+B-1 (P: B x N, H's rows of stride ldh
- * from the block's diagonal): row r of P takes the corrections of the block's earlier columns,
- * then is quantized into Qt, Ct. The neurons split between this thread and the helper when the
- * block is worth a hand-off (mlp's fc1, N = 500 and B = 128: 0.6 ms less per quantize). */
+/* The sequential part shared by the fast forms, for one block of B columns t0 .. t0+B-1. On
+ * entry P (B x N) holds, for each column t of the block, the argument numerators without the
+ * in-block Q terms; H is the d x d (gram) or B x B (ublock) matrix with leading dimension ldh,
+ * positioned at the block's diagonal. Row r of P takes the corrections of the block's earlier
+ * columns, then is quantized into rows t0 .. t0+B-1 of Qt and Ct (the codes transposed, d x
+ * N). The neurons split between this thread and the helper when the block is worth a hand-off
+ * (mlp's fc1, N = 500 and B = 128: 0.6 ms less per quantize). */
 static void sweep_block(gpfq_helper *h, float *P, size_t B, size_t N, const float *H, size_t ldh,
                         size_t t0, size_t d, const gpfq_alphabet *a, float *Qt, int32_t *Ct) {
     sweep_job mine = {P, B, N, H, ldh, t0, d, a, Qt, Ct, 0, N, NULL}, other = mine;
@@ -210,7 +209,8 @@ static gpfq_status layer_gram(gpfq_helper *h, const float *Wt, size_t N, size_t 
     }
     /* G = Y^T X = Yt Xt^T; H = Yt Yt^T (lower triangle is what is read) */
     /* (gpfq's GEMM kernel has no triangular variants: there H and tril(G) Wt are full products) */
-    /* (where Xt is Yt, a first layer's, H is G: the same product of the same rows) */
+    /* (on gpfq's kernel, where Xt is Yt, a first layer's, H is G: the same product of the same
+     * rows; OpenBLAS's ssyrk would round otherwise than its sgemm) */
     const int own = gpfq_gemm_get_kernel() == GPFQ_GEMM_AVX512;
     pair_sgemm(h, 0, 1, d, d, m, 1.0f, Yt, m, Xt, m, 0.0f, G, d);
     if (own && Xt == Yt)
