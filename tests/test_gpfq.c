@@ -537,9 +537,13 @@ static void test_first_linear(const gpfq_model *m, const gpfq_dataset *train) {
     o.calib_images = 40;
     float_cache cache = {m, {0}};
     gpfq_quant_result r;
-    CHECK(gpfq_float_inputs(m, train, &o, cache_sink, &cache) == GPFQ_OK &&
-              gpfq_quantize_model(m, train, &o, &r, NULL, NULL) == GPFQ_OK,
-          "%s", gpfq_last_error());
+    const int ran = gpfq_float_inputs(m, train, &o, cache_sink, &cache) == GPFQ_OK &&
+                    gpfq_quantize_model(m, train, &o, &r, NULL, NULL) == GPFQ_OK;
+    CHECK(ran, "%s", gpfq_last_error());
+    if (!ran) { /* no result to compare with */
+        for (int i = 0; i < 16; i++) free(cache.data[i]);
+        return;
+    }
     const int j = r.layers[0].node;
     const gpfq_node *node = &m->nodes[j];
     const size_t N = (size_t)node->weight_dims[0], d = (size_t)node->weight_dims[1], n = 40;

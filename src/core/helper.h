@@ -3,7 +3,7 @@
  *
  * The quantization splits its work in two many times per layer: the GEMMs and passes of a
  * layer's GPFQ, the float and quantized forward passes, the unfolding of X and Y. Starting and
- * joining a thread costs 35-50 us here, and lenet5's quantize started eleven (0.4-0.6 ms of
+ * joining a thread costs 37-53 us here, and lenet5's quantize started eleven (0.4-0.6 ms of
  * about 5). The process keeps one helper thread instead, started on first use: it spins for
  * a moment after each job (the next hand-off is usually microseconds away), then sleeps.
  *
