@@ -64,6 +64,7 @@ conv=$(sed -n 's/^conv *//p' <<<"$gpfq_env")
 gemm=$(sed -n 's/^gemm *//p' <<<"$gpfq_env")
 winograd=$(sed -n 's/^winograd *//p' <<<"$gpfq_env")
 interleave=$(sed -n 's/^interleave *//p' <<<"$gpfq_env")
+memory=$(sed -n 's/^memory *//p' <<<"$gpfq_env")
 
 echo "bench/run.sh$([ "$quick" -eq 1 ] && echo " --quick"), $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine   $(nproc) CPUs, ${cpu:-unknown CPU}, Linux $(uname -r)"
@@ -72,6 +73,7 @@ echo "OpenBLAS  $blas; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-(unset)}"
 echo "conv      $conv"
 echo "winograd  $winograd"
 echo "interleave $interleave"
+echo "memory    $memory"
 echo "torch     $("$PYTHON" -c 'import torch; print(torch.__version__)'), torch.set_num_threads($THREADS); the peer runs with and without GLIBC_TUNABLES=$TUNABLES OPENBLAS_THREAD_TIMEOUT=4; gpfq with GLIBC_TUNABLES=${GLIBC_TUNABLES-(unset)} (and sets OPENBLAS_THREAD_TIMEOUT=4 itself)"
 echo "load      $load_start at start"
 echo
@@ -360,6 +362,7 @@ echo "GEMM kernel (gpfq): $gemm"
 echo "conv kernel (gpfq): $conv"
 echo "winograd (gpfq): $winograd"
 echo "interleave (gpfq): $interleave"
+echo "memory (gpfq): $memory"
 for n in "${notes[@]}"; do echo "note: $n"; done
 for m in "${models[@]}"; do echo "weights: $m: $(weights_note "$m")"; done
 echo "load average: $load_start at start, $load_end at end ($(nproc) CPUs)"

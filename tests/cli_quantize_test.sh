@@ -184,6 +184,14 @@ check "same --seed: identical weight codes" cmp -s "$tmp/seed1.codes" "$tmp/seed
 check "different --seed: different weight codes" differ "$tmp/seed1.codes" "$tmp/seed2.codes"
 check "seed runs extracted codes" [ "$(grep -c weight_codes "$tmp/seed1.codes")" -eq 5 ]
 
+# ---- huge pages change where buffers live, not what is computed ----
+for huge in 0 1; do
+  expect 0 "saved" -- env GPFQ_HUGEPAGES=$huge "${q[@]}" "${base[@]}" -bs 32 --out "$tmp/huge$huge.h5"
+  codes "$tmp/huge$huge.h5" >"$tmp/huge$huge.codes"
+done
+check "GPFQ_HUGEPAGES=0 and 1 give identical weight codes" cmp -s "$tmp/huge0.codes" "$tmp/huge1.codes"
+check "huge-page runs extracted codes" [ "$(grep -c weight_codes "$tmp/huge1.codes")" -eq 5 ]
+
 # ---- thread counts: with two BLAS threads the float and the quantized passes run at once,
 # each single-threaded; the codes must not depend on it ----
 for mode in shared reference; do

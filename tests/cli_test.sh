@@ -28,6 +28,11 @@ expect 0 "OPENBLAS_THREAD_TIMEOUT=4$" -- env -u OPENBLAS_THREAD_TIMEOUT "$gpfq" 
 expect 0 "OPENBLAS_THREAD_TIMEOUT=12$" -- env OPENBLAS_THREAD_TIMEOUT=12 "$gpfq" env
 expect 0 "OPENBLAS_THREAD_TIMEOUT=\(unset" -- \
   env -u OPENBLAS_THREAD_TIMEOUT GPFQ_NO_REEXEC=1 "$gpfq" env
+# large buffers on 4 kB pages unless GPFQ_HUGEPAGES=1 asks for huge pages
+expect 0 "^memory +4 kB pages" -- env -u GPFQ_HUGEPAGES "$gpfq" env
+expect 0 "^memory +transparent huge pages" -- env GPFQ_HUGEPAGES=1 "$gpfq" env
+expect 0 "GPFQ_HUGEPAGES='yes' is not 0 or 1; using 0" -- env GPFQ_HUGEPAGES=yes "$gpfq" env
+check "GPFQ_HUGEPAGES=yes: 4 kB pages" grep -Eq "^memory +4 kB pages" <<<"$out"
 
 # usage errors
 expect 2 "--model FILE is required" -- "$gpfq" eval

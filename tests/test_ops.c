@@ -754,6 +754,25 @@ static void check_fused_pool(const char *dir) {
     openblas_set_num_threads(threads);
 }
 
+/* gpfq_malloc's large buffers: plain heap memory by default, 2 MB-aligned (offered for huge
+ * pages) once gpfq_heap_setup has read GPFQ_HUGEPAGES=1; either way writable and freed alike.
+ * Runs last: it changes the process's malloc settings. */
+static void check_huge_pages(void) {
+    const size_t big = (size_t)5 << 20, huge = (size_t)2 << 20;
+    CHECK(!gpfq_huge_pages(), "huge pages on before gpfq_heap_setup");
+    setenv("GPFQ_HUGEPAGES", "1", 1);
+    gpfq_heap_setup();
+    CHECK(gpfq_huge_pages(), "GPFQ_HUGEPAGES=1 did not turn huge pages on");
+    unsigned char *a = gpfq_malloc(big, "a test buffer"), *b = gpfq_malloc(1000, "a small one");
+    CHECK(a && (uintptr_t)a % huge == 0, "a 5 MB buffer at %p, not on a 2 MB boundary", (void *)a);
+    if (a) {
+        memset(a, 7, big);
+        CHECK(a[0] == 7 && a[big - 1] == 7, "a huge-page buffer does not keep what was written");
+    }
+    CHECK(b != NULL, "a small buffer failed with huge pages on");
+    free(a), free(b);
+}
+
 int main(int argc, char **argv) {
     check_transpose();
     unsigned long long pool_state = 5;
@@ -785,5 +804,6 @@ int main(int argc, char **argv) {
         gpfq_conv_set_interleave(il);
     }
     check_kernels();
+    check_huge_pages();
     return check_report("test_ops");
 }

@@ -48,8 +48,12 @@ void *gpfq_malloc(size_t bytes, const char *what);
 void *gpfq_calloc(size_t count, size_t size, const char *what);
 
 /* Process-wide malloc settings for a program's main(): freed memory stays in the
- * heap for reuse, and the heap is offered for transparent huge pages. */
+ * heap for reuse; with GPFQ_HUGEPAGES=1 the heap and buffers of 4 MB and more are
+ * offered for transparent huge pages. */
 void gpfq_heap_setup(void);
+
+/* 1 where gpfq_heap_setup found GPFQ_HUGEPAGES=1. */
+int gpfq_huge_pages(void);
 
 /* Overflow-checked size product; returns 0 and sets an error on overflow. */
 int gpfq_mul_size(size_t a, size_t b, size_t *out);

@@ -14,7 +14,8 @@ static const char env_usage[] =
     "usage: gpfq env\n"
     "\n"
     "Prints the gpfq version, the OpenBLAS kernel and threads, the GEMM and convolution\n"
-    "kernels, and the MPI ranks with their hosts. Run it under mpirun to check MPI.\n";
+    "kernels, the page size for large buffers, and the MPI ranks with their hosts. Run it\n"
+    "under mpirun to check MPI.\n";
 
 static int mpi_check(int rc, const char *what) {
     if (rc == MPI_SUCCESS) return 1;
@@ -99,6 +100,8 @@ int cmd_env(int argc, char **argv) {
                    ? "for no conv"
                : il == GPFQ_INTERLEAVE_ALL ? "for every direct conv without Winograd"
                                            : "for stride-2 convs and small planes");
+        printf("memory   %s for buffers of 4 MB and more (GPFQ_HUGEPAGES=0|1)\n",
+               gpfq_huge_pages() ? "transparent huge pages" : "4 kB pages");
         printf("mpi      MPI %d.%d, %s\n", version, subversion, library);
         printf("ranks    %d\n", size);
         for (int r = 0; gathered && r < size; r++) printf("rank %-3d %s\n", r, all[r]);

@@ -72,16 +72,28 @@ const char *gpfq_status_name(gpfq_status status) {
 }
 
 /*
- * Buffers of several MB (activations of a batch, a layer's patches) are touched once per page
- * on first use; on a virtual machine each 4 kB page fault costs microseconds, the first batch
- * of a ResNet-20 evaluation 0.2 s. Such buffers are aligned to 2 MB and offered to the kernel
- * for transparent huge pages (a no-op where THP is off or "never"), 512 times fewer faults.
+ * Huge pages for buffers of several MB, on request (GPFQ_HUGEPAGES=1): they fault 2 MB at a
+ * time, 512 times fewer faults. But a VM that reports free memory to its host (virtio-balloon
+ * free page reporting, as on the machine the bench runs on) hands every 2 MB block left free
+ * for about two seconds back to the host, and a huge page's first touch then costs 3-6 ms: 160 MB
+ * took 260-400 ms on huge pages against 52-107 ms on 4 kB pages, which come from the small free
+ * blocks the guest keeps. Huge pages win only on memory freed in the seconds before (160 MB in
+ * 8 ms), and touching one first to find out does not tell: a warm first page was often followed
+ * by cold ones. In a warm process the page size changes nothing (resnet20 quantize, best of 6:
+ * 220-233 ms on huge pages, 220-224 ms without), so only first touches are at stake, and 4 kB
+ * pages bound their cost.
  */
 enum { HUGE_PAGE = 2 << 20, HUGE_MIN = 4 << 20 };
 
+static _Atomic int huge_pages; /* 1: offer large buffers for huge pages */
+
+int gpfq_huge_pages(void) {
+    return huge_pages;
+}
+
 void *gpfq_malloc(size_t bytes, const char *what) {
     void *p = NULL;
-    if (bytes >= HUGE_MIN) {
+    if (bytes >= HUGE_MIN && huge_pages) {
         size_t rounded = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
         if (posix_memalign(&p, HUGE_PAGE, rounded) == 0)
             madvise(p, rounded, MADV_HUGEPAGE); /* advice only: failure changes nothing */
@@ -98,16 +110,19 @@ void *gpfq_malloc(size_t bytes, const char *what) {
  * glibc serves blocks over 128 kB with fresh mmaps and unmaps them on free, so every
  * layer's buffers (transposed weights, U, Grams, patches) would come back as new zero
  * pages: keep freed memory in the heap for reuse instead (the effect of the
- * GLIBC_TUNABLES setting the PyTorch timings use). The heap's first growth is made
- * 80 MB and offered for huge pages, as glibc.malloc.hugetlb=1 would: the buffers
- * under 4 MB that a small model's quantization touches for the first time then fault
- * 2 MB at a time (mlp: 5967 page faults for the whole process before, 1534 after;
- * the layer loop from 0.09 to 0.05 s).
+ * GLIBC_TUNABLES setting the PyTorch timings use). With GPFQ_HUGEPAGES=1 the heap's
+ * first growth is made 80 MB and offered for huge pages, as glibc.malloc.hugetlb=1
+ * would (mlp: 5967 page faults for the whole process, 1534 with them).
  */
 void gpfq_heap_setup(void) {
     mallopt(M_MMAP_THRESHOLD, 32 << 20); /* glibc's upper bound on 64-bit */
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
     mallopt(M_TOP_PAD, 64 << 20);
+    const char *v = getenv("GPFQ_HUGEPAGES");
+    if (v && *v && strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+        fprintf(stderr, "gpfq: warning: GPFQ_HUGEPAGES='%s' is not 0 or 1; using 0\n", v);
+    if (!v || strcmp(v, "1") != 0) return;
+    huge_pages = 1;
     void *grow = malloc(16 << 20); /* under the mmap threshold: grows the heap */
     if (!grow) return;
     const uintptr_t lo = ((uintptr_t)grow + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
