@@ -16,17 +16,18 @@
  * conv layer met in part 1, against a 2048^3 sgemm measured in the same run.
  *
  * How the layer GPFQ is timed. The driver calls gpfq_gpfq_layer() once per
- * layer (per group); this program is linked with
- * -Wl,--wrap=gpfq_gpfq_layer,--wrap=gpfq_sgemm,--wrap=cblas_sgemm,--wrap=cblas_ssyrk,
- * --wrap=cblas_strmm so that those calls come here first. The wrapper times the real
- * gpfq_gpfq_layer() with stats = NULL (the GPFQ proper: transposes, the form,
- * the code values; not the layer error), then computes the error with the
+ * layer (per group); this program is linked with -Wl,--wrap=gpfq_gpfq_layer,
+ * --wrap=gpfq_sgemm,--wrap=gpfq_sgemm_tri,--wrap=cblas_sgemm,--wrap=cblas_ssyrk,
+ * --wrap=cblas_strmm so that those calls come here first. The wrapper times the
+ * real gpfq_gpfq_layer() with stats = NULL (the GPFQ proper: transposes, the
+ * form, the code values; not the layer error), then computes the error with the
  * public gpfq_layer_error() outside the timed span and fills the stats the
- * driver reads. GEMM calls made inside the timed span (gpfq_sgemm, and the
- * BLAS routines when gpfq runs them on OpenBLAS) are counted, their flops on
- * every thread (a layer splits its products between two), their time on the
- * thread that called gpfq_gpfq_layer() only. The form auto ran is the library's
- * own choice, gpfq_layer_form().
+ * driver reads. GEMM calls made inside the timed span (gpfq_sgemm and
+ * gpfq_sgemm_tri, the latter by the part it computes, and the BLAS routines when
+ * gpfq runs them on OpenBLAS) are counted, their flops on every thread (a layer
+ * splits its products between two), their time on the thread that called
+ * gpfq_gpfq_layer() only. The form auto ran is the library's own choice,
+ * gpfq_layer_form().
  *
  * The ref guard (--max-ref-seconds S): before a ref layer, the ref loop runs on
  * the first k and 2k columns, k = ceil(d/32) (the loop's cost per column does
@@ -79,6 +80,12 @@ void __real_gpfq_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, f
 void __wrap_gpfq_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                        const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                        size_t ldc);
+void __real_gpfq_sgemm_tri(gpfq_tri tri, ptrdiff_t off, int trans_a, int trans_b, size_t M,
+                           size_t N, size_t K, float alpha, const float *A, size_t lda,
+                           const float *B, size_t ldb, float beta, float *C, size_t ldc);
+void __wrap_gpfq_sgemm_tri(gpfq_tri tri, ptrdiff_t off, int trans_a, int trans_b, size_t M,
+                           size_t N, size_t K, float alpha, const float *A, size_t lda,
+                           const float *B, size_t ldb, float beta, float *C, size_t ldc);
 void __real_cblas_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
                         blasint M, blasint N, blasint K, float alpha, const float *A, blasint lda,
                         const float *B, blasint ldb, float beta, float *C, blasint ldc);
@@ -171,6 +178,25 @@ void __wrap_gpfq_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, f
     __real_gpfq_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     in_gpfq_sgemm = 0;
     blas_stop(t, 2.0 * (double)M * (double)N * (double)K, K_SGEMM);
+}
+
+/* The flops of a triangular product's part on or below its diagonal (row i: columns, or terms
+ * of A's row, up to i + off): what the kernel computes, to its 12 x 32 blocks. */
+void __wrap_gpfq_sgemm_tri(gpfq_tri tri, ptrdiff_t off, int trans_a, int trans_b, size_t M,
+                           size_t N, size_t K, float alpha, const float *A, size_t lda,
+                           const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    const size_t width = tri == GPFQ_TRI_LOWER_A ? K : N;
+    double flops = 0.0;
+    for (size_t i = 0; i < M; i++) {
+        const ptrdiff_t reach = tri == GPFQ_TRI_NONE ? (ptrdiff_t)width : (ptrdiff_t)i + off + 1;
+        const size_t n = reach <= 0 ? 0 : (size_t)reach < width ? (size_t)reach : width;
+        flops += 2.0 * (double)n * (double)(tri == GPFQ_TRI_LOWER_A ? N : K);
+    }
+    double t = blas_start();
+    in_gpfq_sgemm = 1;
+    __real_gpfq_sgemm_tri(tri, off, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    in_gpfq_sgemm = 0;
+    blas_stop(t, flops, K_SGEMM);
 }
 
 void __wrap_cblas_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,

@@ -773,12 +773,82 @@ static void check_huge_pages(void) {
     free(a), free(b);
 }
 
+/* gpfq_sgemm_tri against gpfq_sgemm on the same operands: a lower A (zero above its diagonal
+ * + off) gives C's values (a zero's sign aside), a lower C its elements on and below the
+ * diagonal bit for bit; shapes across the kernel's KC = 256 and MC = 96 steps, the offsets
+ * pair_sgemm_tri passes to each half, both transpositions, beta 0 and 1. */
+static void check_gemm_tri(unsigned long long *state) {
+    static const size_t shapes[][3] = {
+        {150, 70, 300}, {784, 64, 784}, {40, 200, 13}, {300, 300, 257}};
+    static const ptrdiff_t offs[] = {0, 13, -32, 96};
+    const gpfq_gemm_kernel initial = gpfq_gemm_get_kernel();
+    const gpfq_gemm_kernel kernels[] = {GPFQ_GEMM_OPENBLAS, GPFQ_GEMM_AVX512};
+    for (size_t kk = 0; kk < 2; kk++) {
+        gpfq_gemm_set_kernel(kernels[kk]);
+        if (gpfq_gemm_get_kernel() != kernels[kk]) continue;
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (size_t oi = 0; oi < sizeof offs / sizeof offs[0]; oi++)
+                for (int t = 0; t < 2; t++) {
+                    const size_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+                    const ptrdiff_t off = offs[oi];
+                    const float beta = t ? 1.0f : 0.0f;
+                    const size_t lda = (t ? M : K) + 1, ldb = (t ? K : N) + 3, ldc = N + 2;
+                    float *A = malloc((t ? K : M) * lda * 4), *B = malloc((t ? N : K) * ldb * 4);
+                    float *C0 = malloc(M * ldc * 4), *C = malloc(M * ldc * 4);
+                    float *F = malloc(M * ldc * 4);
+                    fill(A, (t ? K : M) * lda, state);
+                    fill(B, (t ? N : K) * ldb, state);
+                    fill(C0, M * ldc, state);
+                    /* full product, then the lower-C one over a copy of C0 */
+                    memcpy(F, C0, M * ldc * 4);
+                    gpfq_sgemm(t, t, M, N, K, 1.0f, A, lda, B, ldb, beta, F, ldc);
+                    size_t wrong = 0;
+                    if (off <= 0 || off < (ptrdiff_t)N) {
+                        memcpy(C, C0, M * ldc * 4);
+                        gpfq_sgemm_tri(GPFQ_TRI_LOWER_C, off, t, t, M, N, K, 1.0f, A, lda, B, ldb,
+                                       beta, C, ldc);
+                        for (size_t i = 0; i < M; i++)
+                            for (size_t j = 0; j < N && (ptrdiff_t)j <= (ptrdiff_t)i + off; j++)
+                                wrong += memcmp(&C[i * ldc + j], &F[i * ldc + j], 4) != 0;
+                        CHECK(wrong == 0,
+                              "%s lower C %zu x %zu x %zu, off %td, trans %d, beta %g: %zu of "
+                              "the lower elements differ from gpfq_sgemm's",
+                              gpfq_gemm_kernel_name(kernels[kk]), M, N, K, off, t, beta, wrong);
+                    }
+                    if (off >= 0 && M <= K) {
+                        /* op(A) zero above its diagonal + off, then both products */
+                        for (size_t i = 0; i < M; i++)
+                            for (size_t p = 0; p < K; p++)
+                                if ((ptrdiff_t)p > (ptrdiff_t)i + off)
+                                    A[t ? p * lda + i : i * lda + p] = 0.0f;
+                        memcpy(F, C0, M * ldc * 4);
+                        gpfq_sgemm(t, t, M, N, K, 1.0f, A, lda, B, ldb, beta, F, ldc);
+                        memcpy(C, C0, M * ldc * 4);
+                        gpfq_sgemm_tri(GPFQ_TRI_LOWER_A, off, t, t, M, N, K, 1.0f, A, lda, B, ldb,
+                                       beta, C, ldc);
+                        wrong = 0;
+                        for (size_t i = 0; i < M; i++)
+                            for (size_t j = 0; j < ldc; j++)
+                                wrong += j < N ? !(C[i * ldc + j] == F[i * ldc + j])
+                                               : memcmp(&C[i * ldc + j], &C0[i * ldc + j], 4) != 0;
+                        CHECK(wrong == 0,
+                              "%s lower A %zu x %zu x %zu, off %td, trans %d, beta %g: %zu "
+                              "elements differ from gpfq_sgemm's",
+                              gpfq_gemm_kernel_name(kernels[kk]), M, N, K, off, t, beta, wrong);
+                    }
+                    free(A), free(B), free(C0), free(C), free(F);
+                }
+    }
+    gpfq_gemm_set_kernel(initial);
+}
+
 int main(int argc, char **argv) {
     check_transpose();
     unsigned long long pool_state = 5;
     check_maxpool_2x2(&pool_state);
     unsigned long long gemm_state = 7;
     check_gemm(&gemm_state);
+    check_gemm_tri(&gemm_state);
     const char *dir = argc > 1 ? argv[1] : "tests/fixtures";
     int fixtures = fixture_count(dir);
     check_fused_pool(dir);

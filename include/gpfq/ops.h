@@ -207,6 +207,22 @@ void gpfq_add(const float *a, const float *b, size_t count, float *y);
  * on the AVX-512 kernel, whose results depend on the operands only. */
 void gpfq_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A,
                 size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
+
+/* The triangular products of GPFQ's Gram form, on gpfq's kernel: gpfq_sgemm where part of the
+ * work is known to be zero or is not wanted. `off` places the diagonal: element (i, j) of a
+ * matrix is on or below it where j <= i + off (0: the main diagonal; a part of a larger
+ * product passes its offset, e.g. -n1 for C's columns from n1 on).
+ * - GPFQ_TRI_LOWER_A: op(A) (M x K) is zero above its diagonal (off >= 0), and those zeros are
+ *   skipped in blocks, so they must be there. C is the full product, summed in gpfq_sgemm's
+ *   order with trailing zero terms left out: the same values (up to the sign of a zero sum).
+ * - GPFQ_TRI_LOWER_C: only C's elements on or below its diagonal are wanted. Those are
+ *   gpfq_sgemm's bit for bit; whole 12 x 32 blocks above it are left as they were, and the
+ *   rest of a block that straddles it gets its full-product values.
+ * On OpenBLAS the full product runs, which satisfies both. */
+typedef enum { GPFQ_TRI_NONE, GPFQ_TRI_LOWER_A, GPFQ_TRI_LOWER_C } gpfq_tri;
+void gpfq_sgemm_tri(gpfq_tri tri, ptrdiff_t off, int trans_a, int trans_b, size_t M, size_t N,
+                    size_t K, float alpha, const float *A, size_t lda, const float *B, size_t ldb,
+                    float beta, float *C, size_t ldc);
 /* The GEMM kernel: the default is AVX-512 where the CPU has it, or GPFQ_GEMM=openblas|avx512
  * from the environment (read once). */
 typedef enum {

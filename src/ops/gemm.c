@@ -14,10 +14,12 @@
  * are a function of the operands alone.
  */
 #include "gpfq/ops.h"
+#include "gpfq/status.h"
 
 #include <cblas.h>
 #include <immintrin.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -260,9 +262,15 @@ static void scale_c(size_t M, size_t N, float beta, float *C, size_t ldc) {
         for (size_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
 }
 
+/* The part of a product a gpfq_sgemm_tri computes, in global row/column terms (see ops.h). */
+typedef struct {
+    gpfq_tri tri;
+    ptrdiff_t off;
+} tri_part;
+
 static int gemm_avx512(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                        const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
-                       size_t ldc) {
+                       size_t ldc, tri_part t) {
     const size_t kc_max = K < KC ? K : KC;
     const size_t nc_max = (N < NC ? N : NC) + NR;
     float *Ap = aligned_alloc(64, ((MC * kc_max * sizeof(float)) + 63) / 64 * 64);
@@ -279,12 +287,27 @@ static int gemm_avx512(int trans_a, int trans_b, size_t M, size_t N, size_t K, f
             pack_b(trans_b, B, ldb, k0, kc, j0, nc, Bp);
             for (size_t i0 = 0; i0 < M; i0 += MC) {
                 const size_t mc = M - i0 < MC ? M - i0 : MC;
+                /* lower A: rows up to i0 + mc - 1 reach column i0 + mc - 1 + off at most */
+                if (t.tri == GPFQ_TRI_LOWER_A && (ptrdiff_t)k0 > (ptrdiff_t)(i0 + mc - 1) + t.off)
+                    continue;
+                /* lower C: no column of this panel at or below the block's last row's diagonal */
+                if (t.tri == GPFQ_TRI_LOWER_C && (ptrdiff_t)j0 > (ptrdiff_t)(i0 + mc - 1) + t.off)
+                    continue;
                 pack_a(trans_a, A, lda, i0, mc, k0, kc, Ap);
                 for (size_t js = 0; js < nc; js += NR)
-                    for (size_t is = 0; is < mc; is += MR)
-                        kernel_12x32(kc, Ap + is * kc, Bp + js * kc, C + (i0 + is) * ldc + j0 + js,
-                                     ldc, mc - is < MR ? mc - is : MR, nc - js < NR ? nc - js : NR,
-                                     alpha, b);
+                    for (size_t is = 0; is < mc; is += MR) {
+                        const size_t h = mc - is < MR ? mc - is : MR;
+                        const ptrdiff_t last = (ptrdiff_t)(i0 + is + h - 1) + t.off;
+                        size_t k = kc;
+                        if (t.tri == GPFQ_TRI_LOWER_C && (ptrdiff_t)(j0 + js) > last) continue;
+                        if (t.tri == GPFQ_TRI_LOWER_A) { /* the strip's A is zero past `last` */
+                            if ((ptrdiff_t)k0 > last) continue;
+                            if (last + 1 - (ptrdiff_t)k0 < (ptrdiff_t)kc)
+                                k = (size_t)(last + 1 - (ptrdiff_t)k0);
+                        }
+                        kernel_12x32(k, Ap + is * kc, Bp + js * kc, C + (i0 + is) * ldc + j0 + js,
+                                     ldc, h, nc - js < NR ? nc - js : NR, alpha, b);
+                    }
             }
         }
     }
@@ -292,17 +315,31 @@ static int gemm_avx512(int trans_a, int trans_b, size_t M, size_t N, size_t K, f
     return 1;
 }
 
-void gpfq_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A,
-                size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+static void sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                  const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                  size_t ldc, tri_part t) {
     if (M == 0 || N == 0) return;
     if (K == 0) {
         scale_c(M, N, beta, C, ldc);
         return;
     }
     if (gpfq_gemm_get_kernel() == GPFQ_GEMM_AVX512 &&
-        gemm_avx512(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+        gemm_avx512(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, t))
         return;
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, alpha, A, (int)lda, B,
                 (int)ldb, beta, C, (int)ldc);
+}
+
+void gpfq_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A,
+                size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+          (tri_part){GPFQ_TRI_NONE, 0});
+}
+
+void gpfq_sgemm_tri(gpfq_tri tri, ptrdiff_t off, int trans_a, int trans_b, size_t M, size_t N,
+                    size_t K, float alpha, const float *A, size_t lda, const float *B, size_t ldb,
+                    float beta, float *C, size_t ldc) {
+    GPFQ_ASSERT(tri != GPFQ_TRI_LOWER_A || off >= 0);
+    sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, (tri_part){tri, off});
 }

@@ -103,6 +103,8 @@ static double squared_norm(const float *v, size_t n) {
 #define SWEEP_SPLIT_WORK 2.6e5
 
 typedef struct {
+    gpfq_tri tri;
+    ptrdiff_t off;
     int ta, tb;
     size_t M, N, K;
     float alpha;
@@ -117,20 +119,24 @@ typedef struct {
 
 static void gemm_job_run(void *arg) {
     const gemm_job *j = arg;
-    gpfq_sgemm(j->ta, j->tb, j->M, j->N, j->K, j->alpha, j->A, j->lda, j->B, j->ldb, j->beta, j->C,
-               j->ldc);
+    if (j->tri == GPFQ_TRI_NONE)
+        gpfq_sgemm(j->ta, j->tb, j->M, j->N, j->K, j->alpha, j->A, j->lda, j->B, j->ldb, j->beta,
+                   j->C, j->ldc);
+    else
+        gpfq_sgemm_tri(j->tri, j->off, j->ta, j->tb, j->M, j->N, j->K, j->alpha, j->A, j->lda, j->B,
+                       j->ldb, j->beta, j->C, j->ldc);
 }
 
-/* gpfq_sgemm, the columns (or, for fewer than 64, the rows) of C split between this thread and
- * the helper when there is one and the product runs on gpfq's kernel. Each element is summed in
- * the same order either way (src/ops/gemm.c), so the split changes no result. On OpenBLAS (a
- * helper acquired for ublock's lanes under GPFQ_GEMM=openblas) the product runs whole, on
- * OpenBLAS's own threads. */
-static void pair_sgemm(gpfq_helper *h, int ta, int tb, size_t M, size_t N, size_t K, float alpha,
-                       const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
-                       size_t ldc) {
-    gemm_job mine = {ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc}, other = mine;
-    const size_t n1 = (N / 2 + 31) / 32 * 32, m1 = (M / 2 + 11) / 12 * 12;
+/* gpfq_sgemm_tri, the columns (or, for fewer than 64, the rows) of C split between this thread
+ * and the helper when there is one and the product runs on gpfq's kernel. Each element is
+ * summed in the same order either way (src/ops/gemm.c), so the split changes no result. A
+ * triangular part is split where the work halves: C's lower triangle at 0.29 of its columns,
+ * a lower A's rows at 0.71. On OpenBLAS (a helper acquired for ublock's lanes under
+ * GPFQ_GEMM=openblas) the product runs whole, on OpenBLAS's own threads. */
+static void pair_sgemm_tri(gpfq_helper *h, gpfq_tri tri, int ta, int tb, size_t M, size_t N,
+                           size_t K, float alpha, const float *A, size_t lda, const float *B,
+                           size_t ldb, float beta, float *C, size_t ldc) {
+    gemm_job mine = {tri, 0, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc}, other = mine;
     /* under 2 MFLOP (about 10 us on one core) a product is not split: a hand-off to the helper
      * costs microseconds (the bound is a guess, not measured); nor when neither side has two
      * blocks of the kernel (32 columns, 12 rows) */
@@ -140,17 +146,34 @@ static void pair_sgemm(gpfq_helper *h, int ta, int tb, size_t M, size_t N, size_
         return;
     }
     if (N >= 64) {
+        const double at = tri == GPFQ_TRI_LOWER_C ? 1.0 - sqrt(0.5) : 0.5;
+        size_t n1 = ((size_t)(at * (double)N) + 31) / 32 * 32;
+        if (n1 < 32) n1 = 32;
+        if (n1 >= N) n1 = N - 32;
         mine.N = n1, other.N = N - n1;
         other.B = tb ? B + n1 * ldb : B + n1;
         other.C = C + n1;
+        other.off = -(ptrdiff_t)n1;
     } else {
+        const double at = tri == GPFQ_TRI_NONE ? 0.5 : sqrt(0.5);
+        size_t m1 = ((size_t)(at * (double)M) + 11) / 12 * 12;
+        if (m1 < 12) m1 = 12;
+        if (m1 >= M) m1 = M - 12;
         mine.M = m1, other.M = M - m1;
         other.A = ta ? A + m1 : A + m1 * lda;
         other.C = C + m1 * ldc;
+        other.off = (ptrdiff_t)m1;
     }
+    if (tri == GPFQ_TRI_LOWER_A && N >= 64) other.off = 0; /* A's rows are the same */
     gpfq_helper_post(h, gemm_job_run, &other);
     gemm_job_run(&mine);
     gpfq_helper_wait(h);
+}
+
+static void pair_sgemm(gpfq_helper *h, int ta, int tb, size_t M, size_t N, size_t K, float alpha,
+                       const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                       size_t ldc) {
+    pair_sgemm_tri(h, GPFQ_TRI_NONE, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 typedef struct {
@@ -208,23 +231,23 @@ static gpfq_status layer_gram(gpfq_helper *h, const float *Wt, size_t N, size_t 
         return GPFQ_ERR_NOMEM;
     }
     /* G = Y^T X = Yt Xt^T; H = Yt Yt^T (lower triangle is what is read) */
-    /* (gpfq's GEMM kernel has no triangular variants: there H and tril(G) Wt are full products) */
     /* (on gpfq's kernel, where Xt is Yt, a first layer's, H is G: the same product of the same
      * rows; OpenBLAS's ssyrk would round otherwise than its sgemm) */
+    /* (on gpfq's kernel only their lower triangles are computed, about half of the work) */
     const int own = gpfq_gemm_get_kernel() == GPFQ_GEMM_AVX512;
-    pair_sgemm(h, 0, 1, d, d, m, 1.0f, Yt, m, Xt, m, 0.0f, G, d);
+    pair_sgemm_tri(h, GPFQ_TRI_LOWER_C, 0, 1, d, d, m, 1.0f, Yt, m, Xt, m, 0.0f, G, d);
     if (own && Xt == Yt)
         memcpy(H, G, d * d * sizeof(float));
     else if (own)
-        pair_sgemm(h, 0, 1, d, d, m, 1.0f, Yt, m, Yt, m, 0.0f, H, d);
+        pair_sgemm_tri(h, GPFQ_TRI_LOWER_C, 0, 1, d, d, m, 1.0f, Yt, m, Yt, m, 0.0f, H, d);
     else
         cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)d, (int)m, 1.0f, Yt, (int)m, 0.0f,
                     H, (int)d);
     /* P = tril(G) Wt: row t = sum_{s<=t} G[t,s] W[:,s] */
     for (size_t t = 0; t < d; t++)
         for (size_t s = t + 1; s < d; s++) G[t * d + s] = 0.0f;
-    if (own) {
-        pair_sgemm(h, 0, 0, d, N, d, 1.0f, G, d, Wt, N, 0.0f, P, N);
+    if (own) { /* G's zeros above the diagonal skipped in blocks */
+        pair_sgemm_tri(h, GPFQ_TRI_LOWER_A, 0, 0, d, N, d, 1.0f, G, d, Wt, N, 0.0f, P, N);
     } else {
         memcpy(P, Wt, d * N * sizeof(float));
         cblas_strmm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, (int)d,
