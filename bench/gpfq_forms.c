@@ -181,16 +181,18 @@ void __wrap_gpfq_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, f
 }
 
 /* The flops of a triangular product's part on or below its diagonal (row i: columns, or terms
- * of A's row, up to i + off): what the kernel computes, to its 12 x 32 blocks. */
+ * of A's row, up to i + off), about what gpfq's kernel computes (it rounds the part out to
+ * its 12 x 32 blocks); on OpenBLAS, which runs the full product, the full product's. */
 void __wrap_gpfq_sgemm_tri(gpfq_tri tri, ptrdiff_t off, int trans_a, int trans_b, size_t M,
                            size_t N, size_t K, float alpha, const float *A, size_t lda,
                            const float *B, size_t ldb, float beta, float *C, size_t ldc) {
-    const size_t width = tri == GPFQ_TRI_LOWER_A ? K : N;
+    const gpfq_tri part = gpfq_gemm_get_kernel() == GPFQ_GEMM_AVX512 ? tri : GPFQ_TRI_NONE;
+    const size_t width = part == GPFQ_TRI_LOWER_A ? K : N;
     double flops = 0.0;
     for (size_t i = 0; i < M; i++) {
-        const ptrdiff_t reach = tri == GPFQ_TRI_NONE ? (ptrdiff_t)width : (ptrdiff_t)i + off + 1;
+        const ptrdiff_t reach = part == GPFQ_TRI_NONE ? (ptrdiff_t)width : (ptrdiff_t)i + off + 1;
         const size_t n = reach <= 0 ? 0 : (size_t)reach < width ? (size_t)reach : width;
-        flops += 2.0 * (double)n * (double)(tri == GPFQ_TRI_LOWER_A ? N : K);
+        flops += 2.0 * (double)n * (double)(part == GPFQ_TRI_LOWER_A ? N : K);
     }
     double t = blas_start();
     in_gpfq_sgemm = 1;

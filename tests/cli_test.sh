@@ -28,11 +28,13 @@ expect 0 "OPENBLAS_THREAD_TIMEOUT=4$" -- env -u OPENBLAS_THREAD_TIMEOUT "$gpfq" 
 expect 0 "OPENBLAS_THREAD_TIMEOUT=12$" -- env OPENBLAS_THREAD_TIMEOUT=12 "$gpfq" env
 expect 0 "OPENBLAS_THREAD_TIMEOUT=\(unset" -- \
   env -u OPENBLAS_THREAD_TIMEOUT GPFQ_NO_REEXEC=1 "$gpfq" env
-# large buffers on 4 kB pages unless GPFQ_HUGEPAGES=1 asks for huge pages
-expect 0 "^memory +4 kB pages" -- env -u GPFQ_HUGEPAGES "$gpfq" env
-expect 0 "^memory +transparent huge pages" -- env GPFQ_HUGEPAGES=1 "$gpfq" env
-expect 0 "GPFQ_HUGEPAGES='yes' is not 0 or 1; using 0" -- env GPFQ_HUGEPAGES=yes "$gpfq" env
-check "GPFQ_HUGEPAGES=yes: 4 kB pages" grep -Eq "^memory +4 kB pages" <<<"$out"
+# huge pages asked for with GPFQ_HUGEPAGES=1, off with 0, else as the kernel's THP mode has it
+default_pages="^memory +(4 kB pages \(THP: |huge pages where the kernel gives them unasked)"
+expect 0 "$default_pages" -- env -u GPFQ_HUGEPAGES "$gpfq" env
+expect 0 "^memory +transparent huge pages asked for" -- env GPFQ_HUGEPAGES=1 "$gpfq" env
+expect 0 "^memory +4 kB pages: transparent huge pages off" -- env GPFQ_HUGEPAGES=0 "$gpfq" env
+expect 0 "GPFQ_HUGEPAGES='yes' is not 0 or 1; ignored" -- env GPFQ_HUGEPAGES=yes "$gpfq" env
+check "GPFQ_HUGEPAGES=yes: the default pages" grep -Eq "$default_pages" <<<"$out"
 
 # usage errors
 expect 2 "--model FILE is required" -- "$gpfq" eval

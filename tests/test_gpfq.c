@@ -288,6 +288,10 @@ static void test_threads(void) {
     check_threads("ublock on gpfq_sgemm, N < 64 (rows split)", 40, 300, 1024, GPFQ_FORM_UBLOCK, 0,
                   nearest, 13);
     check_threads("gram on gpfq_sgemm", 70, 150, 1000, GPFQ_FORM_GRAM, 0, nearest, 14);
+    /* N < 64: G and H split by columns, the triangular P = tril(G) Wt by rows, each half with
+     * its own diagonal offset */
+    check_threads("gram on gpfq_sgemm, N < 64 (P's rows split)", 40, 200, 300, GPFQ_FORM_GRAM, 0,
+                  nearest, 17);
     /* split sweeps draw each weight's stream (203 = 112 + 91 neurons) */
     check_threads("ublock, stochastic, sweeps split", 203, 200, 256, GPFQ_FORM_UBLOCK, 0,
                   GPFQ_QUANTIZER_STOCHASTIC, 15);

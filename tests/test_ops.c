@@ -779,7 +779,7 @@ static void check_huge_pages(void) {
  * pair_sgemm_tri passes to each half, both transpositions, beta 0 and 1. */
 static void check_gemm_tri(unsigned long long *state) {
     static const size_t shapes[][3] = {
-        {150, 70, 300}, {784, 64, 784}, {40, 200, 13}, {300, 300, 257}};
+        {150, 70, 300}, {784, 64, 784}, {40, 200, 13}, {300, 300, 257}, {100, 1100, 300}};
     static const ptrdiff_t offs[] = {0, 13, -32, 96};
     const gpfq_gemm_kernel initial = gpfq_gemm_get_kernel();
     const gpfq_gemm_kernel kernels[] = {GPFQ_GEMM_OPENBLAS, GPFQ_GEMM_AVX512};
@@ -807,13 +807,26 @@ static void check_gemm_tri(unsigned long long *state) {
                         memcpy(C, C0, M * ldc * 4);
                         gpfq_sgemm_tri(GPFQ_TRI_LOWER_C, off, t, t, M, N, K, 1.0f, A, lda, B, ldb,
                                        beta, C, ldc);
+                        /* below: gpfq_sgemm's bits; above: C0 or the full product's value;
+                         * the padding past N: C0 */
+                        size_t stray = 0;
                         for (size_t i = 0; i < M; i++)
-                            for (size_t j = 0; j < N && (ptrdiff_t)j <= (ptrdiff_t)i + off; j++)
-                                wrong += memcmp(&C[i * ldc + j], &F[i * ldc + j], 4) != 0;
-                        CHECK(wrong == 0,
+                            for (size_t j = 0; j < ldc; j++) {
+                                const float *c = &C[i * ldc + j];
+                                if (j >= N)
+                                    stray += memcmp(c, &C0[i * ldc + j], 4) != 0;
+                                else if ((ptrdiff_t)j <= (ptrdiff_t)i + off)
+                                    wrong += memcmp(c, &F[i * ldc + j], 4) != 0;
+                                else
+                                    stray += memcmp(c, &C0[i * ldc + j], 4) != 0 &&
+                                             memcmp(c, &F[i * ldc + j], 4) != 0;
+                            }
+                        CHECK(wrong == 0 && stray == 0,
                               "%s lower C %zu x %zu x %zu, off %td, trans %d, beta %g: %zu of "
-                              "the lower elements differ from gpfq_sgemm's",
-                              gpfq_gemm_kernel_name(kernels[kk]), M, N, K, off, t, beta, wrong);
+                              "the lower elements differ from gpfq_sgemm's, %zu others written "
+                              "otherwise",
+                              gpfq_gemm_kernel_name(kernels[kk]), M, N, K, off, t, beta, wrong,
+                              stray);
                     }
                     if (off >= 0 && M <= K) {
                         /* op(A) zero above its diagonal + off, then both products */

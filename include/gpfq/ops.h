@@ -214,7 +214,8 @@ void gpfq_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float al
  * product passes its offset, e.g. -n1 for C's columns from n1 on).
  * - GPFQ_TRI_LOWER_A: op(A) (M x K) is zero above its diagonal (off >= 0), and those zeros are
  *   skipped in blocks, so they must be there. C is the full product, summed in gpfq_sgemm's
- *   order with trailing zero terms left out: the same values (up to the sign of a zero sum).
+ *   order with trailing zero terms left out: for a finite B the same values (up to the sign of
+ *   a zero sum; 0 x Inf would give NaN in the full product).
  * - GPFQ_TRI_LOWER_C: only C's elements on or below its diagonal are wanted. Those are
  *   gpfq_sgemm's bit for bit; whole 12 x 32 blocks above it are left as they were, and the
  *   rest of a block that straddles it gets its full-product values.

@@ -49,10 +49,13 @@ void *gpfq_calloc(size_t count, size_t size, const char *what);
 
 /* Process-wide malloc settings for a program's main(): freed memory stays in the
  * heap for reuse; with GPFQ_HUGEPAGES=1 the heap and buffers of 4 MB and more are
- * offered for transparent huge pages. */
+ * offered for transparent huge pages, with GPFQ_HUGEPAGES=0 the process gets none
+ * (PR_SET_THP_DISABLE), and otherwise none are asked for (the kernel's THP mode
+ * decides: "always" gives them, "madvise" does not). */
 void gpfq_heap_setup(void);
 
-/* 1 where gpfq_heap_setup found GPFQ_HUGEPAGES=1. */
+/* What gpfq_heap_setup chose: 1 huge pages asked for (GPFQ_HUGEPAGES=1), -1 none
+ * for the process (GPFQ_HUGEPAGES=0), 0 none asked for. */
 int gpfq_huge_pages(void);
 
 /* Overflow-checked size product; returns 0 and sets an error on overflow. */

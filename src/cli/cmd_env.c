@@ -28,6 +28,35 @@ static int mpi_check(int rc, const char *what) {
 
 int openblas_thread_timeout(void) __attribute__((weak));
 
+/* The pages gpfq's large buffers get: asked for, turned off, or the kernel's THP mode. */
+static void print_memory(void) {
+    const int huge = gpfq_huge_pages();
+    if (huge > 0) {
+        printf("memory   transparent huge pages asked for buffers of 4 MB and more "
+               "(GPFQ_HUGEPAGES=1)\n");
+        return;
+    }
+    if (huge < 0) {
+        printf("memory   4 kB pages: transparent huge pages off for the process "
+               "(GPFQ_HUGEPAGES=0)\n");
+        return;
+    }
+    char mode[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f) {
+        if (!fgets(mode, sizeof mode, f)) mode[0] = '\0';
+        fclose(f);
+    }
+    mode[strcspn(mode, "\n")] = '\0';
+    if (strstr(mode, "[always]"))
+        printf("memory   huge pages where the kernel gives them unasked (THP: %s; "
+               "GPFQ_HUGEPAGES=0 turns them off, 1 asks)\n",
+               mode);
+    else
+        printf("memory   4 kB pages (THP: %s; GPFQ_HUGEPAGES=1 asks for huge pages)\n",
+               *mode ? mode : "not available");
+}
+
 int cmd_env(int argc, char **argv) {
     if (argc > 1) {
         if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -100,8 +129,7 @@ int cmd_env(int argc, char **argv) {
                    ? "for no conv"
                : il == GPFQ_INTERLEAVE_ALL ? "for every direct conv without Winograd"
                                            : "for stride-2 convs and small planes");
-        printf("memory   %s for buffers of 4 MB and more (GPFQ_HUGEPAGES=0|1)\n",
-               gpfq_huge_pages() ? "transparent huge pages" : "4 kB pages");
+        print_memory();
         printf("mpi      MPI %d.%d, %s\n", version, subversion, library);
         printf("ranks    %d\n", size);
         for (int r = 0; gathered && r < size; r++) printf("rank %-3d %s\n", r, all[r]);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 enum { GPFQ_ERROR_CAPACITY = 2048 };
@@ -72,7 +73,8 @@ const char *gpfq_status_name(gpfq_status status) {
 }
 
 /*
- * Huge pages for buffers of several MB, on request (GPFQ_HUGEPAGES=1): they fault 2 MB at a
+ * Huge pages for buffers of several MB, on request (GPFQ_HUGEPAGES=1; GPFQ_HUGEPAGES=0 turns
+ * them off for the process, also where the kernel would give them unasked): they fault 2 MB at a
  * time, 512 times fewer faults. But a VM that reports free memory to its host (virtio-balloon
  * free page reporting, as on the machine the bench runs on) hands every 2 MB block left free
  * for about two seconds back to the host, and a huge page's first touch then costs 3-6 ms: 160 MB
@@ -85,7 +87,7 @@ const char *gpfq_status_name(gpfq_status status) {
  */
 enum { HUGE_PAGE = 2 << 20, HUGE_MIN = 4 << 20 };
 
-static _Atomic int huge_pages; /* 1: offer large buffers for huge pages */
+static _Atomic int huge_pages; /* 1: offer large buffers for huge pages; -1: none at all */
 
 int gpfq_huge_pages(void) {
     return huge_pages;
@@ -93,7 +95,7 @@ int gpfq_huge_pages(void) {
 
 void *gpfq_malloc(size_t bytes, const char *what) {
     void *p = NULL;
-    if (bytes >= HUGE_MIN && huge_pages) {
+    if (bytes >= HUGE_MIN && huge_pages == 1) {
         size_t rounded = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
         if (posix_memalign(&p, HUGE_PAGE, rounded) == 0)
             madvise(p, rounded, MADV_HUGEPAGE); /* advice only: failure changes nothing */
@@ -120,7 +122,9 @@ void gpfq_heap_setup(void) {
     mallopt(M_TOP_PAD, 64 << 20);
     const char *v = getenv("GPFQ_HUGEPAGES");
     if (v && *v && strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
-        fprintf(stderr, "gpfq: warning: GPFQ_HUGEPAGES='%s' is not 0 or 1; using 0\n", v);
+        fprintf(stderr, "gpfq: warning: GPFQ_HUGEPAGES='%s' is not 0 or 1; ignored\n", v);
+    /* 0: none even where the kernel's THP mode is "always" (then it would give them unasked) */
+    if (v && !strcmp(v, "0") && prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0) huge_pages = -1;
     if (!v || strcmp(v, "1") != 0) return;
     huge_pages = 1;
     void *grow = malloc(16 << 20); /* under the mmap threshold: grows the heap */
