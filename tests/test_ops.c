@@ -773,6 +773,65 @@ static void check_huge_pages(void) {
     free(a), free(b);
 }
 
+/* A conv with a residual Add folded in, where the residual is the output buffer itself (the
+ * forward pass lets an Add write over its other operand): bit for bit what the same kernel
+ * gives with the residual in a buffer of its own, on every path (the flat direct kernel, the
+ * interleaved one, which hands such a conv to the flat one, Winograd, AVX2, im2col). */
+static void check_residual_alias(unsigned long long *state) {
+    static const gpfq_conv_geom geoms[] = {
+        {16, 12, 12, 16, 12, 12, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {32, 8, 8, 32, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+        {16, 9, 9, 24, 5, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+    };
+    static const struct {
+        gpfq_conv_kernel kernel;
+        gpfq_winograd_mode wino;
+        gpfq_interleave_mode il;
+        const char *name;
+    } paths[] = {
+        {GPFQ_CONV_AVX512, GPFQ_WINOGRAD_OFF, GPFQ_INTERLEAVE_OFF, "flat AVX-512"},
+        {GPFQ_CONV_AVX512, GPFQ_WINOGRAD_OFF, GPFQ_INTERLEAVE_ALL, "interleaved"},
+        {GPFQ_CONV_AVX512, GPFQ_WINOGRAD_ALL, GPFQ_INTERLEAVE_OFF, "Winograd"},
+        {GPFQ_CONV_AVX2, GPFQ_WINOGRAD_OFF, GPFQ_INTERLEAVE_OFF, "flat AVX2"},
+        {GPFQ_CONV_IM2COL, GPFQ_WINOGRAD_OFF, GPFQ_INTERLEAVE_OFF, "im2col"},
+    };
+    const gpfq_conv_kernel kernel = gpfq_conv_get_kernel();
+    const gpfq_winograd_mode wino = gpfq_conv_get_winograd();
+    const gpfq_interleave_mode il = gpfq_conv_get_interleave();
+    const size_t n = 19;
+    for (size_t gi = 0; gi < sizeof geoms / sizeof geoms[0]; gi++)
+        for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
+            const gpfq_conv_geom *g = &geoms[gi];
+            gpfq_conv_set_kernel(paths[pi].kernel);
+            if (gpfq_conv_get_kernel() != paths[pi].kernel) continue; /* the CPU lacks it */
+            gpfq_conv_set_winograd(paths[pi].wino);
+            gpfq_conv_set_interleave(paths[pi].il);
+            const size_t xs = n * g->in_c * g->in_h * g->in_w;
+            const size_t ys = n * g->out_c * g->out_h * g->out_w;
+            const size_t ws = (size_t)g->out_c * g->in_c * g->kernel_h * g->kernel_w;
+            float *x = malloc(xs * 4), *w = malloc(ws * 4), *b = malloc(g->out_c * 12);
+            float *r = malloc(ys * 4), *want = malloc(ys * 4), *got = malloc(ys * 4);
+            float *scratch = malloc((gpfq_conv2d_scratch(g, n) + 1) * 4);
+            fill(x, xs, state);
+            fill(w, ws, state);
+            fill(b, 3 * (size_t)g->out_c, state);
+            fill(r, ys, state);
+            gpfq_conv_epilogue e = {b + g->out_c, b + 2 * g->out_c, r, 1, 0, NULL};
+            gpfq_conv2d_fused(g, x, w, NULL, b, &e, n, want, scratch);
+            memcpy(got, r, ys * 4);
+            e.residual = got;
+            gpfq_conv2d_fused(g, x, w, NULL, b, &e, n, got, scratch);
+            CHECK(memcmp(got, want, ys * 4) == 0,
+                  "%s, conv %d->%d on %dx%d, stride %d: the output over its own residual differs "
+                  "from a separate one's",
+                  paths[pi].name, g->in_c, g->out_c, g->in_h, g->in_w, g->stride_h);
+            free(x), free(w), free(b), free(r), free(want), free(got), free(scratch);
+        }
+    gpfq_conv_set_kernel(kernel);
+    gpfq_conv_set_winograd(wino);
+    gpfq_conv_set_interleave(il);
+}
+
 /* gpfq_sgemm_tri against gpfq_sgemm on the same operands: a lower A (zero above its diagonal
  * + off) gives C's values (a zero's sign aside), a lower C its elements on and below the
  * diagonal bit for bit; shapes across the kernel's KC = 256 and MC = 96 steps, the offsets
@@ -862,6 +921,7 @@ int main(int argc, char **argv) {
     unsigned long long gemm_state = 7;
     check_gemm(&gemm_state);
     check_gemm_tri(&gemm_state);
+    check_residual_alias(&gemm_state);
     const char *dir = argc > 1 ? argv[1] : "tests/fixtures";
     int fixtures = fixture_count(dir);
     check_fused_pool(dir);

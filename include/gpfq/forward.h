@@ -3,7 +3,8 @@
  *
  * A gpfq_forward plans buffers once for a maximum batch: activations share a few
  * buffers by liveness (an activation's buffer is reused once its last reader has
- * run), element-wise ops run in place when their input dies with them, and
+ * run), element-wise ops run in place when their input dies with them (a residual
+ * Add over its second operand, the block's input, when it is the last reader), and
  * identity/dropout/flatten are free aliases. One scratch area serves every conv.
  * A conv followed by the BatchNorm and/or ReLU only it feeds runs them on its output
  * chunk by chunk, while it is in cache. A pass runs its images in slices of

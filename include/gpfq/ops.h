@@ -8,6 +8,7 @@
 #define GPFQ_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -174,6 +175,13 @@ gpfq_epilogue_loop(const float *src, float bias, float *dst, size_t count, float
         if (relu) t = gpfq_relu1(t);
         dst[k] = t;
     }
+}
+/* 1 where e's residual overlaps y[0 .. count): an Add writing over its other operand. */
+static inline int gpfq_residual_aliases(const gpfq_conv_epilogue *e, const float *y, size_t count) {
+    if (!e || !e->residual) return 0;
+    const uintptr_t r = (uintptr_t)e->residual, lo = (uintptr_t)y;
+    const uintptr_t hi = lo + count * sizeof(float);
+    return r + count * sizeof(float) > lo && r < hi;
 }
 static inline void gpfq_epilogue_run(const gpfq_conv_epilogue *e, int channel, float bias,
                                      const float *src, float *dst, size_t at, size_t count) {

@@ -154,8 +154,17 @@ static gpfq_status plan_buffers(gpfq_forward *fwd) {
         int src = node->inputs[0];
         int src_buf = src >= 0 ? fwd->node_buffer[src] : -1;
         int buf = -1;
+        const int other = node->op == GPFQ_OP_ADD ? node->inputs[1] : -1;
+        const int other_buf = other >= 0 ? fwd->node_buffer[other] : -1;
         if (is_alias(node->op) && src_buf >= 0) {
             buf = src_buf;
+            fwd->node_inplace[i] = 1;
+        } else if (other_buf >= 0 && other_buf != src_buf && pending[other_buf] == 1) {
+            /* a residual Add over its other operand (a block's input, read last here): where
+             * the conv before it runs with the Add folded in (plan_fusion), the conv's own
+             * buffer is never written, and a ResNet's plan first-touches one first-stage
+             * buffer less */
+            buf = other_buf;
             fwd->node_inplace[i] = 1;
         } else if (can_run_inplace(node->op) && src_buf >= 0 && pending[src_buf] == 1 &&
                    !(node->op == GPFQ_OP_ADD && node->inputs[1] == src)) {

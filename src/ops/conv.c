@@ -47,8 +47,9 @@ size_t gpfq_conv2d_scratch(const gpfq_conv_geom *g, size_t n) {
     size_t pixels = (size_t)g->out_h * g->out_w;
     size_t rows = (size_t)(g->in_c / g->groups) * g->kernel_h * g->kernel_w;
     size_t col = rows * pixels * chunk;
-    /* a staging product (out_c/groups, chunk*pixels) when chunk > 1 */
-    size_t staging = chunk > 1 ? (size_t)(g->out_c / g->groups) * pixels * chunk : 0;
+    /* a staging product (out_c/groups, chunk*pixels): for chunk > 1, and for a residual
+     * that is the output itself (gpfq_conv2d_fused) */
+    size_t staging = (size_t)(g->out_c / g->groups) * pixels * chunk;
     return col + staging;
 }
 
@@ -131,6 +132,8 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
     }
 
     if (is_pointwise(g)) {
+        /* the forward pass folds an Add only into direct-kernel convs, never a 1x1 one */
+        GPFQ_ASSERT(!gpfq_residual_aliases(epilogue, y, n * out_size));
         for (size_t i = 0; i < n; i++)
             gpfq_sgemm(0, 0, (size_t)g->out_c, pixels, (size_t)g->in_c, 1.0f, weight,
                        (size_t)g->in_c, x + i * in_size, pixels, 0.0f, y + i * out_size, pixels);
@@ -142,6 +145,11 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
         gpfq_conv2d_direct(g, x, weight, packed, bias, epilogue, n, y) == 0)
         return;
 
+    /* where the residual is y itself (an Add writing over its other operand, which the
+     * direct kernel handles, but it may have had no memory), the GEMM's outputs go through
+     * the staging buffer and the epilogue on their way to y: each element's residual is read
+     * before its output is written */
+    const int alias = gpfq_residual_aliases(epilogue, y, n * out_size);
     const size_t chunk = images_per_gemm(g, n);
     float *col = scratch;
     float *staging = scratch + (size_t)rows * pixels * chunk;
@@ -152,7 +160,7 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
             for (size_t i = 0; i < count; i++)
                 gpfq_im2col(g, x + (first + i) * in_size, grp * cg, cg, col + i * pixels, columns);
             const float *wg = weight + (size_t)grp * og * rows;
-            if (count == 1) {
+            if (count == 1 && !alias) {
                 float *dst = y + first * out_size + (size_t)grp * og * pixels;
                 gpfq_sgemm(0, 0, (size_t)og, pixels, (size_t)rows, 1.0f, wg, (size_t)rows, col,
                            pixels, 0.0f, dst, pixels);
@@ -161,12 +169,19 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
             gpfq_sgemm(0, 0, (size_t)og, columns, (size_t)rows, 1.0f, wg, (size_t)rows, col,
                        columns, 0.0f, staging, columns);
             for (size_t i = 0; i < count; i++)
-                for (int o = 0; o < og; o++)
-                    memcpy(y + (first + i) * out_size + ((size_t)grp * og + o) * pixels,
-                           staging + (size_t)o * columns + i * pixels, sizeof(float) * pixels);
+                for (int o = 0; o < og; o++) {
+                    const int c = grp * og + o;
+                    const size_t at = (first + i) * out_size + (size_t)c * pixels;
+                    const float *src = staging + (size_t)o * columns + i * pixels;
+                    if (alias)
+                        gpfq_epilogue_run(epilogue, c, bias ? bias[c] : -0.0f, src, y + at, at,
+                                          pixels);
+                    else
+                        memcpy(y + at, src, sizeof(float) * pixels);
+                }
         }
     }
-    finish(bias, epilogue, n, g->out_c, pixels, y);
+    if (!alias) finish(bias, epilogue, n, g->out_c, pixels, y);
 }
 
 void gpfq_conv2d_ref(const gpfq_conv_geom *g, const float *x, const float *weight,

@@ -394,20 +394,24 @@ GPFQ_CLONES static void pad_chunk(const layout *l, const float *x, size_t count,
 }
 
 /* Keeps the real outputs of the staged planes of images first.. first + count - 1, adds the
- * bias and runs the epilogue while the channel is in L1. */
+ * bias and runs the epilogue while the channel is in L1. With a residual, a channel's rows go
+ * to `tmp` (a plane's worth of floats) and the epilogue takes them from there to y, so that the
+ * residual may be y itself (an Add writing over its other operand, forward.c): each element's
+ * residual is read before its output is written. */
 GPFQ_CLONES static void unpad_chunk(const layout *l, const float *out, const float *bias,
                                     const gpfq_conv_epilogue *e, size_t first, size_t count,
-                                    float *y) {
+                                    float *y, float *tmp) {
     const gpfq_conv_geom *g = l->g;
     const size_t pixels = (size_t)g->out_h * g->out_w, ow = (size_t)g->out_w;
+    const int staged = e && e->residual;
     for (size_t i = 0; i < count; i++)
         for (int co = 0; co < g->out_c; co++) {
             const float *src = out + (size_t)co * l->q_len + i * l->image_stride;
             const size_t at = ((first + i) * g->out_c + co) * pixels;
-            float *dst = y + at;
+            float *dst = y + at, *rows = staged ? tmp : dst;
             for (int r = 0; r < g->out_h; r++)
-                copy_row(dst + (size_t)r * ow, src + (size_t)r * l->wp, ow);
-            gpfq_epilogue_run(e, co, bias ? bias[co] : 0.0f, dst, dst, at, pixels);
+                copy_row(rows + (size_t)r * ow, src + (size_t)r * l->wp, ow);
+            gpfq_epilogue_run(e, co, bias ? bias[co] : 0.0f, rows, dst, at, pixels);
         }
 }
 
@@ -1353,6 +1357,7 @@ typedef struct {
     float *y;
     size_t n, first_chunk, chunk_step;
     float *in, *out; /* this worker's padded input and staged output */
+    float *tmp;      /* a plane of outputs on their way to y (unpad_chunk) */
 } worker;
 
 static void *run_worker(void *arg) {
@@ -1373,7 +1378,7 @@ static void *run_worker(void *arg) {
             kernel_avx512(l, w->in, w->packed, blocks, w->out);
         else
             kernel_avx2(l, w->in, w->packed, blocks, w->out);
-        unpad_chunk(l, w->out, w->bias, w->epilogue, first, count, w->y);
+        unpad_chunk(l, w->out, w->bias, w->epilogue, first, count, w->y, w->tmp);
     }
     return NULL;
 }
@@ -1383,7 +1388,11 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
                        const gpfq_conv_epilogue *epilogue, size_t n, float *y) {
     gpfq_conv_kernel kernel = gpfq_conv_get_kernel();
     if (n == 0) return 0;
-    const int interleaved = gpfq_conv_interleaved_fits(g);
+    /* the interleaved kernel writes a chunk's outputs before it adds the residual (il_unpad):
+     * where the residual is y itself, the flat kernel (the same packed weights and sums) */
+    const int interleaved =
+        gpfq_conv_interleaved_fits(g) &&
+        !(epilogue && gpfq_residual_aliases(epilogue, y, n * g->out_c * g->out_h * g->out_w));
     /* only the interleaved kernel pools, and not after a residual (il_unpad) */
     if (epilogue && epilogue->pool && (epilogue->residual || !interleaved)) return -1;
     if (interleaved) return il_conv(g, x, weight, prepacked, bias, epilogue, n, y);
@@ -1410,16 +1419,29 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
      * fresh pages from an arena of their own, a page fault per 4 kB on every call. */
     const size_t packed_floats = prepacked ? 0 : gpfq_conv2d_packed_floats(g);
     const size_t in_floats = l.plane * g->in_c, out_floats = l.q_len * l.co_blocks * CO_BLOCK;
-    float *own = malloc(sizeof(float) * (packed_floats + threads * (in_floats + out_floats)));
+    const size_t tmp_floats = epilogue && epilogue->residual ? (size_t)g->out_h * g->out_w : 0;
+    const size_t per_thread = in_floats + out_floats + tmp_floats;
+    float *own = malloc(sizeof(float) * (packed_floats + threads * per_thread));
     if (!own) return -1;
     if (!prepacked) gpfq_conv2d_pack(g, weight, own);
     const float *packed = prepacked ? prepacked : own;
 
     worker workers[64];
     float *next = own + packed_floats;
-    for (int t = 0; t < threads; t++, next += in_floats + out_floats)
-        workers[t] = (worker){&l, kernel, x,         packed,          bias, epilogue,
-                              y,  n,      (size_t)t, (size_t)threads, next, next + in_floats};
+    for (int t = 0; t < threads; t++, next += per_thread)
+        workers[t] = (worker){&l,
+                              kernel,
+                              x,
+                              packed,
+                              bias,
+                              epilogue,
+                              y,
+                              n,
+                              (size_t)t,
+                              (size_t)threads,
+                              next,
+                              next + in_floats,
+                              tmp_floats ? next + in_floats + out_floats : NULL};
     run_workers(run_worker, workers, sizeof workers[0], threads);
     free(own);
     return 0;
