@@ -798,35 +798,37 @@ static void check_residual_alias(unsigned long long *state) {
     const gpfq_conv_kernel kernel = gpfq_conv_get_kernel();
     const gpfq_winograd_mode wino = gpfq_conv_get_winograd();
     const gpfq_interleave_mode il = gpfq_conv_get_interleave();
-    const size_t n = 19;
-    for (size_t gi = 0; gi < sizeof geoms / sizeof geoms[0]; gi++)
-        for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
-            const gpfq_conv_geom *g = &geoms[gi];
-            gpfq_conv_set_kernel(paths[pi].kernel);
-            if (gpfq_conv_get_kernel() != paths[pi].kernel) continue; /* the CPU lacks it */
-            gpfq_conv_set_winograd(paths[pi].wino);
-            gpfq_conv_set_interleave(paths[pi].il);
-            const size_t xs = n * g->in_c * g->in_h * g->in_w;
-            const size_t ys = n * g->out_c * g->out_h * g->out_w;
-            const size_t ws = (size_t)g->out_c * g->in_c * g->kernel_h * g->kernel_w;
-            float *x = malloc(xs * 4), *w = malloc(ws * 4), *b = malloc(g->out_c * 12);
-            float *r = malloc(ys * 4), *want = malloc(ys * 4), *got = malloc(ys * 4);
-            float *scratch = malloc((gpfq_conv2d_scratch(g, n) + 1) * 4);
-            fill(x, xs, state);
-            fill(w, ws, state);
-            fill(b, 3 * (size_t)g->out_c, state);
-            fill(r, ys, state);
-            gpfq_conv_epilogue e = {b + g->out_c, b + 2 * g->out_c, r, 1, 0, NULL};
-            gpfq_conv2d_fused(g, x, w, NULL, b, &e, n, want, scratch);
-            memcpy(got, r, ys * 4);
-            e.residual = got;
-            gpfq_conv2d_fused(g, x, w, NULL, b, &e, n, got, scratch);
-            CHECK(memcmp(got, want, ys * 4) == 0,
-                  "%s, conv %d->%d on %dx%d, stride %d: the output over its own residual differs "
-                  "from a separate one's",
-                  paths[pi].name, g->in_c, g->out_c, g->in_h, g->in_w, g->stride_h);
-            free(x), free(w), free(b), free(r), free(want), free(got), free(scratch);
-        }
+    static const size_t counts[] = {19, 1}; /* 1: im2col's one-image GEMM */
+    for (size_t ni = 0; ni < 2; ni++)
+        for (size_t gi = 0; gi < sizeof geoms / sizeof geoms[0]; gi++)
+            for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
+                const size_t n = counts[ni];
+                const gpfq_conv_geom *g = &geoms[gi];
+                gpfq_conv_set_kernel(paths[pi].kernel);
+                if (gpfq_conv_get_kernel() != paths[pi].kernel) continue; /* the CPU lacks it */
+                gpfq_conv_set_winograd(paths[pi].wino);
+                gpfq_conv_set_interleave(paths[pi].il);
+                const size_t xs = n * g->in_c * g->in_h * g->in_w;
+                const size_t ys = n * g->out_c * g->out_h * g->out_w;
+                const size_t ws = (size_t)g->out_c * g->in_c * g->kernel_h * g->kernel_w;
+                float *x = malloc(xs * 4), *w = malloc(ws * 4), *b = malloc(g->out_c * 12);
+                float *r = malloc(ys * 4), *want = malloc(ys * 4), *got = malloc(ys * 4);
+                float *scratch = malloc((gpfq_conv2d_scratch(g, n) + 1) * 4);
+                fill(x, xs, state);
+                fill(w, ws, state);
+                fill(b, 3 * (size_t)g->out_c, state);
+                fill(r, ys, state);
+                gpfq_conv_epilogue e = {b + g->out_c, b + 2 * g->out_c, r, 1, 0, NULL};
+                gpfq_conv2d_fused(g, x, w, NULL, b, &e, n, want, scratch);
+                memcpy(got, r, ys * 4);
+                e.residual = got;
+                gpfq_conv2d_fused(g, x, w, NULL, b, &e, n, got, scratch);
+                CHECK(memcmp(got, want, ys * 4) == 0,
+                      "%s, conv %d->%d on %dx%d, stride %d, %zu images: the output over its own "
+                      "residual differs from a separate one's",
+                      paths[pi].name, g->in_c, g->out_c, g->in_h, g->in_w, g->stride_h, n);
+                free(x), free(w), free(b), free(r), free(want), free(got), free(scratch);
+            }
     gpfq_conv_set_kernel(kernel);
     gpfq_conv_set_winograd(wino);
     gpfq_conv_set_interleave(il);

@@ -3,13 +3,13 @@
  *
  * A gpfq_forward plans buffers once for a maximum batch: activations share a few
  * buffers by liveness (an activation's buffer is reused once its last reader has
- * run), element-wise ops run in place when their input dies with them (a residual
- * Add over its second operand, the block's input, when it is the last reader), and
- * identity/dropout/flatten are free aliases. One scratch area serves every conv.
- * A conv followed by the BatchNorm and/or ReLU only it feeds runs them on its output
- * chunk by chunk, while it is in cache. A pass runs its images in slices of
- * gpfq_forward_slice(), each through every node before the next, so that activations
- * go from node to node through the cache rather than through memory.
+ * run), element-wise ops run in place when their input dies with them (an Add over
+ * its second operand, e.g. a ResNet block's input, when it is that value's last
+ * reader), and identity/dropout/flatten are free aliases. One scratch area serves
+ * every conv. A conv followed by the BatchNorm, residual Add and/or ReLU only it
+ * feeds runs them on its output chunk by chunk, while it is in cache. A pass runs its images in
+ * slices of gpfq_forward_slice(), each through every node before the next, so that activations go
+ * from node to node through the cache rather than through memory.
  */
 #ifndef GPFQ_FORWARD_H
 #define GPFQ_FORWARD_H
@@ -55,7 +55,8 @@ gpfq_status gpfq_forward_range(gpfq_forward *fwd, const float *input, size_t n, 
 
 /* The output of node `index` (n, out_shape) once it has run. It stays valid until
  * its last reader has run; in particular, after a range that stops before node j,
- * the outputs of j's inputs are valid. */
+ * the outputs of j's inputs are valid. A conv's and the nodes' folded into it
+ * (all but the last) are not in memory: only the last node's output is written. */
 const float *gpfq_forward_output(const gpfq_forward *fwd, int index);
 
 /* Runs one node the plain way, outside any plan: reads `inputs` (n, in_shape),

@@ -176,7 +176,8 @@ gpfq_epilogue_loop(const float *src, float bias, float *dst, size_t count, float
         dst[k] = t;
     }
 }
-/* 1 where e's residual overlaps y[0 .. count): an Add writing over its other operand. */
+/* 1 where e's residual overlaps y[0 .. count): an Add writing over its other operand. The
+ * kernels handle a residual that is y itself, element for element, and no other overlap. */
 static inline int gpfq_residual_aliases(const gpfq_conv_epilogue *e, const float *y, size_t count) {
     if (!e || !e->residual) return 0;
     const uintptr_t r = (uintptr_t)e->residual, lo = (uintptr_t)y;

@@ -116,17 +116,23 @@ static int can_run_inplace(gpfq_op op) {
 
 static void plan_fusion(gpfq_forward *fwd, const int *readers);
 
-/* For a max pool whose input comes from a conv through in-place BatchNorm and ReLU nodes only
- * (one that plan_fusion may fold into the conv), the buffer of that conv's input, else -1:
- * folded, the pool writes while the conv still reads, so it must not take that buffer. */
-static int conv_input_buffer(const gpfq_forward *fwd, int pool) {
+/* The buffer of the input of the conv that value `node` comes from through in-place BatchNorm
+ * and ReLU nodes, else -1. */
+static int chain_input_buffer(const gpfq_forward *fwd, int node) {
     const gpfq_model *m = fwd->model;
-    int j = m->nodes[pool].inputs[0];
+    int j = node;
     while (j >= 0 && fwd->node_inplace[j] &&
            (m->nodes[j].op == GPFQ_OP_RELU || m->nodes[j].op == GPFQ_OP_BATCHNORM2D))
         j = m->nodes[j].inputs[0];
     if (j < 0 || m->nodes[j].op != GPFQ_OP_CONV2D || m->nodes[j].inputs[0] < 0) return -1;
     return fwd->node_buffer[m->nodes[j].inputs[0]];
+}
+
+/* For a max pool whose input comes from a conv through in-place BatchNorm and ReLU nodes only
+ * (one that plan_fusion may fold into the conv), the buffer of that conv's input, else -1:
+ * folded, the pool writes while the conv still reads, so it must not take that buffer. */
+static int conv_input_buffer(const gpfq_forward *fwd, int pool) {
+    return chain_input_buffer(fwd, fwd->model->nodes[pool].inputs[0]);
 }
 
 /* Assigns buffers by simulating the pass: pending[b] counts reads still to come. */
@@ -159,11 +165,13 @@ static gpfq_status plan_buffers(gpfq_forward *fwd) {
         if (is_alias(node->op) && src_buf >= 0) {
             buf = src_buf;
             fwd->node_inplace[i] = 1;
-        } else if (other_buf >= 0 && other_buf != src_buf && pending[other_buf] == 1) {
-            /* a residual Add over its other operand (a block's input, read last here): where
+        } else if (other_buf >= 0 && other_buf != src_buf && pending[other_buf] == 1 &&
+                   other_buf != chain_input_buffer(fwd, src)) {
+            /* an Add over its second operand (a ResNet block's input, read last here): where
              * the conv before it runs with the Add folded in (plan_fusion), the conv's own
              * buffer is never written, and a ResNet's plan first-touches one first-stage
-             * buffer less */
+             * buffer less. Not where that conv reads the same buffer (a block whose branch
+             * is one conv): a fused conv never writes over its own input. */
             buf = other_buf;
             fwd->node_inplace[i] = 1;
         } else if (can_run_inplace(node->op) && src_buf >= 0 && pending[src_buf] == 1 &&
@@ -309,9 +317,11 @@ size_t gpfq_forward_bytes(const gpfq_forward *fwd) {
  * instead of a pass over the batch each: a BatchNorm, then a residual Add (the conv's value
  * as its first operand), then a ReLU, each optional, in that order, each the only reader of
  * the node before it and running in place; then, without an Add, a 2x2 stride-2 max pool.
- * The in-place nodes' outputs are the conv's buffer. With a pool, the pool's buffer gets the
- * values it would have; the conv's holds the unpooled outputs (gpfq_conv_epilogue) or nothing
- * of use, which no other node reads.
+ * The in-place nodes' outputs are the conv's buffer, or from an Add on, the buffer of the
+ * Add's other operand (plan_buffers), which the conv's epilogue then reads and writes; the
+ * conv's buffer is then never written. With a pool, the pool's buffer gets the values it
+ * would have; the conv's holds the unpooled outputs (gpfq_conv_epilogue) or nothing of use,
+ * which no other node reads.
  */
 static int folds_into(const gpfq_forward *fwd, const int *readers, int node, gpfq_op op) {
     const gpfq_model *m = fwd->model;

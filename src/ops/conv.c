@@ -150,6 +150,7 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
      * the staging buffer and the epilogue on their way to y: each element's residual is read
      * before its output is written */
     const int alias = gpfq_residual_aliases(epilogue, y, n * out_size);
+    GPFQ_ASSERT(!alias || epilogue->residual == y); /* the same elements, or none */
     const size_t chunk = images_per_gemm(g, n);
     float *col = scratch;
     float *staging = scratch + (size_t)rows * pixels * chunk;

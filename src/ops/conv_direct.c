@@ -27,6 +27,7 @@
  * uses every thread.
  */
 #include "gpfq/ops.h"
+#include "gpfq/status.h"
 
 #include "../core/clones.h"
 
@@ -1390,9 +1391,9 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
     if (n == 0) return 0;
     /* the interleaved kernel writes a chunk's outputs before it adds the residual (il_unpad):
      * where the residual is y itself, the flat kernel (the same packed weights and sums) */
-    const int interleaved =
-        gpfq_conv_interleaved_fits(g) &&
-        !(epilogue && gpfq_residual_aliases(epilogue, y, n * g->out_c * g->out_h * g->out_w));
+    const int aliased = gpfq_residual_aliases(epilogue, y, n * g->out_c * g->out_h * g->out_w);
+    GPFQ_ASSERT(!aliased || epilogue->residual == y); /* the same elements, or none */
+    const int interleaved = gpfq_conv_interleaved_fits(g) && !aliased;
     /* only the interleaved kernel pools, and not after a residual (il_unpad) */
     if (epilogue && epilogue->pool && (epilogue->residual || !interleaved)) return -1;
     if (interleaved) return il_conv(g, x, weight, prepacked, bias, epilogue, n, y);
