@@ -153,7 +153,7 @@ static void pair_sgemm_tri(gpfq_helper *h, gpfq_tri tri, int ta, int tb, size_t 
         mine.N = n1, other.N = N - n1;
         other.B = tb ? B + n1 * ldb : B + n1;
         other.C = C + n1;
-        other.off = -(ptrdiff_t)n1;
+        other.off = tri == GPFQ_TRI_LOWER_C ? -(ptrdiff_t)n1 : 0; /* a lower A: the same rows */
     } else {
         const double at = tri == GPFQ_TRI_NONE ? 0.5 : sqrt(0.5);
         size_t m1 = ((size_t)(at * (double)M) + 11) / 12 * 12;
@@ -164,7 +164,6 @@ static void pair_sgemm_tri(gpfq_helper *h, gpfq_tri tri, int ta, int tb, size_t 
         other.C = C + m1 * ldc;
         other.off = (ptrdiff_t)m1;
     }
-    if (tri == GPFQ_TRI_LOWER_A && N >= 64) other.off = 0; /* A's rows are the same */
     gpfq_helper_post(h, gemm_job_run, &other);
     gemm_job_run(&mine);
     gpfq_helper_wait(h);
