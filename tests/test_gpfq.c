@@ -336,9 +336,9 @@ static void test_same_inputs(void) {
 }
 
 /* The patches the driver unfolds, bit for bit against gpfq_im2col's columns (a separate
- * unfolding, checked against torch in test_ops): the 3- and 5-wide rows' own loops and the
- * general one, strides, padding, dilation, groups, non-square kernels and planes, patches
- * drawn more than once, in a dst wider than the patches (its other columns untouched). */
+ * unfolding, checked against torch in test_ops): the AVX-512 rows, the 3- and 5-wide rows'
+ * own loops and the general one, strides, padding, dilation, groups, non-square kernels and planes,
+ * patches drawn more than once, in a dst wider than the patches (its other columns untouched). */
 static void check_unfold(int in_c, int h, int kh, int kw, int stride, int pad, int dilation,
                          int groups, unsigned long long seed) {
     gpfq_conv_geom g = {.in_c = in_c,
@@ -383,12 +383,13 @@ static void check_unfold(int in_c, int h, int kh, int kw, int stride, int pad, i
     }
     CHECK(bad == 0,
           "unfold %dx%d of %d channels (%d groups) at %d, stride %d, pad %d, dilation "
-          "%d: %d values differ from im2col's",
-          kh, kw, in_c, groups, h, stride, pad, dilation, bad);
+          "%d, %s rows: %d values differ from im2col's",
+          kh, kw, in_c, groups, h, stride, pad, dilation,
+          gpfq_conv_kernel_name(gpfq_conv_get_kernel()), bad);
     free(image), free(col), free(dst), free(plane), free(patch), free(offset);
 }
 
-static void test_unfold(void) {
+static void test_unfold_cases(void) {
     check_unfold(3, 12, 3, 3, 1, 1, 1, 1, 31); /* resnet20's 3x3 */
     check_unfold(4, 9, 3, 3, 2, 1, 1, 1, 32);  /* stride 2 */
     check_unfold(2, 14, 5, 5, 1, 2, 1, 1, 33); /* lenet5's 5x5 with padding */
@@ -399,6 +400,19 @@ static void test_unfold(void) {
     check_unfold(5, 8, 1, 1, 1, 0, 1, 1, 38);  /* 1x1 */
     check_unfold(2, 16, 7, 7, 2, 3, 1, 1, 39); /* 7x7 stride 2 */
     check_unfold(6, 9, 3, 3, 3, 1, 1, 6, 40);  /* depthwise, stride = kernel (the reference) */
+    check_unfold(2, 12, 4, 4, 1, 1, 1, 1, 41); /* 4 wide: one full set of 4 taps */
+    check_unfold(1, 10, 2, 8, 1, 0, 1, 1, 42); /* 8 wide: two */
+}
+
+/* Each case on the AVX-512 rows (16 patches at a time, the rest by the scalar loops) and on the
+ * scalar loops alone (where the CPU lacks AVX-512, both runs take them). */
+static void test_unfold(void) {
+    const gpfq_conv_kernel before = gpfq_conv_get_kernel();
+    for (int k = 0; k < 2; k++) {
+        gpfq_conv_set_kernel(k ? GPFQ_CONV_AVX2 : GPFQ_CONV_AVX512);
+        test_unfold_cases();
+    }
+    gpfq_conv_set_kernel(before);
 }
 
 typedef struct {
