@@ -19,7 +19,9 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/helper.h"
 #include "gpfq/gpfq.h"
@@ -335,12 +337,25 @@ static void test_same_inputs(void) {
     check_same_inputs("auto, lenet5's conv1 shape", 6, 25, 50432, GPFQ_FORM_AUTO, 24);
 }
 
+/* count floats that end where an inaccessible page begins, zeroed: a read or a write past them
+ * faults (the vector loads and stores must stay inside the plane and dst) */
+static float *guarded_floats(size_t count, void **base, size_t *len) {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = count * sizeof(float);
+    *len = (bytes + page - 1) / page * page + page;
+    char *mem = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED || mprotect(mem + *len - page, page, PROT_NONE) != 0) return NULL;
+    *base = mem;
+    return (float *)(mem + *len - page - bytes);
+}
+
 /* The patches the driver unfolds, bit for bit against gpfq_im2col's columns (a separate
  * unfolding, checked against torch in test_ops): the AVX-512 rows, the 3- and 5-wide rows'
- * own loops and the general one, strides, padding, dilation, groups, non-square kernels and planes,
- * patches drawn more than once, in a dst wider than the patches (its other columns untouched). */
-static void check_unfold(int in_c, int h, int kh, int kw, int stride, int pad, int dilation,
-                         int groups, unsigned long long seed) {
+ * own loops and the general one, strides, padding, dilation, groups, non-square kernels and
+ * planes, patches drawn more than once, in a dst wider than the patches (its other columns
+ * untouched). The plane and dst end at an inaccessible page, and the last patch is always
+ * drawn: its last tap is the plane's last float where the padding fits the kernel exactly. */
+static void check_unfold(int in_c, int h, int kh, int kw, int stride, int pad, int dil_h, int dil_w,
+                         int groups, size_t keep, unsigned long long seed) {
     gpfq_conv_geom g = {.in_c = in_c,
                         .in_h = h,
                         .in_w = h + 3,
@@ -351,22 +366,30 @@ static void check_unfold(int in_c, int h, int kh, int kw, int stride, int pad, i
                         .stride_w = stride,
                         .pad_h = pad,
                         .pad_w = pad + 1,
-                        .dilation_h = dilation,
-                        .dilation_w = dilation,
+                        .dilation_h = dil_h,
+                        .dilation_w = dil_w,
                         .groups = groups};
-    g.out_h = gpfq_window_out(g.in_h, kh, stride, g.pad_h, dilation, 0);
-    g.out_w = gpfq_window_out(g.in_w, kw, stride, g.pad_w, dilation, 0);
+    g.out_h = gpfq_window_out(g.in_h, kh, stride, g.pad_h, dil_h, 0);
+    g.out_w = gpfq_window_out(g.in_w, kw, stride, g.pad_w, dil_w, 0);
     const int cg = in_c / groups;
-    const size_t P = (size_t)g.out_h * g.out_w, d = (size_t)cg * kh * kw, keep = P / 3 + 2;
+    const size_t P = (size_t)g.out_h * g.out_w, d = (size_t)cg * kh * kw;
+    if (!keep) keep = P / 3 + 2;
     const size_t m = keep + 5, pw = gpfq_unfold_padded_w(&g);
     unsigned long long state = seed;
+    void *dst_base = NULL, *plane_base = NULL;
+    size_t dst_len = 0, plane_len = 0;
     float *image = malloc((size_t)in_c * g.in_h * g.in_w * 4), *col = malloc(d * P * 4);
-    float *dst = malloc(d * m * 4), *plane = calloc(gpfq_unfold_padded_h(&g) * pw, 4);
+    float *dst = guarded_floats(d * m, &dst_base, &dst_len);
+    float *plane = guarded_floats(gpfq_unfold_padded_h(&g) * pw, &plane_base, &plane_len);
     size_t *patch = malloc(keep * sizeof(size_t));
     uint32_t *offset = malloc(keep * 4);
+    CHECK(dst && plane, "unfold: no guarded buffers");
+    if (!dst || !plane) return;
     fill(image, (size_t)in_c * g.in_h * g.in_w, 0, 1.0f, &state);
     for (size_t j = 0; j < keep; j++) {
-        patch[j] = (size_t)(check_rand(&state) * 0.5f * (float)P + 0.5f * (float)P) % P;
+        patch[j] = j + 1 == keep
+                       ? P - 1
+                       : (size_t)(check_rand(&state) * 0.5f * (float)P + 0.5f * (float)P) % P;
         offset[j] = (uint32_t)(patch[j] / (size_t)g.out_w * (size_t)stride * pw +
                                patch[j] % (size_t)g.out_w * (size_t)stride);
     }
@@ -382,26 +405,32 @@ static void check_unfold(int in_c, int h, int kh, int kw, int stride, int pad, i
         }
     }
     CHECK(bad == 0,
-          "unfold %dx%d of %d channels (%d groups) at %d, stride %d, pad %d, dilation "
-          "%d, %s rows: %d values differ from im2col's",
-          kh, kw, in_c, groups, h, stride, pad, dilation,
+          "unfold %dx%d of %d channels (%d groups) at %d, stride %d, pad %d, dilation %dx%d, "
+          "%zu patches, %s rows: %d values differ from im2col's",
+          kh, kw, in_c, groups, h, stride, pad, dil_h, dil_w, keep,
           gpfq_conv_kernel_name(gpfq_conv_get_kernel()), bad);
-    free(image), free(col), free(dst), free(plane), free(patch), free(offset);
+    free(image), free(col), free(patch), free(offset);
+    munmap(dst_base, dst_len), munmap(plane_base, plane_len);
 }
 
 static void test_unfold_cases(void) {
-    check_unfold(3, 12, 3, 3, 1, 1, 1, 1, 31); /* resnet20's 3x3 */
-    check_unfold(4, 9, 3, 3, 2, 1, 1, 1, 32);  /* stride 2 */
-    check_unfold(2, 14, 5, 5, 1, 2, 1, 1, 33); /* lenet5's 5x5 with padding */
-    check_unfold(3, 11, 5, 5, 1, 0, 1, 1, 34); /* without */
-    check_unfold(4, 10, 3, 5, 1, 1, 1, 2, 35); /* 3x5 in two groups */
-    check_unfold(2, 10, 5, 3, 2, 2, 1, 1, 36); /* 5x3 */
-    check_unfold(3, 13, 3, 3, 1, 2, 2, 1, 37); /* dilation 2: the general loop */
-    check_unfold(5, 8, 1, 1, 1, 0, 1, 1, 38);  /* 1x1 */
-    check_unfold(2, 16, 7, 7, 2, 3, 1, 1, 39); /* 7x7 stride 2 */
-    check_unfold(6, 9, 3, 3, 3, 1, 1, 6, 40);  /* depthwise, stride = kernel (the reference) */
-    check_unfold(2, 12, 4, 4, 1, 1, 1, 1, 41); /* 4 wide: one full set of 4 taps */
-    check_unfold(1, 10, 2, 8, 1, 0, 1, 1, 42); /* 8 wide: two */
+    check_unfold(3, 12, 3, 3, 1, 1, 1, 1, 1, 0, 31); /* resnet20's 3x3 */
+    check_unfold(4, 9, 3, 3, 2, 1, 1, 1, 1, 0, 32);  /* stride 2 */
+    check_unfold(2, 14, 5, 5, 1, 2, 1, 1, 1, 0, 33); /* lenet5's 5x5 with padding */
+    check_unfold(3, 11, 5, 5, 1, 0, 1, 1, 1, 0, 34); /* without */
+    check_unfold(4, 10, 3, 5, 1, 1, 1, 1, 2, 0, 35); /* 3x5 in two groups */
+    check_unfold(2, 10, 5, 3, 2, 2, 1, 1, 1, 0, 36); /* 5x3 */
+    check_unfold(3, 13, 3, 3, 1, 2, 2, 2, 1, 0, 37); /* dilation 2: the general loop */
+    check_unfold(3, 13, 3, 3, 1, 2, 2, 1, 1, 0, 43); /* dilated rows, undilated taps */
+    check_unfold(5, 8, 1, 1, 1, 0, 1, 1, 1, 0, 38);  /* 1x1 */
+    check_unfold(2, 16, 7, 7, 2, 3, 1, 1, 1, 0, 39); /* 7x7 stride 2 */
+    check_unfold(6, 9, 3, 3, 3, 1, 1, 1, 6, 0, 40); /* depthwise, stride = kernel (the reference) */
+    check_unfold(2, 12, 4, 4, 1, 1, 1, 1, 1, 0, 41);  /* 4 wide: one full set of 4 taps */
+    check_unfold(1, 10, 2, 8, 1, 0, 1, 1, 1, 0, 42);  /* 8 wide: two */
+    check_unfold(2, 11, 2, 2, 1, 0, 1, 1, 1, 0, 44);  /* 2 wide */
+    check_unfold(1, 12, 3, 9, 1, 4, 1, 1, 1, 0, 45);  /* 9 wide: 4 + 4 + 1 taps */
+    check_unfold(2, 12, 3, 3, 1, 1, 1, 1, 1, 16, 46); /* one vector, no tail */
+    check_unfold(2, 12, 3, 3, 1, 1, 1, 1, 1, 32, 47); /* two */
 }
 
 /* Each case on the AVX-512 rows (16 patches at a time, the rest by the scalar loops) and on the
