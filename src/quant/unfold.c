@@ -36,14 +36,15 @@ static inline void gather_taps5(const float *tap_row, const uint32_t *offset, si
     }
 }
 
-/* All kw taps of a kernel row, kw rows of dst at once, on AVX-512: per 16 patches and 4 taps,
- * each patch's 4 floats are one masked load, 16 of them fill 4 vectors (vector a's lane L holds
- * patch 4L + a), and a transpose within the 128-bit lanes leaves tap k of the 16 patches, in
- * order, in vector k: one 64-byte store per row where the scalar loops made 16 scalar ones.
+/* All kw taps of a kernel row, kw rows of dst at once, on AVX-512: per 16 patches and up to 4
+ * taps, each patch's taps are one masked load, 16 of them fill 4 vectors (vector a's lane L
+ * holds patch 4L + a), and a transpose within the 128-bit lanes leaves tap k of the 16 patches,
+ * in order, in vector k: one 64-byte store per row where the scalar loops made 16 scalar ones.
  * Only the taps' own floats are read. 256 images, a quarter of the patches kept, one side
- * (build/bench/unfold_rows): resnet20's first stage (16x28x28) 3.7 ms on the scalar loops, 1.9
- * ms here, its second 2.1 and 0.9 ms, lenet5's conv1 0.28 and 0.18 ms. Fewer than 16 patches
- * an image (resnet20's 7x7 planes keep 13) take the scalar loops. */
+ * (build/bench/unfold_rows, three runs): resnet20's first stage (16x28x28) 3.9-4.1 ms on the
+ * scalar loops, 2.0-2.1 ms here, its second 2.0-2.3 and 1.0-1.1 ms, lenet5's conv1 0.27-0.30
+ * and 0.16-0.18 ms. Fewer than 16 patches an image (resnet20's 7x7 planes keep 13) take the
+ * scalar loops. */
 #define AVX512VL __attribute__((target("avx512f,avx512vl")))
 
 /* Taps [0, kw) of patches [j0, j1) by the scalar loops. */
