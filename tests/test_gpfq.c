@@ -384,7 +384,10 @@ static void check_unfold(int in_c, int h, int kh, int kw, int stride, int pad, i
     size_t *patch = malloc(keep * sizeof(size_t));
     uint32_t *offset = malloc(keep * 4);
     CHECK(dst && plane, "unfold: no guarded buffers");
-    if (!dst || !plane) return;
+    if (!dst || !plane) {
+        free(image), free(col), free(patch), free(offset);
+        return;
+    }
     fill(image, (size_t)in_c * g.in_h * g.in_w, 0, 1.0f, &state);
     for (size_t j = 0; j < keep; j++) {
         patch[j] = j + 1 == keep

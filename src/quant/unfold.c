@@ -47,16 +47,19 @@ static inline void gather_taps5(const float *tap_row, const uint32_t *offset, si
  * scalar loops. */
 #define AVX512VL __attribute__((target("avx512f,avx512vl")))
 
-/* Taps [0, kw) of patches [j0, j1) by the scalar loops. */
+/* Taps [0, kw) (dw apart) of patches [j0, j1) by the scalar loops. */
 static inline void gather_taps(const float *tap_row, const uint32_t *offset, size_t j0, size_t j1,
-                               size_t kw, float *rows, size_t m) {
-    if (kw == 3) {
+                               size_t kw, size_t dw, float *rows, size_t m) {
+    if (dw == 1 && kw == 3) {
         gather_taps3(tap_row, offset + j0, j1 - j0, rows + j0, m);
-    } else if (kw == 5) {
+    } else if (dw == 1 && kw == 5) {
         gather_taps5(tap_row, offset + j0, j1 - j0, rows + j0, m);
     } else {
-        for (size_t j = j0; j < j1; j++)
-            for (size_t k = 0; k < kw; k++) rows[k * m + j] = tap_row[offset[j] + k];
+        for (size_t k = 0; k < kw; k++) {
+            const float *tap = tap_row + k * dw;
+            float *row = rows + k * m;
+            for (size_t j = j0; j < j1; j++) row[j] = tap[offset[j]];
+        }
     }
 }
 
@@ -89,7 +92,7 @@ AVX512VL static inline __attribute__((always_inline)) void gather_row16(const fl
             for (size_t k = 0; k < w; k++) _mm512_storeu_ps(rows + (q + k) * m + j, x[k]);
         }
     }
-    gather_taps(tap_row, offset, j, keep, kw, rows, m);
+    gather_taps(tap_row, offset, j, keep, kw, 1, rows, m);
 }
 
 AVX512VL static void gather_row_avx512(const float *tap_row, const uint32_t *offset, size_t keep,
@@ -122,23 +125,10 @@ GPFQ_CLONES void gpfq_unfold_patches(const gpfq_conv_geom *g, const float *image
         for (size_t ki = 0; ki < kh; ki++) {
             const float *tap_row = pad + ki * (size_t)g->dilation_h * pw;
             float *rows = dst + ((size_t)c * kh + ki) * kw * m;
-            if (vector) {
+            if (vector)
                 gather_row_avx512(tap_row, offset, keep, kw, rows, m);
-                continue;
-            }
-            if (g->dilation_w == 1 && kw == 3) {
-                gather_taps3(tap_row, offset, keep, rows, m);
-                continue;
-            }
-            if (g->dilation_w == 1 && kw == 5) {
-                gather_taps5(tap_row, offset, keep, rows, m);
-                continue;
-            }
-            for (size_t kj = 0; kj < kw; kj++) {
-                const float *tap = tap_row + kj * (size_t)g->dilation_w;
-                float *row = rows + kj * m;
-                for (size_t j = 0; j < keep; j++) row[j] = tap[offset[j]];
-            }
+            else
+                gather_taps(tap_row, offset, 0, keep, kw, (size_t)g->dilation_w, rows, m);
         }
     }
 }
