@@ -134,8 +134,9 @@ static void fill(float *v, size_t n, int exact, float scale, unsigned long long 
     }
 }
 
-static void compare_forms(size_t N, size_t d, size_t m, gpfq_quantizer kind, int exact,
-                          size_t block, unsigned long long *state) {
+/* With same, Yt is Xt (a first layer): ublock then advances U by one product, (W - Q) X. */
+static void compare_forms_with(size_t N, size_t d, size_t m, gpfq_quantizer kind, int exact,
+                               size_t block, int same, unsigned long long *state) {
     float *W = malloc(N * d * 4), *Xt = malloc(d * m * 4), *Yt = malloc(d * m * 4);
     fill(W, N * d, 0, 1.0f, state);
     if (exact)
@@ -145,6 +146,7 @@ static void compare_forms(size_t N, size_t d, size_t m, gpfq_quantizer kind, int
     for (size_t i = 0; i < d * m; i++) Yt[i] = exact ? Yt[i] : 0.9f * Xt[i] + 0.1f * Yt[i];
     if (m > 3)
         for (size_t k = 0; k < m; k++) Yt[2 * m + k] = 0.0f; /* a dead input: ||Y[:,t]|| = 0 */
+    if (same) memcpy(Yt, Xt, d * m * 4);
     gpfq_alphabet a;
     if (exact) {
         a = alphabet(kind, 4, 0.25f,
@@ -201,6 +203,11 @@ static void compare_forms(size_t N, size_t d, size_t m, gpfq_quantizer kind, int
         free(qmsq);
 }
 
+static void compare_forms(size_t N, size_t d, size_t m, gpfq_quantizer kind, int exact,
+                          size_t block, unsigned long long *state) {
+    compare_forms_with(N, d, m, kind, exact, block, 0, state);
+}
+
 static void test_forms(void) {
     unsigned long long state = 7;
     const gpfq_quantizer kinds[4] = {GPFQ_QUANTIZER_NEAREST, GPFQ_QUANTIZER_L1, GPFQ_QUANTIZER_L0,
@@ -222,6 +229,13 @@ static void test_forms(void) {
     compare_forms(16, 40, 4100, GPFQ_QUANTIZER_L1, 1, 8, &state);
     compare_forms(10, 37, 2500, GPFQ_QUANTIZER_NEAREST, 0, 13, &state);
     compare_forms(16, 144, 5003, GPFQ_QUANTIZER_NEAREST, 0, 0, &state);
+    /* the same inputs on both sides, on OpenBLAS's path and on ublock's own kernels, the last
+     * block short; exact data: the same codes as ref's */
+    compare_forms_with(30, 70, 200, GPFQ_QUANTIZER_NEAREST, 1, 16, 1, &state);
+    compare_forms_with(30, 70, 200, GPFQ_QUANTIZER_L1, 0, 0, 1, &state);
+    compare_forms_with(150, 300, 256, GPFQ_QUANTIZER_STOCHASTIC, 0, 0, 1, &state);
+    compare_forms_with(10, 37, 2500, GPFQ_QUANTIZER_NEAREST, 1, 13, 1, &state);
+    compare_forms_with(6, 25, 4100, GPFQ_QUANTIZER_NEAREST, 0, 0, 1, &state);
     /* the cost model, layer error included: on ublock's own kernels lenet5's conv1 (6 x 25,
      * m = 50432) is ublock's (twice gram's speed there), resnet20's conv1 (16 x 9) stays gram's;
      * below 2048 columns (a Linear layer) the same 6 x 25 layer is gram's */

@@ -20,7 +20,7 @@
  *   own kernels instead, one pass over U per block (ublock.h).
  *
  * The fast forms work on transposed matrices (Wt, Qt: d x N) so that "column t
- * of W" is a contiguous row.
+ * of W" is a contiguous row; ublock keeps only the current block's rows of them.
  */
 #include "gpfq/quant.h"
 
@@ -65,15 +65,16 @@ void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *X
     free(U);
 }
 
-/* Columns [i0, i1) of sweep_block's sweep (below): each column (neuron) is swept on its own,
+/* Columns [i0, i1) of sweep_block's sweep (below), Qb and Cb the block's rows of Qt and Ct:
+ * each column (neuron) is swept on its own,
  * so any split of the columns gives the same values; the stochastic streams are the weights'
  * indices i d + t. With work (i1 - i0 floats), each row of P is updated there instead of in
  * place: two threads on either side of a split would otherwise write the cache line that
  * straddles it r times per row (P's rows need not start on a line), and pass it between their
  * cores each time. Built for the CPU at hand (GPFQ_CLONES: every clone gives the same codes). */
 GPFQ_CLONES static void sweep_columns(float *P, size_t B, size_t N, const float *H, size_t ldh,
-                                      size_t t0, size_t d, const gpfq_alphabet *a, float *Qt,
-                                      int32_t *Ct, size_t i0, size_t i1, float *work) {
+                                      size_t t0, size_t d, const gpfq_alphabet *a, float *Qb,
+                                      int32_t *Cb, size_t i0, size_t i1, float *work) {
     const size_t n = i1 - i0;
     for (size_t r = 0; r < B; r++) {
         float *row = P + r * N + i0;
@@ -83,11 +84,10 @@ GPFQ_CLONES static void sweep_columns(float *P, size_t B, size_t N, const float 
         for (size_t s = 0; s < r; s++) {
             const float hs = h[s];
             if (hs == 0.0f) continue;
-            const float *restrict q = Qt + (t0 + s) * N + i0;
+            const float *restrict q = Qb + s * N + i0;
             for (size_t i = 0; i < n; i++) p[i] -= hs * q[i];
         }
-        const size_t t = t0 + r;
-        gpfq_quantize_row(a, p, n, h[r], t + i0 * d, d, Ct + t * N + i0, Qt + t * N + i0);
+        gpfq_quantize_row(a, p, n, h[r], t0 + r + i0 * d, d, Cb + r * N + i0, Qb + r * N + i0);
     }
 }
 
@@ -181,15 +181,15 @@ typedef struct {
     const float *H;
     size_t ldh, t0, d;
     const gpfq_alphabet *a;
-    float *Qt;
-    int32_t *Ct;
+    float *Qb;
+    int32_t *Cb;
     size_t i0, i1;
     float *work;
 } sweep_job;
 
 static void sweep_job_run(void *arg) {
     const sweep_job *j = arg;
-    sweep_columns(j->P, j->B, j->N, j->H, j->ldh, j->t0, j->d, j->a, j->Qt, j->Ct, j->i0, j->i1,
+    sweep_columns(j->P, j->B, j->N, j->H, j->ldh, j->t0, j->d, j->a, j->Qb, j->Cb, j->i0, j->i1,
                   j->work);
 }
 
@@ -197,12 +197,12 @@ static void sweep_job_run(void *arg) {
  * entry P (B x N) holds, for each column t of the block, the argument numerators without the
  * in-block Q terms; H is the d x d (gram) or B x B (ublock) matrix with leading dimension ldh,
  * positioned at the block's diagonal. Row r of P takes the corrections of the block's earlier
- * columns, then is quantized into rows t0 .. t0+B-1 of Qt and Ct (the codes transposed, d x
- * N). The neurons split between this thread and the helper when the block is worth a hand-off
- * (mlp's fc1, N = 500 and B = 128: 0.6 ms less per quantize). */
+ * columns, then is quantized into row r of Qb and Cb (B x N: the block's rows of the code
+ * values and the codes, transposed). The neurons split between this thread and the helper when the
+ * block is worth a hand-off (mlp's fc1, N = 500 and B = 128: 0.6 ms less per quantize). */
 static void sweep_block(gpfq_helper *h, float *P, size_t B, size_t N, const float *H, size_t ldh,
-                        size_t t0, size_t d, const gpfq_alphabet *a, float *Qt, int32_t *Ct) {
-    sweep_job mine = {P, B, N, H, ldh, t0, d, a, Qt, Ct, 0, N, NULL}, other = mine;
+                        size_t t0, size_t d, const gpfq_alphabet *a, float *Qb, int32_t *Cb) {
+    sweep_job mine = {P, B, N, H, ldh, t0, d, a, Qb, Cb, 0, N, NULL}, other = mine;
     float *work = h && N >= 64 && (double)N * B * B >= SWEEP_SPLIT_WORK
                       ? malloc((N + 16) * sizeof(float))
                       : NULL;
@@ -256,7 +256,7 @@ static gpfq_status layer_gram(gpfq_helper *h, const float *Wt, size_t N, size_t 
         size_t B = d - t0 < block ? d - t0 : block;
         /* bring in every earlier block at once: P_b -= H[b, :t0] Qt[:t0] */
         if (t0 > 0) pair_sgemm(h, 0, 0, B, N, t0, -1.0f, H + t0 * d, d, Qt, N, 1.0f, P + t0 * N, N);
-        sweep_block(h, P + t0 * N, B, N, H + t0 * d + t0, d, t0, d, a, Qt, Ct);
+        sweep_block(h, P + t0 * N, B, N, H + t0 * d + t0, d, t0, d, a, Qt + t0 * N, Ct + t0 * N);
     }
     free(G), free(H), free(P);
     return GPFQ_OK;
@@ -266,24 +266,47 @@ static void lane_run(void *lane) {
     gpfq_ublock_lane_avx512(lane);
 }
 
+/* One block's rows of W^T (with_w), of the code values and of the codes (B x N each): the
+ * ublock forms need the rows of one block at a time, not the d x N matrices (mlp's fc1: 1.6 MB
+ * each against 0.26 MB, memory a fresh process would first have to touch). */
+typedef struct {
+    float *W, *Q;
+    int32_t *C;
+} block_rows;
+
+static void block_rows_free(block_rows *r) {
+    free(r->W), free(r->Q), free(r->C);
+}
+
+static gpfq_status block_rows_alloc(block_rows *r, size_t block, size_t N, int with_w) {
+    r->W = with_w ? gpfq_malloc(block * N * sizeof(float), "a block of weights") : NULL;
+    r->Q = gpfq_malloc(block * N * sizeof(float), "a block of code values");
+    r->C = gpfq_malloc(block * N * sizeof(int32_t), "a block of codes");
+    if (r->Q && r->C && (r->W || !with_w)) return GPFQ_OK;
+    block_rows_free(r);
+    return GPFQ_ERR_NOMEM;
+}
+
 /* When err2 is given, U is advanced past the last block too: it is then the
  * residual W Xt - Q Yt, and *err2 its squared norm, for one block's GEMMs instead
  * of gpfq_layer_error's two full products. */
-static gpfq_status layer_ublock(gpfq_helper *h, const float *Wt, size_t N, size_t d,
+static gpfq_status layer_ublock(gpfq_helper *h, const float *weight, size_t N, size_t d,
                                 const float *Xt, const float *Yt, size_t m, const gpfq_alphabet *a,
-                                size_t block, float *Qt, int32_t *Ct, double *err2) {
+                                size_t block, int32_t *codes, double *err2) {
     float *U = gpfq_calloc(N * m, sizeof(float), "the GPFQ residual U");
     float *P = gpfq_malloc(block * N * sizeof(float), "the GPFQ arguments");
     float *Gb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
     float *Hb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
-    if (!U || !P || !Gb || !Hb) {
+    block_rows rows;
+    if (!U || !P || !Gb || !Hb || block_rows_alloc(&rows, block, N, 1) != GPFQ_OK) {
         free(U), free(P), free(Gb), free(Hb);
         return GPFQ_ERR_NOMEM;
     }
+    float *Wb = rows.W, *Qb = rows.Q;
     for (size_t t0 = 0; t0 < d; t0 += block) {
         const size_t B = d - t0 < block ? d - t0 : block;
         const float *Xb = Xt + t0 * m, *Yb = Yt + t0 * m;
-        const float *Wb = Wt + t0 * N;
+        gpfq_transpose32_strided(weight + t0, d, N, B, Wb, N); /* W's columns t0.. as rows */
         /* P (B x N) = Y_b^T U^T, the residual seen by each column of the block */
         if (t0 > 0)
             pair_sgemm(h, 0, 1, B, N, m, 1.0f, Yb, m, U, m, 0.0f, P, N);
@@ -298,15 +321,22 @@ static gpfq_status layer_ublock(gpfq_helper *h, const float *Wt, size_t N, size_
             for (size_t s = r + 1; s < B; s++) Gb[r * B + s] = 0.0f;
         /* P += tril(Gb) W_b^T */
         pair_sgemm(h, 0, 0, B, N, B, 1.0f, Gb, B, Wb, N, 1.0f, P, N);
-        sweep_block(h, P, B, N, Hb, B, t0, d, a, Qt, Ct);
-        if (t0 + B < d || err2) {
+        sweep_block(h, P, B, N, Hb, B, t0, d, a, Qb, rows.C);
+        gpfq_transpose32_strided(rows.C, N, B, N, codes + t0, d);
+        if ((t0 + B < d || err2) && Xt == Yt) {
+            /* U += (W_b - Q_b) X_b: one product where the sides read the same inputs, with
+             * the difference in P, free until the next block */
+            for (size_t k = 0; k < B * N; k++) P[k] = Wb[k] - Qb[k];
+            pair_sgemm(h, 1, 0, N, m, B, 1.0f, P, N, Xb, m, 1.0f, U, m);
+        } else if (t0 + B < d || err2) {
             /* U += W_b X_b - Q_b Y_b, with W_b = Wb^T (N x B) */
             pair_sgemm(h, 1, 0, N, m, B, 1.0f, Wb, N, Xb, m, 1.0f, U, m);
-            pair_sgemm(h, 1, 0, N, m, B, -1.0f, Qt + t0 * N, N, Yb, m, 1.0f, U, m);
+            pair_sgemm(h, 1, 0, N, m, B, -1.0f, Qb, N, Yb, m, 1.0f, U, m);
         }
     }
     if (err2) *err2 = squared_norm(U, N * m);
     free(U), free(P), free(Gb), free(Hb);
+    block_rows_free(&rows);
     return GPFQ_OK;
 }
 
@@ -323,9 +353,9 @@ static int ublock_own_kernels(size_t m) {
 /* layer_ublock's passes on gpfq's kernels (ublock.h). Pass p updates U with block p - 1 and
  * sums block p; the sweep between passes is layer_ublock's. With ref2, also *ref2 = ||W Xt||^2
  * from the first pass where N <= UBLOCK_NORM_ROWS, else *ref2 = -1 (not computed). */
-static gpfq_status layer_ublock_own(gpfq_helper *h, const float *Wt, size_t N, size_t d,
+static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t N, size_t d,
                                     const float *Xt, const float *Yt, size_t m,
-                                    const gpfq_alphabet *a, size_t block, float *Qt, int32_t *Ct,
+                                    const gpfq_alphabet *a, size_t block, int32_t *codes,
                                     double *err2, double *ref2) {
     const size_t n4 = (N + 3) / 4 * 4, b4 = (block + 3) / 4 * 4;
     const size_t lane_floats = b4 * n4 + 2 * b4 * b4;
@@ -337,11 +367,14 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *Wt, size_t N, s
     float *P = gpfq_malloc(block * N * sizeof(float), "the GPFQ arguments");
     float *Gb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
     float *Hb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
-    if (!U || !sums || !wt4 || !cq || !zero || !P || !Gb || !Hb) {
+    block_rows rows = {0};
+    if (!U || !sums || !wt4 || !cq || !zero || !P || !Gb || !Hb ||
+        block_rows_alloc(&rows, block, N, 0) != GPFQ_OK) {
         free(U), free(sums), free(wt4), free(cq), free(zero), free(P), free(Gb), free(Hb);
+        block_rows_free(&rows);
         return GPFQ_ERR_NOMEM;
     }
-    for (size_t t = 0; t < d; t++) memcpy(wt4 + t * n4, Wt + t * N, N * sizeof(float));
+    gpfq_transpose32_strided(weight, d, N, d, wt4, n4); /* W^T, its padding columns 0 */
     /* lane 0 ends on a multiple of 16 columns, so only the last lane has a short vector */
     const size_t half = m / UBLOCK_LANES / 16 * 16;
     ublock_lane lanes[UBLOCK_LANES];
@@ -369,10 +402,18 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *Wt, size_t N, s
     for (size_t p = 0; p < blocks || (p == blocks && err2); p++) {
         const size_t t0 = p * block, B = p < blocks && d - t0 < block ? d - t0 : block;
         const size_t ut0 = p ? t0 - block : 0, ub = p ? (d - ut0 < block ? d - ut0 : block) : 0;
-        for (size_t s = 0; s < ub; s++) memcpy(cq + s * n4, Qt + (ut0 + s) * N, N * sizeof(float));
+        /* where Xt is Yt, one product: cq holds (W_b - Q_b)^T, and there is no Y term */
+        for (size_t s = 0; s < ub; s++)
+            if (Xt == Yt)
+                for (size_t i = 0; i < N; i++)
+                    cq[s * n4 + i] = wt4[(ut0 + s) * n4 + i] - rows.Q[s * N + i];
+            else
+                memcpy(cq + s * n4, rows.Q + s * N, N * sizeof(float));
         memset(sums, 0, UBLOCK_LANES * lane_floats * sizeof(float));
         for (int k = 0; k < UBLOCK_LANES; k++) {
-            lanes[k].ut0 = ut0, lanes[k].ub = ub, lanes[k].cw = wt4 + ut0 * n4;
+            lanes[k].ut0 = ut0, lanes[k].ub = ub;
+            lanes[k].cw = Xt == Yt ? cq : wt4 + ut0 * n4;
+            lanes[k].cq = Xt == Yt ? NULL : cq;
             lanes[k].dt0 = t0, lanes[k].db = p < blocks ? B : 0;
             lanes[k].with_p = p > 0;
             lanes[k].nw = p == 0 && own_norm ? wt4 : NULL;
@@ -401,11 +442,13 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *Wt, size_t N, s
             }
         }
         /* P += tril(Gb) W_b^T */
-        pair_sgemm(h, 0, 0, B, N, B, 1.0f, Gb, B, Wt + t0 * N, N, 1.0f, P, N);
-        sweep_block(h, P, B, N, Hb, B, t0, d, a, Qt, Ct);
+        pair_sgemm(h, 0, 0, B, N, B, 1.0f, Gb, B, wt4 + t0 * n4, n4, 1.0f, P, N);
+        sweep_block(h, P, B, N, Hb, B, t0, d, a, rows.Q, rows.C);
+        gpfq_transpose32_strided(rows.C, N, B, N, codes + t0, d);
     }
     if (err2) *err2 = squared_norm(U, N * m);
     free(U), free(sums), free(wt4), free(cq), free(zero), free(P), free(Gb), free(Hb);
+    block_rows_free(&rows);
     return GPFQ_OK;
 }
 
@@ -492,26 +535,30 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
     const double start = gpfq_now();
     const int own = ublock_own_kernels(m);
     form = resolve_form(N, d, m, form, &block);
+    /* the same values on both sides (a first layer, whose inputs are the images) are taken
+     * as one buffer, so the forms' shortcuts for it give the same bits either way */
+    if (Yt != Xt && !memcmp(Xt, Yt, d * m * sizeof(float))) Yt = Xt;
     gpfq_status st = GPFQ_OK;
     double err2 = -1.0, ref2 = -1.0; /* the residual's and W Xt's squared norms, when given */
     gpfq_helper *h = form != GPFQ_FORM_REF && want_helper(own) ? gpfq_helper_acquire() : NULL;
     if (form == GPFQ_FORM_REF) {
         gpfq_gpfq_layer_ref(weight, N, d, Xt, Yt, m, a, codes);
-    } else {
+    } else if (form == GPFQ_FORM_GRAM) {
         float *Wt = gpfq_malloc(d * N * sizeof(float), "transposed weights");
         float *Qt = gpfq_malloc(d * N * sizeof(float), "transposed code values");
         int32_t *Ct = gpfq_malloc(d * N * sizeof(int32_t), "transposed codes");
         if (!Wt || !Qt || !Ct) st = GPFQ_ERR_NOMEM;
         if (st == GPFQ_OK) {
             gpfq_transpose32(weight, N, d, Wt);
-            st = form == GPFQ_FORM_GRAM ? layer_gram(h, Wt, N, d, Xt, Yt, m, a, block, Qt, Ct)
-                 : own
-                     ? layer_ublock_own(h, Wt, N, d, Xt, Yt, m, a, block, Qt, Ct,
-                                        stats ? &err2 : NULL, stats ? &ref2 : NULL)
-                     : layer_ublock(h, Wt, N, d, Xt, Yt, m, a, block, Qt, Ct, stats ? &err2 : NULL);
+            st = layer_gram(h, Wt, N, d, Xt, Yt, m, a, block, Qt, Ct);
         }
         if (st == GPFQ_OK) gpfq_transpose32(Ct, d, N, codes);
         free(Wt), free(Qt), free(Ct);
+    } else if (own) {
+        st = layer_ublock_own(h, weight, N, d, Xt, Yt, m, a, block, codes, stats ? &err2 : NULL,
+                              stats ? &ref2 : NULL);
+    } else {
+        st = layer_ublock(h, weight, N, d, Xt, Yt, m, a, block, codes, stats ? &err2 : NULL);
     }
     float *values = st != GPFQ_OK ? NULL
                     : quantized   ? quantized

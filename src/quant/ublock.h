@@ -28,7 +28,8 @@ typedef struct {
     float *U;             /* (n4, m) */
     const float *Xt, *Yt; /* (d, m) */
     /* the update: U[:, c0:c1] += Wb Xt[ut0 : ut0 + ub] - Qb Yt[ut0 : ut0 + ub]; cw and cq hold
-     * Wb^T and Qb^T (ub x n4, zero padded). ub = 0: no update. */
+     * Wb^T and Qb^T (ub x n4, zero padded). ub = 0: no update. cq NULL: cw holds
+     * (Wb - Qb)^T and there is no Y term (Xt is Yt: U += (Wb - Qb) Xt[ut0 : ut0 + ub]). */
     size_t ut0, ub;
     const float *cw, *cq;
     /* the sums over the lane's columns, added to P (b4 x n4) += Y_b U^T, G (b4 x b4) +=

@@ -66,8 +66,9 @@ AVX512 static void dot_tile(const float *const *a, const float *const *b, size_t
 }
 
 /* Rows u[0..3] (n floats each) += sum_s cw[s * ldc + r] x[s] - cq[s * ldc + r] y[s] over the B
- * rows x[s] = x + s * ldx (y alike); returns 0. With u NULL (the reference norm), the rows
- * sum_s cw[s * ldc + r] x[s] are not stored: the sum of their squares is returned. */
+ * rows x[s] = x + s * ldx (y alike); returns 0. With cq NULL, no y term. With u NULL (the reference
+ * norm), the rows sum_s cw[s * ldc + r] x[s] are not stored: the sum of their squares is returned.
+ */
 AVX512 static double update_tile(float *const *u, const float *cw, const float *cq, size_t ldc,
                                  const float *x, const float *y, size_t ldx, size_t B, size_t n) {
     __m512 squares = _mm512_setzero_ps();
@@ -86,7 +87,7 @@ AVX512 static double update_tile(float *const *u, const float *cw, const float *
                 for (int j = 0; j < 4; j++) acc[r][j] = _mm512_fmadd_ps(xv[j], c, acc[r][j]);
             }
         }
-        for (size_t s = 0; u && s < B; s++) {
+        for (size_t s = 0; u && cq && s < B; s++) {
             const float *ys = y + s * ldx + k;
             __m512 yv[4];
             for (int j = 0; j < 4; j++) yv[j] = _mm512_loadu_ps(ys + 16 * j);
@@ -112,7 +113,7 @@ AVX512 static double update_tile(float *const *u, const float *cw, const float *
             for (int r = 0; r < 4; r++)
                 acc[r] = _mm512_fmadd_ps(xv, _mm512_set1_ps(cw[s * ldc + r]), acc[r]);
         }
-        for (size_t s = 0; u && s < B; s++) {
+        for (size_t s = 0; u && cq && s < B; s++) {
             const __m512 yv = _mm512_maskz_loadu_ps(mask, y + s * ldx + k);
             for (int r = 0; r < 4; r++)
                 acc[r] = _mm512_fnmadd_ps(yv, _mm512_set1_ps(cq[s * ldc + r]), acc[r]);
@@ -142,7 +143,7 @@ void gpfq_ublock_lane_avx512(ublock_lane *l) {
         for (size_t i = 0; l->ub && i < n4; i += 4) {
             float *u[4];
             for (int r = 0; r < 4; r++) u[r] = l->U + (i + r) * m + c0;
-            update_tile(u, l->cw + i, l->cq + i, n4, l->Xt + l->ut0 * m + c0,
+            update_tile(u, l->cw + i, l->cq ? l->cq + i : NULL, n4, l->Xt + l->ut0 * m + c0,
                         l->Yt + l->ut0 * m + c0, m, l->ub, n);
         }
         for (size_t r = 0; l->db && r < l->b4; r += 4) {
