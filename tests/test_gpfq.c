@@ -90,6 +90,29 @@ static void test_quantizers(void) {
     CHECK(gpfq_alphabet_make(w, 2, 5, 2, 1.0, 1.0, GPFQ_QUANTIZER_L0, 0.7, 0, &b) == GPFQ_ERR_ARG,
           "L0 lambda >= C rad is refused");
     CHECK_CONTAINS(gpfq_last_error(), "use a lambda below");
+    /* the row maxima on vectors: rows of 37 and 1000 floats, the largest |w| negative, at the
+     * first, a middle and the last place, among -0 and subnormals; a NaN weight is refused */
+    enum { LONG = 1000 };
+    float *rows = malloc(3 * LONG * sizeof(float));
+    for (size_t cols = 37; cols <= LONG; cols += LONG - 37) {
+        const size_t at[3] = {0, cols / 2 + 1, cols - 1};
+        double want = 0.0;
+        for (int r = 0; r < 3; r++) {
+            for (size_t j = 0; j < cols; j++)
+                rows[r * cols + j] = j % 3 == 0 ? -0.0f : (j % 3 == 1 ? 1e-40f : 0.5f - 0.25f * r);
+            rows[r * cols + at[r]] = -2.0f - (float)r;
+            want += 2.0 + r;
+        }
+        CHECK(gpfq_alphabet_make(rows, 3, cols, 4, 1.0, 1.0, GPFQ_QUANTIZER_NEAREST, 0, 0, &b) ==
+                      GPFQ_OK &&
+                  b.radius == (float)(want / 3),
+              "rows of %zu: radius %.9g, want %.9g", cols, b.radius, want / 3);
+        rows[cols + cols / 3] = NAN;
+        CHECK(gpfq_alphabet_make(rows, 3, cols, 4, 1.0, 1.0, GPFQ_QUANTIZER_NEAREST, 0, 0, &b) ==
+                  GPFQ_ERR_ARG,
+              "rows of %zu with a NaN weight: not refused", cols);
+    }
+    free(rows);
 }
 
 /* The vectorised row quantizer gives the scalar rule's codes and values bit for bit:

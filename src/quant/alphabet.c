@@ -7,6 +7,7 @@
 #include "../core/clones.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,23 @@ static double quantile_sorted(const float *sorted, size_t n, double q) {
     return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - (double)lo);
 }
 
+/* The largest |w| of n floats, as the largest of their bit patterns without the sign: for
+ * floats >= 0 the two orders agree, and an integer maximum vectorises (per CPU, GPFQ_CLONES)
+ * where a float one would need -ffinite-math-only (mlp: 0.2 ms a quantize on the float one). A NaN
+ * gives a NaN, which the caller refuses (a loaded model's weights are finite). */
+GPFQ_CLONES static float max_abs(const float *w, size_t n) {
+    uint32_t best = 0;
+    for (size_t j = 0; j < n; j++) {
+        uint32_t bits;
+        memcpy(&bits, w + j, sizeof bits);
+        bits &= 0x7fffffffu;
+        best = bits > best ? bits : best;
+    }
+    float f;
+    memcpy(&f, &best, sizeof f);
+    return f;
+}
+
 gpfq_status gpfq_alphabet_make(const float *weight, size_t rows, size_t cols, int bits,
                                double scalar, double percentile, gpfq_quantizer kind,
                                double reg_lambda, uint64_t seed, gpfq_alphabet *out) {
@@ -34,21 +52,19 @@ gpfq_status gpfq_alphabet_make(const float *weight, size_t rows, size_t cols, in
         return gpfq_fail(GPFQ_ERR_ARG, "the percentile must be in (0, 1], got %g", percentile);
     if (!(reg_lambda >= 0))
         return gpfq_fail(GPFQ_ERR_ARG, "lambda must be >= 0, got %g", reg_lambda);
-    float *row = gpfq_malloc(cols * sizeof(float), "a weight row");
-    if (!row) return GPFQ_ERR_NOMEM;
     double sum = 0.0;
-    for (size_t i = 0; i < rows; i++) {
-        for (size_t j = 0; j < cols; j++) row[j] = fabsf(weight[i * cols + j]);
-        if (percentile == 1.0) {
-            float best = 0.0f;
-            for (size_t j = 0; j < cols; j++) best = row[j] > best ? row[j] : best;
-            sum += best;
-        } else {
+    if (percentile == 1.0) {
+        for (size_t i = 0; i < rows; i++) sum += max_abs(weight + i * cols, cols);
+    } else {
+        float *row = gpfq_malloc(cols * sizeof(float), "a weight row");
+        if (!row) return GPFQ_ERR_NOMEM;
+        for (size_t i = 0; i < rows; i++) {
+            for (size_t j = 0; j < cols; j++) row[j] = fabsf(weight[i * cols + j]);
             qsort(row, cols, sizeof(float), compare_floats);
             sum += quantile_sorted(row, cols, percentile);
         }
+        free(row);
     }
-    free(row);
     out->kind = kind;
     out->bits = bits;
     out->levels = 1 << (bits - 1);
