@@ -272,15 +272,17 @@ static void unfold_side(void *arg) {
     free(pad);
 }
 
+/* dst (cols x ldd) = the rows x cols src transposed, into dst's first rows columns */
 typedef struct {
     const float *src;
     size_t rows, cols;
     float *dst;
+    size_t ldd;
 } transpose_job;
 
 static void transpose_run(void *arg) {
     const transpose_job *t = arg;
-    gpfq_transpose32(t->src, t->rows, t->cols, t->dst);
+    gpfq_transpose32_strided(t->src, t->cols, t->rows, t->cols, t->dst, t->ldd);
 }
 
 /* The patches of images [first, last): offset[i keep + j] is the corner of image i's patch j */
@@ -326,11 +328,12 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
         GPFQ_TRY(layer_store_reserve(store, L->d * n));
         L->Xt = store->x;
         L->Yt = y == x ? store->x : store->y;
-        transpose_job t[2] = {{x, n, L->d, L->Xt}, {y, n, L->d, L->Yt}};
+        /* X and Y on the two threads, or X's two halves of the images where X is Y */
+        const size_t half = L->Yt == L->Xt ? n / 2 : n;
+        transpose_job t[2] = {{x, half, L->d, L->Xt, n}, {y, n, L->d, L->Yt, n}};
         if (L->Yt == L->Xt)
-            transpose_run(&t[0]);
-        else
-            gpfq_helper_pair(transpose_run, &t[0], &t[1], openblas_get_num_threads() > 1);
+            t[1] = (transpose_job){x + half * L->d, n - half, L->d, L->Xt + half, n};
+        gpfq_helper_pair(transpose_run, &t[0], &t[1], openblas_get_num_threads() > 1);
         return GPFQ_OK;
     }
     gpfq_conv_geom g = unfold_geom(node, o->unfold_stride_kernel);
@@ -505,11 +508,25 @@ typedef struct {
     layer_store store;
 } driver;
 
+/* images [first, first + count) of the driver's draw */
+typedef struct {
+    const driver *dr;
+    size_t first, count;
+} batch_job;
+
+static void batch_run(void *arg) {
+    const batch_job *b = arg;
+    const driver *dr = b->dr;
+    gpfq_dataset_batch(dr->train, dr->fmodel->mean, dr->fmodel->std, 0, dr->indices + b->first,
+                       b->count, dr->images + b->first * gpfq_shape_size(dr->fmodel->input_shape));
+}
+
+/* the draw, then its images read and normalised on both threads, half each */
 static void draw_images(driver *dr, uint64_t stream) {
     sample_indices(mix(mix(dr->o->calib_seed, STREAM_IMAGES), stream), dr->train->n, dr->n, 0,
                    dr->indices, dr->pool);
-    gpfq_dataset_batch(dr->train, dr->fmodel->mean, dr->fmodel->std, 0, dr->indices, dr->n,
-                       dr->images);
+    batch_job halves[2] = {{dr, 0, dr->n / 2}, {dr, dr->n / 2, dr->n - dr->n / 2}};
+    gpfq_helper_pair(batch_run, &halves[0], &halves[1], openblas_get_num_threads() > 1);
 }
 
 /* The zero codes among n, and in *nonfinite whether any of the n values is Inf or NaN (an
