@@ -651,6 +651,77 @@ static void test_first_linear(const gpfq_model *m, const gpfq_dataset *train) {
     gpfq_quant_result_free(&r);
 }
 
+/* node i's parameters in a and b are the same (op, weights, bias, BatchNorm statistics) */
+static int same_node(const gpfq_node *a, const gpfq_node *b) {
+    const size_t out = a->op == GPFQ_OP_BATCHNORM2D ? a->weight_count
+                       : a->weight_rank > 0         ? (size_t)a->weight_dims[0]
+                                                    : 0;
+    if (a->op != b->op || a->weight_count != b->weight_count || !a->bias != !b->bias ||
+        !a->running_mean != !b->running_mean)
+        return 0;
+    return (!a->weight_count || !memcmp(a->weight, b->weight, a->weight_count * 4)) &&
+           (!a->bias || !memcmp(a->bias, b->bias, out * 4)) &&
+           (!a->running_mean || (!memcmp(a->running_mean, b->running_mean, out * 4) &&
+                                 !memcmp(a->running_var, b->running_var, out * 4)));
+}
+
+/* --fold-bn: a model's BatchNorms after a conv are folded into a copy, the caller's model is
+ * left as it was; without a BatchNorm to fold the float model is the caller's own, and the
+ * codes are those without folding. */
+static void test_fold_batchnorm(const char *fixtures) {
+    const char *names[2] = {"model_resnet_small.h5", "model_lenet_small.h5"};
+    for (int k = 0; k < 2; k++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", fixtures, names[k]);
+        gpfq_model *m = NULL, *pristine = NULL;
+        CHECK(gpfq_model_load(path, &m) == GPFQ_OK && gpfq_model_load(path, &pristine) == GPFQ_OK,
+              "%s", gpfq_last_error());
+        if (!m || !pristine) {
+            gpfq_model_free(m), gpfq_model_free(pristine);
+            continue;
+        }
+        /* 40 random images of the model's shape */
+        const gpfq_shape in = m->input_shape;
+        gpfq_dataset train = {.n = 40, .c = in.c, .h = in.h, .w = in.w, .num_classes = 10};
+        const size_t bytes = 40 * gpfq_shape_size(in);
+        train.images = malloc(bytes);
+        train.labels = calloc(40, 1);
+        unsigned long long state = 5;
+        for (size_t i = 0; i < bytes; i++)
+            train.images[i] = (uint8_t)((check_rand(&state) + 1) * 127);
+        gpfq_quant_options o;
+        gpfq_quant_options_default(&o);
+        o.calib_images = 32;
+        gpfq_quant_result plain, folded;
+        const int ran = gpfq_quantize_model(m, &train, &o, &plain, NULL, NULL) == GPFQ_OK &&
+                        (o.fold_batchnorm = 1,
+                         gpfq_quantize_model(m, &train, &o, &folded, NULL, NULL) == GPFQ_OK);
+        gpfq_dataset_free(&train);
+        CHECK(ran, "%s: %s", names[k], gpfq_last_error());
+        if (!ran) {
+            gpfq_model_free(m), gpfq_model_free(pristine);
+            continue;
+        }
+        int unchanged = m->n_nodes == pristine->n_nodes, bn_before = 0, bn_after = 0;
+        for (int i = 0; unchanged && i < m->n_nodes; i++)
+            unchanged = same_node(&m->nodes[i], &pristine->nodes[i]);
+        for (int i = 0; i < m->n_nodes; i++) {
+            bn_before += m->nodes[i].op == GPFQ_OP_BATCHNORM2D;
+            bn_after += folded.model->nodes[i].op == GPFQ_OP_BATCHNORM2D;
+        }
+        CHECK(unchanged, "%s: quantizing with --fold-bn changed the caller's model", names[k]);
+        if (bn_before)
+            CHECK(bn_after < bn_before, "%s: %d BatchNorms before folding, %d after", names[k],
+                  bn_before, bn_after);
+        else
+            CHECK(gpfq_codes_hash(&plain) == gpfq_codes_hash(&folded),
+                  "%s has no BatchNorm: folding changed the codes", names[k]);
+        gpfq_quant_result_free(&plain);
+        gpfq_quant_result_free(&folded);
+        gpfq_model_free(m), gpfq_model_free(pristine);
+    }
+}
+
 static void test_driver(const char *fixtures) {
     char path[512];
     snprintf(path, sizeof path, "%s/model_lenet_small.h5", fixtures);
@@ -863,5 +934,6 @@ int main(int argc, char **argv) {
     test_unfold();
     test_driver(argc > 1 ? argv[1] : "tests/fixtures");
     test_eval_and_ranges(argc > 1 ? argv[1] : "tests/fixtures");
+    test_fold_batchnorm(argc > 1 ? argv[1] : "tests/fixtures");
     return check_report("test_gpfq");
 }

@@ -436,15 +436,20 @@ static int count_readers(const gpfq_model *m, int node) {
     return readers;
 }
 
-/* Folds every BatchNorm whose input is a conv read by nothing else into the
- * conv; the BatchNorm becomes an identity. */
+/* 1 where node i is a BatchNorm whose input is a conv read by nothing else */
+static int foldable(const gpfq_model *m, int i) {
+    const gpfq_node *bn = &m->nodes[i];
+    const int src = bn->inputs[0];
+    return bn->op == GPFQ_OP_BATCHNORM2D && src >= 0 && m->nodes[src].op == GPFQ_OP_CONV2D &&
+           count_readers(m, src) == 1;
+}
+
+/* Folds every foldable BatchNorm into its conv; the BatchNorm becomes an identity. */
 static gpfq_status fold_batchnorm(gpfq_model *m) {
     for (int i = 0; i < m->n_nodes; i++) {
+        if (!foldable(m, i)) continue;
         gpfq_node *bn = &m->nodes[i];
-        int src = bn->inputs[0];
-        if (bn->op != GPFQ_OP_BATCHNORM2D || src < 0) continue;
-        gpfq_node *conv = &m->nodes[src];
-        if (conv->op != GPFQ_OP_CONV2D || count_readers(m, src) != 1) continue;
+        gpfq_node *conv = &m->nodes[bn->inputs[0]];
         const int channels = conv->out_shape.c;
         const size_t per = conv->weight_count / (size_t)channels;
         if (!conv->bias && !(conv->bias = gpfq_calloc((size_t)channels, sizeof(float), "a bias")))
@@ -460,6 +465,27 @@ static gpfq_status fold_batchnorm(gpfq_model *m) {
         bn->weight_rank = 0;
         bn->op = GPFQ_OP_IDENTITY;
     }
+    return GPFQ_OK;
+}
+
+/* The float model the driver runs: *out is model itself, or where fold asks and there is a
+ * BatchNorm to fold, *owned, a clone with them folded (a clone of a model without any would be
+ * a copy of all its weights to make and first-touch: mlp's 2.2 MB). */
+static gpfq_status float_model(const gpfq_model *model, int fold, const gpfq_model **out,
+                               gpfq_model **owned) {
+    *out = model;
+    *owned = NULL;
+    int any = 0;
+    for (int i = 0; fold && !any && i < model->n_nodes; i++) any = foldable(model, i);
+    if (!any) return GPFQ_OK;
+    GPFQ_TRY(gpfq_model_clone(model, owned));
+    const gpfq_status st = fold_batchnorm(*owned);
+    if (st != GPFQ_OK) {
+        gpfq_model_free(*owned);
+        *owned = NULL;
+        return st;
+    }
+    *out = *owned;
     return GPFQ_OK;
 }
 
@@ -661,9 +687,10 @@ gpfq_status gpfq_float_inputs(const gpfq_model *model, const gpfq_dataset *train
                               const gpfq_quant_options *o, gpfq_float_sink_fn sink, void *ctx) {
     GPFQ_TRY(gpfq_quant_options_check(o));
     GPFQ_TRY(gpfq_eval_check(model, train));
-    gpfq_model *fmodel = NULL;
-    GPFQ_TRY(gpfq_model_clone(model, &fmodel));
-    gpfq_status st = o->fold_batchnorm ? fold_batchnorm(fmodel) : GPFQ_OK;
+    const gpfq_model *fmodel;
+    gpfq_model *folded;
+    GPFQ_TRY(float_model(model, o->fold_batchnorm, &fmodel, &folded));
+    gpfq_status st = GPFQ_OK;
     driver dr = {.fmodel = fmodel, .train = train, .o = o, .n = gpfq_calib_count(o, train)};
     dr.indices = malloc(dr.n * sizeof(size_t));
     dr.pool = malloc(train->n * sizeof(size_t));
@@ -689,7 +716,7 @@ gpfq_status gpfq_float_inputs(const gpfq_model *model, const gpfq_dataset *train
     }
     stepper_free(&fs);
     free(dr.indices), free(dr.pool), free(dr.images);
-    gpfq_model_free(fmodel);
+    gpfq_model_free(folded);
     return st;
 }
 
@@ -711,10 +738,10 @@ gpfq_status gpfq_quantize_model_with(const gpfq_model *model, const gpfq_dataset
         if (gpfq_model_find(model, o->ignore[i]) < 0)
             return gpfq_fail(GPFQ_ERR_ARG, "--ignore names '%s', which is not a node of the model",
                              o->ignore[i]);
-    gpfq_model *fmodel = NULL;
-    GPFQ_TRY(gpfq_model_clone(model, &fmodel));
-    gpfq_status st = o->fold_batchnorm ? fold_batchnorm(fmodel) : GPFQ_OK;
-    if (st == GPFQ_OK) st = gpfq_model_clone(fmodel, &result->model);
+    const gpfq_model *fmodel;
+    gpfq_model *folded;
+    GPFQ_TRY(float_model(model, o->fold_batchnorm, &fmodel, &folded));
+    gpfq_status st = gpfq_model_clone(fmodel, &result->model);
     driver dr = {.fmodel = fmodel,
                  .qmodel = result->model,
                  .train = train,
@@ -748,7 +775,7 @@ gpfq_status gpfq_quantize_model_with(const gpfq_model *model, const gpfq_dataset
     if (st == GPFQ_OK) st = run_layers(&dr, result, on_layer, ctx);
     layer_store_free(&dr.store);
     free(dr.indices), free(dr.pool), free(dr.images);
-    gpfq_model_free(fmodel);
+    gpfq_model_free(folded);
     if (st != GPFQ_OK) {
         gpfq_quant_result_free(result);
         return st;
