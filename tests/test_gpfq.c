@@ -651,6 +651,55 @@ static void test_first_linear(const gpfq_model *m, const gpfq_dataset *train) {
     gpfq_quant_result_free(&r);
 }
 
+/* A Flatten of the input (the shipped MLP's first node) is the input itself: the plan copies
+ * nothing and never writes over the caller's images, and the logits are those of the nodes run
+ * one by one, each into a buffer of its own. */
+static void test_flatten_alias(const char *fixtures) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/../../data/models/mlp_fashion.h5", fixtures);
+    gpfq_model *m = NULL;
+    CHECK(gpfq_model_load(path, &m) == GPFQ_OK, "%s", gpfq_last_error());
+    if (!m) return;
+    enum { IMAGES = 8 };
+    const size_t in = gpfq_shape_size(m->input_shape);
+    float *input = malloc(IMAGES * in * 4), *copy = malloc(IMAGES * in * 4);
+    unsigned long long state = 9;
+    fill(input, IMAGES * in, 0, 1.0f, &state);
+    memcpy(copy, input, IMAGES * in * 4);
+    gpfq_forward *fwd = NULL;
+    const float *logits = NULL;
+    CHECK(m->nodes[0].op == GPFQ_OP_FLATTEN && gpfq_forward_create(m, IMAGES, &fwd) == GPFQ_OK &&
+              gpfq_forward_run(fwd, input, IMAGES, &logits) == GPFQ_OK,
+          "%s", gpfq_last_error());
+    if (logits) {
+        CHECK(gpfq_forward_output(fwd, 0) == input, "the Flatten of the input is not the input");
+        CHECK(!memcmp(input, copy, IMAGES * in * 4), "a pass wrote over its input");
+        /* node by node, each output in its own buffer */
+        float *value[16] = {NULL};
+        for (int i = 0; i < m->n_nodes && i < 16; i++) {
+            const gpfq_node *node = &m->nodes[i];
+            const float *inputs[GPFQ_MAX_INPUTS] = {node->inputs[0] < 0 ? copy
+                                                                        : value[node->inputs[0]]};
+            value[i] = malloc(IMAGES * gpfq_shape_size(node->out_shape) * 4);
+            float *scratch = malloc((gpfq_node_scratch(node, IMAGES) + 1) * 4);
+            gpfq_node_forward(node, inputs, IMAGES, value[i], scratch);
+            free(scratch);
+        }
+        const size_t count = IMAGES * (size_t)m->num_classes;
+        double worst = 0;
+        for (size_t k = 0; k < count; k++) {
+            const double want = value[m->n_nodes - 1][k];
+            const double err = fabs(logits[k] - want) / (fabs(want) > 1 ? fabs(want) : 1);
+            worst = err > worst ? err : worst;
+        }
+        CHECK(worst <= 1e-5, "logits of the plan and of the nodes one by one differ by %g", worst);
+        for (int i = 0; i < 16; i++) free(value[i]);
+    }
+    gpfq_forward_free(fwd);
+    free(input), free(copy);
+    gpfq_model_free(m);
+}
+
 /* node i's parameters in a and b are the same (op, weights, bias, BatchNorm statistics) */
 static int same_node(const gpfq_node *a, const gpfq_node *b) {
     const size_t out = a->op == GPFQ_OP_BATCHNORM2D ? a->weight_count
@@ -935,5 +984,6 @@ int main(int argc, char **argv) {
     test_driver(argc > 1 ? argv[1] : "tests/fixtures");
     test_eval_and_ranges(argc > 1 ? argv[1] : "tests/fixtures");
     test_fold_batchnorm(argc > 1 ? argv[1] : "tests/fixtures");
+    test_flatten_alias(argc > 1 ? argv[1] : "tests/fixtures");
     return check_report("test_gpfq");
 }

@@ -56,7 +56,9 @@ gpfq_status gpfq_forward_range(gpfq_forward *fwd, const float *input, size_t n, 
 /* The output of node `index` (n, out_shape) once it has run. It stays valid until
  * its last reader has run; in particular, after a range that stops before node j,
  * the outputs of j's inputs are valid. A conv's and the nodes' folded into it
- * (all but the last) are not in memory: only the last node's output is written. */
+ * (all but the last) are not in memory: only the last node's output is written.
+ * A Flatten (or Identity, Dropout) of the model's input is not copied: its output
+ * is the last pass's input itself. */
 const float *gpfq_forward_output(const gpfq_forward *fwd, int index);
 
 /* Runs one node the plain way, outside any plan: reads `inputs` (n, in_shape),
