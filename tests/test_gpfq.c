@@ -25,6 +25,7 @@
 
 #include "core/helper.h"
 #include "gpfq/gpfq.h"
+#include "quant/sample.h"
 #include "quant/unfold.h"
 
 int openblas_get_num_threads(void);
@@ -651,6 +652,43 @@ static void test_first_linear(const gpfq_model *m, const gpfq_dataset *train) {
     gpfq_quant_result_free(&r);
 }
 
+/* The draws without replacement: the same indices as a partial Fisher-Yates over a pool of
+ * 0 .. n-1 written out (the table that stands in for a large pool must not change a draw), all
+ * distinct and below n; from 1 of 1 to 256 of 60000 (the images) and k = n. */
+static void test_sampling(void) {
+    const size_t cases[][2] = {{1, 1},    {5, 5},     {7, 3},       {784, 197}, {784, 784},
+                               {100, 40}, {3000, 10}, {60000, 256}, {60000, 1}, {1 << 20, 999}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const size_t n = cases[c][0], k = cases[c][1];
+        for (uint64_t key = 1; key <= 3; key++) {
+            size_t *pool = malloc(n * sizeof(size_t)), *want = malloc(k * sizeof(size_t));
+            size_t *got = malloc(k * sizeof(size_t));
+            size_t *scratch = malloc(gpfq_sample_scratch(n, k) * sizeof(size_t));
+            for (size_t i = 0; i < n; i++) pool[i] = i;
+            for (size_t i = 0; i < k; i++) {
+                const size_t j = i + (size_t)(gpfq_uniform(key, i) * (double)(n - i)) % (n - i);
+                const size_t tmp = pool[i];
+                pool[i] = pool[j], pool[j] = tmp;
+                want[i] = pool[i];
+            }
+            gpfq_sample_indices(key, n, k, 0, got, scratch);
+            int distinct = 1;
+            unsigned char *seen = calloc(n, 1);
+            for (size_t i = 0; i < k; i++) {
+                distinct &= got[i] < n && !seen[got[i] < n ? got[i] : 0];
+                if (got[i] < n) seen[got[i]] = 1;
+            }
+            CHECK(!memcmp(got, want, k * sizeof(size_t)) && distinct,
+                  "%zu of %zu, key %llu: other indices than the pool's, or repeated", k, n,
+                  (unsigned long long)key);
+            free(pool), free(want), free(got), free(scratch), free(seen);
+        }
+    }
+    CHECK(gpfq_sample_scratch(60000, 256) < 60000 / 4,
+          "256 of 60000 take %zu words of scratch, not a small table",
+          gpfq_sample_scratch(60000, 256));
+}
+
 /* A Flatten of the input (the shipped MLP's first node) is the input itself: the plan copies
  * nothing and never writes over the caller's images, and the logits are those of the nodes run
  * one by one, each into a buffer of its own. */
@@ -985,5 +1023,6 @@ int main(int argc, char **argv) {
     test_eval_and_ranges(argc > 1 ? argv[1] : "tests/fixtures");
     test_fold_batchnorm(argc > 1 ? argv[1] : "tests/fixtures");
     test_flatten_alias(argc > 1 ? argv[1] : "tests/fixtures");
+    test_sampling();
     return check_report("test_gpfq");
 }

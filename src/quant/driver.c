@@ -22,6 +22,7 @@
 
 #include "../core/clones.h"
 #include "../core/helper.h"
+#include "sample.h"
 #include "unfold.h"
 
 int openblas_get_num_threads(void);
@@ -36,28 +37,6 @@ static uint64_t mix(uint64_t a, uint64_t b) {
     x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
     x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
     return x ^ (x >> 31);
-}
-
-/* A uniform integer in [0, n) from stream (key, counter). */
-static size_t draw_below(uint64_t key, uint64_t counter, size_t n) {
-    return (size_t)(gpfq_uniform(key, counter) * (double)n) % n;
-}
-
-/* k distinct indices of [0, n) (partial Fisher-Yates), or k draws with replacement. */
-static void sample_indices(uint64_t key, size_t n, size_t k, int replacement, size_t *out,
-                           size_t *pool) {
-    if (replacement) {
-        for (size_t i = 0; i < k; i++) out[i] = draw_below(key, i, n);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) pool[i] = i;
-    for (size_t i = 0; i < k; i++) {
-        size_t j = i + draw_below(key, i, n - i);
-        size_t tmp = pool[i];
-        pool[i] = pool[j];
-        pool[j] = tmp;
-        out[i] = pool[i];
-    }
 }
 
 /* ---- options ---- */
@@ -297,14 +276,15 @@ typedef struct {
 
 static void draw_patches(void *arg) {
     draw_job *d = arg;
-    size_t *picked = malloc(d->keep * sizeof(size_t)), *pool = malloc(d->patches * sizeof(size_t));
+    size_t *picked = malloc(d->keep * sizeof(size_t));
+    size_t *pool = malloc(gpfq_sample_scratch(d->patches, d->keep) * sizeof(size_t));
     if (!picked || !pool) {
         free(picked), free(pool);
         d->st = GPFQ_ERR_NOMEM;
         return;
     }
     for (size_t i = d->first; i < d->last; i++) {
-        sample_indices(mix(d->key, i), d->patches, d->keep, d->replacement, picked, pool);
+        gpfq_sample_indices(mix(d->key, i), d->patches, d->keep, d->replacement, picked, pool);
         for (size_t j = 0; j < d->keep; j++) d->offset[i * d->keep + j] = d->corner[picked[j]];
     }
     free(picked), free(pool);
@@ -529,7 +509,7 @@ typedef struct {
     void *source_ctx;
     size_t n;        /* calibration images per batch */
     size_t *indices; /* (n) */
-    size_t *pool;    /* (train->n) */
+    size_t *pool;    /* (gpfq_sample_scratch(train->n, n)) */
     float *images;   /* (n, C, H, W) */
     layer_store store;
 } driver;
@@ -549,8 +529,8 @@ static void batch_run(void *arg) {
 
 /* the draw, then its images read and normalised on both threads, half each */
 static void draw_images(driver *dr, uint64_t stream) {
-    sample_indices(mix(mix(dr->o->calib_seed, STREAM_IMAGES), stream), dr->train->n, dr->n, 0,
-                   dr->indices, dr->pool);
+    gpfq_sample_indices(mix(mix(dr->o->calib_seed, STREAM_IMAGES), stream), dr->train->n, dr->n, 0,
+                        dr->indices, dr->pool);
     batch_job halves[2] = {{dr, 0, dr->n / 2}, {dr, dr->n / 2, dr->n - dr->n / 2}};
     gpfq_helper_pair(batch_run, &halves[0], &halves[1], openblas_get_num_threads() > 1);
 }
@@ -693,7 +673,7 @@ gpfq_status gpfq_float_inputs(const gpfq_model *model, const gpfq_dataset *train
     gpfq_status st = GPFQ_OK;
     driver dr = {.fmodel = fmodel, .train = train, .o = o, .n = gpfq_calib_count(o, train)};
     dr.indices = malloc(dr.n * sizeof(size_t));
-    dr.pool = malloc(train->n * sizeof(size_t));
+    dr.pool = malloc(gpfq_sample_scratch(train->n, dr.n) * sizeof(size_t));
     dr.images = malloc(dr.n * gpfq_shape_size(model->input_shape) * sizeof(float));
     if (!dr.indices || !dr.pool || !dr.images)
         st = gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for %zu calibration images", dr.n);
@@ -754,7 +734,7 @@ gpfq_status gpfq_quantize_model_with(const gpfq_model *model, const gpfq_dataset
         result->layers = gpfq_calloc((size_t)model->n_nodes, sizeof(gpfq_layer_report), "reports");
         if (o->method == GPFQ_METHOD_GPFQ) {
             dr.indices = malloc(dr.n * sizeof(size_t));
-            dr.pool = malloc(train->n * sizeof(size_t));
+            dr.pool = malloc(gpfq_sample_scratch(train->n, dr.n) * sizeof(size_t));
             dr.images = malloc(dr.n * gpfq_shape_size(model->input_shape) * sizeof(float));
             if (!dr.indices || !dr.pool || !dr.images)
                 st = gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for %zu calibration images", dr.n);
