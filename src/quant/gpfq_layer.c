@@ -175,6 +175,20 @@ static void pair_sgemm(gpfq_helper *h, int ta, int tb, size_t M, size_t N, size_
     pair_sgemm_tri(h, GPFQ_TRI_NONE, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+/* What the ublock forms do with a block's columns once they are swept, each thread for its own
+ * columns (neurons), where it would otherwise run on one thread while the other waits (mlp:
+ * 0.3 ms a quantize): the block's codes into the N x d result, D = W_b - Q_b for U's update
+ * where Xt is Yt, and the next block's rows of W^T. */
+typedef struct {
+    int32_t *codes;  /* the N x d codes (the block's columns t0 ..), or NULL */
+    const float *Wb; /* the block's rows of W^T (B x N) ... */
+    float *D;        /* ... and D = Wb - Qb (B x N), or NULL */
+    const float *W;  /* the N x d weights ... */
+    size_t next_t0, next_B;
+    float
+        *next_Wb; /* ... and next_Wb (next_B x N) = their columns next_t0 .. transposed, or NULL */
+} sweep_after;
+
 typedef struct {
     float *P;
     size_t B, N;
@@ -185,12 +199,25 @@ typedef struct {
     int32_t *Cb;
     size_t i0, i1;
     float *work;
+    const sweep_after *after;
 } sweep_job;
 
 static void sweep_job_run(void *arg) {
     const sweep_job *j = arg;
     sweep_columns(j->P, j->B, j->N, j->H, j->ldh, j->t0, j->d, j->a, j->Qb, j->Cb, j->i0, j->i1,
                   j->work);
+    const sweep_after *w = j->after;
+    if (!w) return;
+    const size_t N = j->N, i0 = j->i0, n = j->i1 - j->i0;
+    if (w->codes)
+        gpfq_transpose32_strided(j->Cb + i0, N, j->B, n, w->codes + i0 * j->d + j->t0, j->d);
+    if (w->D)
+        for (size_t r = 0; r < j->B; r++)
+            for (size_t i = i0; i < j->i1; i++)
+                w->D[r * N + i] = w->Wb[r * N + i] - j->Qb[r * N + i];
+    if (w->next_Wb && w->next_B)
+        gpfq_transpose32_strided(w->W + i0 * j->d + w->next_t0, j->d, n, w->next_B, w->next_Wb + i0,
+                                 N);
 }
 
 /* The sequential part shared by the fast forms, for one block of B columns t0 .. t0+B-1. On
@@ -201,8 +228,9 @@ static void sweep_job_run(void *arg) {
  * values and the codes, transposed). The neurons split between this thread and the helper when the
  * block is worth a hand-off (mlp's fc1, N = 500 and B = 128: 0.6 ms less per quantize). */
 static void sweep_block(gpfq_helper *h, float *P, size_t B, size_t N, const float *H, size_t ldh,
-                        size_t t0, size_t d, const gpfq_alphabet *a, float *Qb, int32_t *Cb) {
-    sweep_job mine = {P, B, N, H, ldh, t0, d, a, Qb, Cb, 0, N, NULL}, other = mine;
+                        size_t t0, size_t d, const gpfq_alphabet *a, float *Qb, int32_t *Cb,
+                        const sweep_after *after) {
+    sweep_job mine = {P, B, N, H, ldh, t0, d, a, Qb, Cb, 0, N, NULL, after}, other = mine;
     float *work = h && N >= 64 && (double)N * B * B >= SWEEP_SPLIT_WORK
                       ? malloc((N + 16) * sizeof(float))
                       : NULL;
@@ -256,7 +284,8 @@ static gpfq_status layer_gram(gpfq_helper *h, const float *Wt, size_t N, size_t 
         size_t B = d - t0 < block ? d - t0 : block;
         /* bring in every earlier block at once: P_b -= H[b, :t0] Qt[:t0] */
         if (t0 > 0) pair_sgemm(h, 0, 0, B, N, t0, -1.0f, H + t0 * d, d, Qt, N, 1.0f, P + t0 * N, N);
-        sweep_block(h, P + t0 * N, B, N, H + t0 * d + t0, d, t0, d, a, Qt + t0 * N, Ct + t0 * N);
+        sweep_block(h, P + t0 * N, B, N, H + t0 * d + t0, d, t0, d, a, Qt + t0 * N, Ct + t0 * N,
+                    NULL);
     }
     free(G), free(H), free(P);
     return GPFQ_OK;
@@ -297,16 +326,19 @@ static gpfq_status layer_ublock(gpfq_helper *h, const float *weight, size_t N, s
     float *P = gpfq_malloc(block * N * sizeof(float), "the GPFQ arguments");
     float *Gb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
     float *Hb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
+    /* W^T's rows of this block and the next, which the sweep's threads transpose */
+    float *Wnext = gpfq_malloc(block * N * sizeof(float), "a block of weights");
     block_rows rows;
-    if (!U || !P || !Gb || !Hb || block_rows_alloc(&rows, block, N, 1) != GPFQ_OK) {
-        free(U), free(P), free(Gb), free(Hb);
+    if (!U || !P || !Gb || !Hb || !Wnext || block_rows_alloc(&rows, block, N, 1) != GPFQ_OK) {
+        free(U), free(P), free(Gb), free(Hb), free(Wnext);
         return GPFQ_ERR_NOMEM;
     }
     float *Wb = rows.W, *Qb = rows.Q;
+    gpfq_transpose32_strided(weight, d, N, d < block ? d : block, Wb, N); /* W's first columns */
     for (size_t t0 = 0; t0 < d; t0 += block) {
         const size_t B = d - t0 < block ? d - t0 : block;
         const float *Xb = Xt + t0 * m, *Yb = Yt + t0 * m;
-        gpfq_transpose32_strided(weight + t0, d, N, B, Wb, N); /* W's columns t0.. as rows */
+        const size_t next_t0 = t0 + B, next_B = d - next_t0 < block ? d - next_t0 : block;
         /* P (B x N) = Y_b^T U^T, the residual seen by each column of the block */
         if (t0 > 0)
             pair_sgemm(h, 0, 1, B, N, m, 1.0f, Yb, m, U, m, 0.0f, P, N);
@@ -321,21 +353,27 @@ static gpfq_status layer_ublock(gpfq_helper *h, const float *weight, size_t N, s
             for (size_t s = r + 1; s < B; s++) Gb[r * B + s] = 0.0f;
         /* P += tril(Gb) W_b^T */
         pair_sgemm(h, 0, 0, B, N, B, 1.0f, Gb, B, Wb, N, 1.0f, P, N);
-        sweep_block(h, P, B, N, Hb, B, t0, d, a, Qb, rows.C);
-        gpfq_transpose32_strided(rows.C, N, B, N, codes + t0, d);
-        if ((t0 + B < d || err2) && Xt == Yt) {
-            /* U += (W_b - Q_b) X_b: one product where the sides read the same inputs, with
-             * the difference in P, free until the next block */
-            for (size_t k = 0; k < B * N; k++) P[k] = Wb[k] - Qb[k];
+        /* then, per thread: the codes, W_b - Q_b into P (free until the next block) where Xt
+         * is Yt, and the next block's rows of W^T */
+        const int advance = t0 + B < d || err2;
+        const sweep_after after = {codes,  Wb,      advance && Xt == Yt ? P : NULL,
+                                   weight, next_t0, next_t0 < d ? next_B : 0,
+                                   Wnext};
+        sweep_block(h, P, B, N, Hb, B, t0, d, a, Qb, rows.C, &after);
+        if (advance && Xt == Yt) {
+            /* U += (W_b - Q_b) X_b: one product where the sides read the same inputs */
             pair_sgemm(h, 1, 0, N, m, B, 1.0f, P, N, Xb, m, 1.0f, U, m);
-        } else if (t0 + B < d || err2) {
+        } else if (advance) {
             /* U += W_b X_b - Q_b Y_b, with W_b = Wb^T (N x B) */
             pair_sgemm(h, 1, 0, N, m, B, 1.0f, Wb, N, Xb, m, 1.0f, U, m);
             pair_sgemm(h, 1, 0, N, m, B, -1.0f, Qb, N, Yb, m, 1.0f, U, m);
         }
+        float *swap = Wb;
+        Wb = Wnext, Wnext = swap;
     }
     if (err2) *err2 = squared_norm(U, N * m);
     free(U), free(P), free(Gb), free(Hb);
+    free(Wb == rows.W ? Wnext : Wb); /* the one of the two that is not rows.W */
     block_rows_free(&rows);
     return GPFQ_OK;
 }
@@ -443,8 +481,8 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t 
         }
         /* P += tril(Gb) W_b^T */
         pair_sgemm(h, 0, 0, B, N, B, 1.0f, Gb, B, wt4 + t0 * n4, n4, 1.0f, P, N);
-        sweep_block(h, P, B, N, Hb, B, t0, d, a, rows.Q, rows.C);
-        gpfq_transpose32_strided(rows.C, N, B, N, codes + t0, d);
+        const sweep_after after = {.codes = codes};
+        sweep_block(h, P, B, N, Hb, B, t0, d, a, rows.Q, rows.C, &after);
     }
     if (err2) *err2 = squared_norm(U, N * m);
     free(U), free(sums), free(wt4), free(cq), free(zero), free(P), free(Gb), free(Hb);
