@@ -689,14 +689,21 @@ static void test_sampling(void) {
           gpfq_sample_scratch(60000, 256));
 }
 
+/* The model file `name` under the fixtures directory (the shipped models are two levels up:
+ * "../../data/models/..."), or NULL after a failed check. */
+static gpfq_model *load_fixture(const char *fixtures, const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", fixtures, name);
+    gpfq_model *m = NULL;
+    CHECK(gpfq_model_load(path, &m) == GPFQ_OK, "%s", gpfq_last_error());
+    return m;
+}
+
 /* A Flatten of the input (the shipped MLP's first node) is the input itself: the plan copies
  * nothing and never writes over the caller's images, and the logits are those of the nodes run
  * one by one, each into a buffer of its own. */
 static void test_flatten_alias(const char *fixtures) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/../../data/models/mlp_fashion.h5", fixtures);
-    gpfq_model *m = NULL;
-    CHECK(gpfq_model_load(path, &m) == GPFQ_OK, "%s", gpfq_last_error());
+    gpfq_model *m = load_fixture(fixtures, "../../data/models/mlp_fashion.h5");
     if (!m) return;
     enum { IMAGES = 8 };
     const size_t in = gpfq_shape_size(m->input_shape);
@@ -758,11 +765,8 @@ static int same_node(const gpfq_node *a, const gpfq_node *b) {
 static void test_fold_batchnorm(const char *fixtures) {
     const char *names[2] = {"model_resnet_small.h5", "model_lenet_small.h5"};
     for (int k = 0; k < 2; k++) {
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s", fixtures, names[k]);
-        gpfq_model *m = NULL, *pristine = NULL;
-        CHECK(gpfq_model_load(path, &m) == GPFQ_OK && gpfq_model_load(path, &pristine) == GPFQ_OK,
-              "%s", gpfq_last_error());
+        gpfq_model *m = load_fixture(fixtures, names[k]),
+                   *pristine = load_fixture(fixtures, names[k]);
         if (!m || !pristine) {
             gpfq_model_free(m), gpfq_model_free(pristine);
             continue;
@@ -810,10 +814,7 @@ static void test_fold_batchnorm(const char *fixtures) {
 }
 
 static void test_driver(const char *fixtures) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/model_lenet_small.h5", fixtures);
-    gpfq_model *m = NULL;
-    CHECK(gpfq_model_load(path, &m) == GPFQ_OK, "%s", gpfq_last_error());
+    gpfq_model *m = load_fixture(fixtures, "model_lenet_small.h5");
     if (!m) return;
     /* a synthetic training set of 300 images */
     gpfq_dataset train = {.n = 300, .c = 1, .h = 28, .w = 28, .num_classes = 10};
@@ -900,9 +901,7 @@ static void test_driver(const char *fixtures) {
     test_cached_inputs(m, &train, GPFQ_CALIB_SHARED);
     test_cached_inputs(m, &train, GPFQ_CALIB_PER_LAYER);
     /* a Linear first layer (the shipped MLP): there too X is Y without cached inputs */
-    snprintf(path, sizeof path, "%s/../../data/models/mlp_fashion.h5", fixtures);
-    gpfq_model *mlp = NULL;
-    CHECK(gpfq_model_load(path, &mlp) == GPFQ_OK, "%s", gpfq_last_error());
+    gpfq_model *mlp = load_fixture(fixtures, "../../data/models/mlp_fashion.h5");
     if (mlp) {
         test_cached_inputs(mlp, &train, GPFQ_CALIB_SHARED);
         test_first_linear(mlp, &train);
@@ -914,10 +913,7 @@ static void test_driver(const char *fixtures) {
 
 /* Evaluation workers and the stoppable forward pass. */
 static void test_eval_and_ranges(const char *fixtures) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/model_lenet_small.h5", fixtures);
-    gpfq_model *m = NULL;
-    CHECK(gpfq_model_load(path, &m) == GPFQ_OK, "%s", gpfq_last_error());
+    gpfq_model *m = load_fixture(fixtures, "model_lenet_small.h5");
     if (!m) return;
     gpfq_dataset data = {.n = 203, .c = 1, .h = 28, .w = 28, .num_classes = 10};
     data.images = malloc(data.n * 784);
