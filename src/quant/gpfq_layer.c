@@ -185,8 +185,7 @@ typedef struct {
     float *D;        /* ... and D = Wb - Qb (B x N), or NULL */
     const float *W;  /* the N x d weights ... */
     size_t next_t0, next_B;
-    float
-        *next_Wb; /* ... and next_Wb (next_B x N) = their columns next_t0 .. transposed, or NULL */
+    float *next_Wb; /* ... and next_Wb (next_B x N): their columns next_t0 .. as rows */
 } sweep_after;
 
 typedef struct {
@@ -305,6 +304,7 @@ typedef struct {
 
 static void block_rows_free(block_rows *r) {
     free(r->W), free(r->Q), free(r->C);
+    r->W = r->Q = NULL, r->C = NULL;
 }
 
 static gpfq_status block_rows_alloc(block_rows *r, size_t block, size_t N, int with_w) {
