@@ -158,7 +158,9 @@ static void fill(float *v, size_t n, int exact, float scale, unsigned long long 
     }
 }
 
-/* With same, Yt is Xt (a first layer): ublock then advances U by one product, (W - Q) X. */
+/* With same, Yt is Xt (a first layer): ublock then advances U by one product, (W - Q) X. With
+ * same = 2, Yt is Xt but for its last row, doubled: inputs that agree for all but the last
+ * column of the layer must not be taken as the same. */
 static void compare_forms_with(size_t N, size_t d, size_t m, gpfq_quantizer kind, int exact,
                                size_t block, int same, unsigned long long *state) {
     float *W = malloc(N * d * 4), *Xt = malloc(d * m * 4), *Yt = malloc(d * m * 4);
@@ -171,6 +173,8 @@ static void compare_forms_with(size_t N, size_t d, size_t m, gpfq_quantizer kind
     if (m > 3)
         for (size_t k = 0; k < m; k++) Yt[2 * m + k] = 0.0f; /* a dead input: ||Y[:,t]|| = 0 */
     if (same) memcpy(Yt, Xt, d * m * 4);
+    if (same == 2)
+        for (size_t k = 0; k < m; k++) Yt[(d - 1) * m + k] = 2.0f * Xt[(d - 1) * m + k];
     gpfq_alphabet a;
     if (exact) {
         a = alphabet(kind, 4, 0.25f,
@@ -184,6 +188,13 @@ static void compare_forms_with(size_t N, size_t d, size_t m, gpfq_quantizer kind
     CHECK(gpfq_gpfq_layer(W, N, d, Xt, Yt, m, &a, GPFQ_FORM_REF, block, ref, qref, &sref) ==
               GPFQ_OK,
           "%s", gpfq_last_error());
+    if (same == 2) { /* the plain loop on Xt and Yt as they are, outside gpfq_gpfq_layer */
+        int32_t *plain = malloc(N * d * sizeof(int32_t));
+        gpfq_gpfq_layer_ref(W, N, d, Xt, Yt, m, &a, plain);
+        CHECK(!memcmp(plain, ref, N * d * sizeof(int32_t)),
+              "N%zu d%zu m%zu: inputs differing in their last row taken as the same", N, d, m);
+        free(plain);
+    }
     /* ublock on gpfq's AVX-512 kernels where the CPU has them (m >= 2048), and on OpenBLAS */
     const gpfq_form forms[3] = {GPFQ_FORM_GRAM, GPFQ_FORM_UBLOCK, GPFQ_FORM_UBLOCK};
     for (int f = 0; f < 3; f++) {
@@ -260,6 +271,8 @@ static void test_forms(void) {
     compare_forms_with(150, 300, 256, GPFQ_QUANTIZER_STOCHASTIC, 0, 0, 1, &state);
     compare_forms_with(10, 37, 2500, GPFQ_QUANTIZER_NEAREST, 1, 13, 1, &state);
     compare_forms_with(6, 25, 4100, GPFQ_QUANTIZER_NEAREST, 0, 0, 1, &state);
+    compare_forms_with(30, 70, 200, GPFQ_QUANTIZER_NEAREST, 1, 16, 2, &state);
+    compare_forms_with(10, 37, 2500, GPFQ_QUANTIZER_NEAREST, 1, 13, 2, &state);
     /* the cost model, layer error included: on ublock's own kernels lenet5's conv1 (6 x 25,
      * m = 50432) is ublock's (twice gram's speed there), resnet20's conv1 (16 x 9) stays gram's;
      * below 2048 columns (a Linear layer) the same 6 x 25 layer is gram's */
@@ -278,13 +291,15 @@ static void test_forms(void) {
  * the same order however the forms split their products between two threads (by columns
  * where N >= 64, else by rows), and a block's sweep splits its neurons (N B^2 >= 2.6e5), each
  * with its own rounding stream. */
-static void check_threads(const char *what, size_t N, size_t d, size_t m, gpfq_form form,
-                          size_t block, gpfq_quantizer quantizer, unsigned long long seed) {
+static void check_threads_with(const char *what, size_t N, size_t d, size_t m, gpfq_form form,
+                               size_t block, gpfq_quantizer quantizer, unsigned long long seed,
+                               int same) {
     unsigned long long state = seed;
     float *W = malloc(N * d * 4), *Xt = malloc(d * m * 4), *Yt = malloc(d * m * 4);
     fill(W, N * d, 0, 1.0f, &state);
     fill(Xt, d * m, 0, 1.0f, &state);
     fill(Yt, d * m, 0, 1.0f, &state);
+    if (same) memcpy(Yt, Xt, d * m * 4); /* a first layer: ublock's one product, W_b - Q_b */
     gpfq_alphabet a;
     gpfq_alphabet_make(W, N, d, 4, 1.16, 1.0, quantizer, 0, 1, &a);
     int32_t *codes[2] = {malloc(N * d * 4), malloc(N * d * 4)};
@@ -307,6 +322,11 @@ static void check_threads(const char *what, size_t N, size_t d, size_t m, gpfq_f
           "%s: relative error %.17g at 1 thread, %.17g at 2", what, stats[0].relative_error,
           stats[1].relative_error);
     free(W), free(Xt), free(Yt), free(codes[0]), free(codes[1]);
+}
+
+static void check_threads(const char *what, size_t N, size_t d, size_t m, gpfq_form form,
+                          size_t block, gpfq_quantizer quantizer, unsigned long long seed) {
+    check_threads_with(what, N, d, m, form, block, quantizer, seed, 0);
 }
 
 static void test_threads(void) {
@@ -335,6 +355,8 @@ static void test_threads(void) {
     /* split sweeps draw each weight's stream (203 = 112 + 91 neurons) */
     check_threads("ublock, stochastic, sweeps split", 203, 200, 256, GPFQ_FORM_UBLOCK, 0,
                   GPFQ_QUANTIZER_STOCHASTIC, 15);
+    check_threads_with("ublock, X is Y, sweeps split", 203, 200, 256, GPFQ_FORM_UBLOCK, 0,
+                       GPFQ_QUANTIZER_STOCHASTIC, 17, 1);
     check_threads("gram, stochastic, sweeps split", 203, 130, 600, GPFQ_FORM_GRAM, 0,
                   GPFQ_QUANTIZER_STOCHASTIC, 16);
     gpfq_conv_set_kernel(before);
