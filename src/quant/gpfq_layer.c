@@ -294,9 +294,11 @@ static void lane_run(void *lane) {
     gpfq_ublock_lane_avx512(lane);
 }
 
-/* One block's rows of W^T (with_w), of the code values and of the codes (B x N each): the
- * ublock forms need the rows of one block at a time, not the d x N matrices (mlp's fc1: 1.6 MB
- * each against 0.26 MB, memory a fresh process would first have to touch). */
+/* One block's rows of the code values and of the codes (B x N each) and, with_w, two blocks'
+ * rows of W^T (this block's, and the next one's, which the sweep's threads transpose while U's
+ * update still reads this one's): the ublock forms need the rows of one block at a time, not
+ * the d x N matrices (mlp's fc1: 1.6 MB each against 0.26 MB, memory a fresh process would
+ * first have to touch). */
 typedef struct {
     float *W, *Q;
     int32_t *C;
@@ -308,7 +310,7 @@ static void block_rows_free(block_rows *r) {
 }
 
 static gpfq_status block_rows_alloc(block_rows *r, size_t block, size_t N, int with_w) {
-    r->W = with_w ? gpfq_malloc(block * N * sizeof(float), "a block of weights") : NULL;
+    r->W = with_w ? gpfq_malloc(2 * block * N * sizeof(float), "two blocks of weights") : NULL;
     r->Q = gpfq_malloc(block * N * sizeof(float), "a block of code values");
     r->C = gpfq_malloc(block * N * sizeof(int32_t), "a block of codes");
     if (r->Q && r->C && (r->W || !with_w)) return GPFQ_OK;
@@ -326,17 +328,18 @@ static gpfq_status layer_ublock(gpfq_helper *h, const float *weight, size_t N, s
     float *P = gpfq_malloc(block * N * sizeof(float), "the GPFQ arguments");
     float *Gb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
     float *Hb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
-    /* W^T's rows of this block and the next, which the sweep's threads transpose */
-    float *Wnext = gpfq_malloc(block * N * sizeof(float), "a block of weights");
     block_rows rows;
-    if (!U || !P || !Gb || !Hb || !Wnext || block_rows_alloc(&rows, block, N, 1) != GPFQ_OK) {
-        free(U), free(P), free(Gb), free(Hb), free(Wnext);
+    if (!U || !P || !Gb || !Hb || block_rows_alloc(&rows, block, N, 1) != GPFQ_OK) {
+        free(U), free(P), free(Gb), free(Hb);
         return GPFQ_ERR_NOMEM;
     }
-    float *Wb = rows.W, *Qb = rows.Q;
-    gpfq_transpose32_strided(weight, d, N, d < block ? d : block, Wb, N); /* W's first columns */
-    for (size_t t0 = 0; t0 < d; t0 += block) {
+    float *Qb = rows.Q;
+    gpfq_transpose32_strided(weight, d, N, d < block ? d : block, rows.W, N); /* first columns */
+    for (size_t t0 = 0, k = 0; t0 < d; t0 += block, k++) {
         const size_t B = d - t0 < block ? d - t0 : block;
+        /* block k's rows of W^T, and the next block's */
+        const float *Wb = rows.W + (k % 2) * block * N;
+        float *Wnext = rows.W + (k + 1) % 2 * block * N;
         const float *Xb = Xt + t0 * m, *Yb = Yt + t0 * m;
         const size_t next_t0 = t0 + B, next_B = d - next_t0 < block ? d - next_t0 : block;
         /* P (B x N) = Y_b^T U^T, the residual seen by each column of the block */
@@ -368,12 +371,9 @@ static gpfq_status layer_ublock(gpfq_helper *h, const float *weight, size_t N, s
             pair_sgemm(h, 1, 0, N, m, B, 1.0f, Wb, N, Xb, m, 1.0f, U, m);
             pair_sgemm(h, 1, 0, N, m, B, -1.0f, Qb, N, Yb, m, 1.0f, U, m);
         }
-        float *swap = Wb;
-        Wb = Wnext, Wnext = swap;
     }
     if (err2) *err2 = squared_norm(U, N * m);
     free(U), free(P), free(Gb), free(Hb);
-    free(Wb == rows.W ? Wnext : Wb); /* the one of the two that is not rows.W */
     block_rows_free(&rows);
     return GPFQ_OK;
 }

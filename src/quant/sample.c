@@ -10,7 +10,8 @@
 
 #include "gpfq/quant.h"
 
-size_t gpfq_draw_below(uint64_t key, uint64_t counter, size_t n) {
+/* A uniform integer in [0, n) from stream (key, counter). */
+static size_t draw_below(uint64_t key, uint64_t counter, size_t n) {
     return (size_t)(gpfq_uniform(key, counter) * (double)n) % n;
 }
 
@@ -48,14 +49,14 @@ static void set_value(size_t *table, size_t slots, size_t place, size_t value) {
 void gpfq_sample_indices(uint64_t key, size_t n, size_t k, int replacement, size_t *out,
                          size_t *scratch) {
     if (replacement) {
-        for (size_t i = 0; i < k; i++) out[i] = gpfq_draw_below(key, i, n);
+        for (size_t i = 0; i < k; i++) out[i] = draw_below(key, i, n);
         return;
     }
     const size_t slots = table_slots(n, k);
     if (!slots) { /* the pool itself */
         for (size_t i = 0; i < n; i++) scratch[i] = i;
         for (size_t i = 0; i < k; i++) {
-            const size_t j = i + gpfq_draw_below(key, i, n - i);
+            const size_t j = i + draw_below(key, i, n - i);
             const size_t tmp = scratch[i];
             scratch[i] = scratch[j];
             scratch[j] = tmp;
@@ -65,7 +66,7 @@ void gpfq_sample_indices(uint64_t key, size_t n, size_t k, int replacement, size
     }
     memset(scratch, 0, 2 * slots * sizeof(size_t));
     for (size_t i = 0; i < k; i++) {
-        const size_t j = i + gpfq_draw_below(key, i, n - i);
+        const size_t j = i + draw_below(key, i, n - i);
         const size_t vi = value_at(scratch, slots, i), vj = value_at(scratch, slots, j);
         set_value(scratch, slots, j, vi);
         set_value(scratch, slots, i, vj);

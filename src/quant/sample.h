@@ -8,15 +8,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A uniform integer in [0, n) from stream (key, counter). */
-size_t gpfq_draw_below(uint64_t key, uint64_t counter, size_t n);
-
 /* The size_t words of scratch gpfq_sample_indices needs for k of n. */
 size_t gpfq_sample_scratch(size_t n, size_t k);
 
 /* k distinct indices of [0, n) into out, as a partial Fisher-Yates shuffle of 0 .. n-1 gives
- * them (swap i with i + gpfq_draw_below(key, i, n - i)), or with replacement k draws
- * gpfq_draw_below(key, i, n). scratch holds gpfq_sample_scratch(n, k) words. */
+ * them (swap i with i + below(i, n - i)), or with replacement k draws below(i, n), where
+ * below(c, n) = (size_t)(gpfq_uniform(key, c) * n) % n, a uniform integer in [0, n). scratch holds
+ * gpfq_sample_scratch(n, k) words. */
 void gpfq_sample_indices(uint64_t key, size_t n, size_t k, int replacement, size_t *out,
                          size_t *scratch);
 
