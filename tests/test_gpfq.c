@@ -638,6 +638,61 @@ static void test_cached_inputs(const gpfq_model *m, const gpfq_dataset *train,
     for (int i = 0; i < 16; i++) free(cache.data[i]);
 }
 
+typedef struct {
+    int calls, in_order, finite;
+} report_log;
+
+static void log_report(void *ctx, const gpfq_layer_report *layer, int index, int total) {
+    report_log *l = ctx;
+    (void)total;
+    l->in_order &= index == l->calls++;
+    l->finite &= layer->skipped || isfinite(layer->relative_error);
+}
+
+/* A Linear layer's ||W Xt|| taken from the float pass (its output less its bias), which the
+ * driver does with one calibration set and the float network at hand, against the product that
+ * gpfq_gpfq_layer computes when the float inputs come cached (a sweep's tasks): the same
+ * relative errors to float rounding, every report handed over once, in order, and complete. A
+ * report waits for the next layer's pass, or at the end, or at a layer left in float, for a
+ * pass of its own: all three happen with ublock on every layer and a middle layer ignored. */
+static void test_deferred_norms(const gpfq_model *m, const gpfq_dataset *train,
+                                const char *ignore) {
+    gpfq_quant_options o;
+    gpfq_quant_options_default(&o);
+    o.calib_images = 40;
+    o.form = GPFQ_FORM_UBLOCK;
+    o.ignore = &ignore;
+    o.n_ignore = ignore != NULL;
+    float_cache cache = {m, {0}};
+    gpfq_quant_result a, b;
+    report_log la = {0, 1, 1}, lb = {0, 1, 1};
+    const int ran = gpfq_float_inputs(m, train, &o, cache_sink, &cache) == GPFQ_OK &&
+                    gpfq_quantize_model(m, train, &o, &a, log_report, &la) == GPFQ_OK &&
+                    gpfq_quantize_model_with(m, train, &o, cache_source, &cache, &b, log_report,
+                                             &lb) == GPFQ_OK;
+    CHECK(ran, "%s", gpfq_last_error());
+    for (int i = 0; i < 16; i++) free(cache.data[i]);
+    if (!ran) return;
+    CHECK(la.calls == a.n_layers && la.in_order && la.finite && lb.calls == b.n_layers,
+          "reports handed over %d times for %d layers, in order %d, complete %d", la.calls,
+          a.n_layers, la.in_order, la.finite);
+    double worst = 0.0;
+    int skipped = 0;
+    for (int l = 0; l < a.n_layers; l++) {
+        skipped += a.layers[l].skipped;
+        if (a.layers[l].skipped) continue;
+        const double ra = a.layers[l].relative_error, rb = b.layers[l].relative_error;
+        const double diff = fabs(ra - rb) / rb;
+        if (!(diff <= worst)) worst = diff;
+    }
+    CHECK(worst <= 1e-5 && skipped == (ignore != NULL),
+          "relative errors from the float pass differ from the product's by %g (relative; "
+          "allowed 1e-5), %d layers left in float",
+          worst, skipped);
+    gpfq_quant_result_free(&a);
+    gpfq_quant_result_free(&b);
+}
+
 /* A network's first Linear layer, quantized by the driver (X is Y there: the same images on
  * both sides), against gpfq_gpfq_layer on its float inputs transposed here (nearest rounding:
  * the alphabet's seed does not matter). */
@@ -927,6 +982,8 @@ static void test_driver(const char *fixtures) {
     if (mlp) {
         test_cached_inputs(mlp, &train, GPFQ_CALIB_SHARED);
         test_first_linear(mlp, &train);
+        test_deferred_norms(mlp, &train, NULL);
+        test_deferred_norms(mlp, &train, "fc2");
     }
     gpfq_model_free(mlp);
     gpfq_dataset_free(&train);

@@ -92,6 +92,14 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
                             size_t block, int32_t *codes, float *quantized,
                             gpfq_layer_stats *stats);
 
+/* gpfq_gpfq_layer for a caller that has ||W Xt|| from elsewhere (the float network computes
+ * W Xt + bias for a Linear layer anyway): stats->relative_error is NaN where the form would
+ * spend a product of its own on the norm (ublock with N > 64, or m < 2048), else as above. */
+gpfq_status gpfq_gpfq_layer_no_norm(const float *weight, size_t N, size_t d, const float *Xt,
+                                    const float *Yt, size_t m, const gpfq_alphabet *a,
+                                    gpfq_form form, size_t block, int32_t *codes, float *quantized,
+                                    gpfq_layer_stats *stats);
+
 /* The plain U-form loop (the reference implementation's). */
 void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *Xt, const float *Yt,
                          size_t m, const gpfq_alphabet *a, int32_t *codes);

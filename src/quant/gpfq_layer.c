@@ -566,10 +566,12 @@ gpfq_form gpfq_layer_form(size_t N, size_t d, size_t m, gpfq_form form, size_t b
     return resolve_form(N, d, m, form, &block);
 }
 
-gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float *Xt,
-                            const float *Yt, size_t m, const gpfq_alphabet *a, gpfq_form form,
-                            size_t block, int32_t *codes, float *quantized,
-                            gpfq_layer_stats *stats) {
+/* gpfq_gpfq_layer; without want_norm, ||W Xt|| only where it comes without a product of its
+ * own, else stats->relative_error is NaN. */
+static gpfq_status layer_run(const float *weight, size_t N, size_t d, const float *Xt,
+                             const float *Yt, size_t m, const gpfq_alphabet *a, gpfq_form form,
+                             size_t block, int32_t *codes, float *quantized,
+                             gpfq_layer_stats *stats, int want_norm) {
     const double start = gpfq_now();
     const int own = ublock_own_kernels(m);
     form = resolve_form(N, d, m, form, &block);
@@ -612,12 +614,28 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
         /* what the form did not give (a form that gives ||W Xt|| gives the error too) */
         double ref = ref2 >= 0.0 ? sqrt(ref2) : 0.0;
         if (err2 >= 0.0) stats->error = sqrt(err2);
-        if (ref2 < 0.0)
+        if (ref2 < 0.0 && (want_norm || err2 < 0.0))
             st = layer_error(h, weight, err2 >= 0.0 ? NULL : values, N, d, Xt, Yt, m,
                              err2 >= 0.0 ? NULL : &stats->error, &ref);
-        stats->relative_error = ref > 0 ? stats->error / ref : 0.0;
+        else if (ref2 < 0.0)
+            ref = NAN;
+        stats->relative_error = ref > 0 ? stats->error / ref : isnan(ref) ? NAN : 0.0;
     }
     gpfq_helper_release(h);
     if (!quantized) free(values);
     return st;
+}
+
+gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float *Xt,
+                            const float *Yt, size_t m, const gpfq_alphabet *a, gpfq_form form,
+                            size_t block, int32_t *codes, float *quantized,
+                            gpfq_layer_stats *stats) {
+    return layer_run(weight, N, d, Xt, Yt, m, a, form, block, codes, quantized, stats, 1);
+}
+
+gpfq_status gpfq_gpfq_layer_no_norm(const float *weight, size_t N, size_t d, const float *Xt,
+                                    const float *Yt, size_t m, const gpfq_alphabet *a,
+                                    gpfq_form form, size_t block, int32_t *codes, float *quantized,
+                                    gpfq_layer_stats *stats) {
+    return layer_run(weight, N, d, Xt, Yt, m, a, form, block, codes, quantized, stats, 0);
 }
