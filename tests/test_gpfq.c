@@ -1086,6 +1086,39 @@ static void test_eval_and_ranges(const char *fixtures) {
     gpfq_model_free(m);
 }
 
+/* gpfq_sum_squares against one running sum in long double, for every length around its 16
+ * side-by-side sums and a long one, with and without the subtrahend; to 1e-12 relative (the
+ * same double additions in another order: about n / 16 * 2^-53 apart at most). */
+static void test_sum_squares(void) {
+    enum { LONG = 100003 };
+    float *v = malloc(LONG * sizeof(float)), *b = malloc(LONG * sizeof(float));
+    uint64_t state = 7;
+    for (size_t k = 0; k < LONG; k++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        v[k] = (float)((double)(state >> 40) / (double)(1 << 24) - 0.5) * 3.0f;
+        b[k] = (float)(k % 7) * 0.125f - 0.3f;
+    }
+    double worst = 0.0;
+    int zero_ok = gpfq_sum_squares(v, NULL, 0) == 0.0 && gpfq_sum_squares(v, b, 0) == 0.0;
+    const size_t lengths[] = {1, 2, 15, 16, 17, 31, 32, 33, 47, 1000, LONG};
+    for (size_t i = 0; i < sizeof lengths / sizeof *lengths; i++)
+        for (int with = 0; with < 2; with++) {
+            const size_t n = lengths[i];
+            long double want = 0.0L;
+            for (size_t k = 0; k < n; k++) {
+                const long double t = (long double)v[k] - (with ? (long double)b[k] : 0.0L);
+                want += t * t;
+            }
+            const double got = gpfq_sum_squares(v, with ? b : NULL, n);
+            const double rel = fabs((double)(((long double)got - want) / want));
+            if (!(rel <= worst)) worst = rel;
+        }
+    CHECK(zero_ok && worst <= 1e-12,
+          "gpfq_sum_squares is %g (relative) from one long double sum; of nothing %d", worst,
+          zero_ok);
+    free(v), free(b);
+}
+
 int main(int argc, char **argv) {
     test_quantizers();
     test_quantize_row();
@@ -1099,5 +1132,6 @@ int main(int argc, char **argv) {
     test_fold_batchnorm(argc > 1 ? argv[1] : "tests/fixtures");
     test_flatten_alias(argc > 1 ? argv[1] : "tests/fixtures");
     test_sampling();
+    test_sum_squares();
     return check_report("test_gpfq");
 }

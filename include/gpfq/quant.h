@@ -100,6 +100,9 @@ gpfq_status gpfq_gpfq_layer_no_norm(const float *weight, size_t N, size_t d, con
                                     gpfq_form form, size_t block, int32_t *codes, float *quantized,
                                     gpfq_layer_stats *stats);
 
+/* sum over k < n of (v[k] - sub[k])^2 in double (sub NULL: of v[k]^2), in a fixed order. */
+double gpfq_sum_squares(const float *v, const float *sub, size_t n);
+
 /* The plain U-form loop (the reference implementation's). */
 void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *Xt, const float *Yt,
                          size_t m, const gpfq_alphabet *a, int32_t *codes);

@@ -134,11 +134,7 @@ static const float *stepper_value(const stepper *s, int node) {
 static double linear_norm2(const gpfq_node *node, const float *out, size_t n) {
     const size_t N = (size_t)node->weight_dims[0];
     double sum = 0.0;
-    for (size_t i = 0; i < n; i++)
-        for (size_t k = 0; k < N; k++) {
-            const double v = (double)out[i * N + k] - (node->bias ? node->bias[k] : 0.0f);
-            sum += v * v;
-        }
+    for (size_t i = 0; i < n; i++) sum += gpfq_sum_squares(out + i * N, node->bias, N);
     return sum;
 }
 
