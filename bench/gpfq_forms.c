@@ -15,8 +15,10 @@
  * G = Yt Xt^T, d x m by m x d, and the ssyrk H = Yt Yt^T) at the (d, m) of every
  * conv layer met in part 1, against a 2048^3 sgemm measured in the same run.
  *
- * How the layer GPFQ is timed. The driver calls gpfq_gpfq_layer() once per
- * layer (per group); this program is linked with -Wl,--wrap=gpfq_gpfq_layer,
+ * How the layer GPFQ is timed. The driver calls gpfq_gpfq_layer() (or, for a
+ * Linear layer whose reference norm the float pass gives, gpfq_gpfq_layer_no_norm())
+ * once per layer (per group); this program is linked with -Wl,--wrap=gpfq_gpfq_layer,
+ * --wrap=gpfq_gpfq_layer_no_norm,
  * --wrap=gpfq_sgemm,--wrap=gpfq_sgemm_tri,--wrap=cblas_sgemm,--wrap=cblas_ssyrk,
  * --wrap=cblas_strmm so that those calls come here first. The wrapper times the
  * real gpfq_gpfq_layer() with stats = NULL (the GPFQ proper: transposes, the
@@ -307,6 +309,19 @@ gpfq_status __wrap_gpfq_gpfq_layer(const float *weight, size_t N, size_t d, cons
     }
     if (!quantized) free(values);
     return st;
+}
+
+/* The same as gpfq_gpfq_layer here: the wrapper computes the whole stats itself, outside the
+ * timed span, so the driver has the norm and does not wait for the float pass. */
+gpfq_status __wrap_gpfq_gpfq_layer_no_norm(const float *weight, size_t N, size_t d, const float *Xt,
+                                           const float *Yt, size_t m, const gpfq_alphabet *a,
+                                           gpfq_form form, size_t block, int32_t *codes,
+                                           float *quantized, gpfq_layer_stats *stats);
+gpfq_status __wrap_gpfq_gpfq_layer_no_norm(const float *weight, size_t N, size_t d, const float *Xt,
+                                           const float *Yt, size_t m, const gpfq_alphabet *a,
+                                           gpfq_form form, size_t block, int32_t *codes,
+                                           float *quantized, gpfq_layer_stats *stats) {
+    return __wrap_gpfq_gpfq_layer(weight, N, d, Xt, Yt, m, a, form, block, codes, quantized, stats);
 }
 
 /* ---- part 1: the forms on the models ---- */
