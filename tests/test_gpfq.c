@@ -638,6 +638,51 @@ static void test_cached_inputs(const gpfq_model *m, const gpfq_dataset *train,
     for (int i = 0; i < 16; i++) free(cache.data[i]);
 }
 
+/* gpfq_gpfq_layer_no_norm: the codes, values and error of gpfq_gpfq_layer, and the relative
+ * error too where the form gives ||W Xt|| without a product of its own (gram and ref compute
+ * the error from W Xt; ublock's own kernels for N <= 64, m >= 2048); NaN where it would take one
+ * (ublock below m = 2048, or N > 64). */
+static void test_no_norm(void) {
+    const struct {
+        size_t N, d, m;
+        gpfq_form form;
+        int nan; /* -1: NaN unless on the AVX-512 kernels */
+    } cases[] = {{20, 30, 50, GPFQ_FORM_UBLOCK, 1},
+                 {20, 30, 50, GPFQ_FORM_GRAM, 0},
+                 {20, 30, 50, GPFQ_FORM_REF, 0},
+                 {80, 24, 2100, GPFQ_FORM_UBLOCK, 1},
+                 {12, 24, 2100, GPFQ_FORM_UBLOCK, -1}};
+    const int own = gpfq_conv_get_kernel() == GPFQ_CONV_AVX512;
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const size_t N = cases[c].N, d = cases[c].d, m = cases[c].m;
+        float *W = malloc(N * d * 4), *Xt = malloc(d * m * 4), *Yt = malloc(d * m * 4);
+        float *qa = malloc(N * d * 4), *qb = malloc(N * d * 4);
+        int32_t *ca = malloc(N * d * 4), *cb = malloc(N * d * 4);
+        unsigned long long state = 11 + c;
+        for (size_t k = 0; k < N * d; k++) W[k] = check_rand(&state);
+        for (size_t k = 0; k < d * m; k++) {
+            Xt[k] = check_rand(&state);
+            Yt[k] = Xt[k] + 0.05f * check_rand(&state);
+        }
+        gpfq_alphabet a;
+        gpfq_alphabet_make(W, N, d, 4, 1.16, 1.0, GPFQ_QUANTIZER_NEAREST, 0, 0, &a);
+        gpfq_layer_stats sa, sb;
+        const int ran =
+            gpfq_gpfq_layer(W, N, d, Xt, Yt, m, &a, cases[c].form, 0, ca, qa, &sa) == GPFQ_OK &&
+            gpfq_gpfq_layer_no_norm(W, N, d, Xt, Yt, m, &a, cases[c].form, 0, cb, qb, &sb) ==
+                GPFQ_OK;
+        const int want_nan = cases[c].nan < 0 ? !own : cases[c].nan;
+        CHECK(ran && !memcmp(ca, cb, N * d * 4) && !memcmp(qa, qb, N * d * 4) &&
+                  sa.error == sb.error && isfinite(sa.relative_error) &&
+                  (want_nan ? isnan(sb.relative_error) : sb.relative_error == sa.relative_error),
+              "no_norm, %s N %zu d %zu m %zu: relative error %g against %g (NaN expected: %d), "
+              "error %g against %g",
+              gpfq_form_name(cases[c].form), N, d, m, sb.relative_error, sa.relative_error,
+              want_nan, sb.error, sa.error);
+        free(W), free(Xt), free(Yt), free(qa), free(qb), free(ca), free(cb);
+    }
+}
+
 typedef struct {
     int calls, in_order, finite;
 } report_log;
@@ -653,8 +698,10 @@ static void log_report(void *ctx, const gpfq_layer_report *layer, int index, int
  * driver does with one calibration set and the float network at hand, against the product that
  * gpfq_gpfq_layer computes when the float inputs come cached (a sweep's tasks): the same
  * relative errors to float rounding, every report handed over once, in order, and complete. A
- * report waits for the next layer's pass, or at the end, or at a layer left in float, for a
- * pass of its own: all three happen with ublock on every layer and a middle layer ignored. */
+ * report waits for the pass to the next layer (also one left in float), or, after the last
+ * layer, for a pass of its own: both happen with ublock on every layer. The two sums round
+ * differently, so a layer whose errors agree to the last bit took the product: at least one
+ * must not. */
 static void test_deferred_norms(const gpfq_model *m, const gpfq_dataset *train,
                                 const char *ignore) {
     gpfq_quant_options o;
@@ -673,22 +720,25 @@ static void test_deferred_norms(const gpfq_model *m, const gpfq_dataset *train,
     CHECK(ran, "%s", gpfq_last_error());
     for (int i = 0; i < 16; i++) free(cache.data[i]);
     if (!ran) return;
-    CHECK(la.calls == a.n_layers && la.in_order && la.finite && lb.calls == b.n_layers,
-          "reports handed over %d times for %d layers, in order %d, complete %d", la.calls,
-          a.n_layers, la.in_order, la.finite);
+    CHECK(la.calls == a.n_layers && la.in_order && la.finite && lb.calls == b.n_layers &&
+              lb.in_order && lb.finite,
+          "reports handed over %d / %d times for %d layers, in order %d / %d, complete %d / %d",
+          la.calls, lb.calls, a.n_layers, la.in_order, lb.in_order, la.finite, lb.finite);
     double worst = 0.0;
-    int skipped = 0;
+    int skipped = 0, from_pass = 0;
     for (int l = 0; l < a.n_layers; l++) {
         skipped += a.layers[l].skipped;
         if (a.layers[l].skipped) continue;
         const double ra = a.layers[l].relative_error, rb = b.layers[l].relative_error;
         const double diff = fabs(ra - rb) / rb;
         if (!(diff <= worst)) worst = diff;
+        from_pass += ra != rb;
     }
-    CHECK(worst <= 1e-5 && skipped == (ignore != NULL),
+    CHECK(worst <= 1e-5 && from_pass > 0 && skipped == (ignore != NULL),
           "relative errors from the float pass differ from the product's by %g (relative; "
-          "allowed 1e-5), %d layers left in float",
-          worst, skipped);
+          "allowed 1e-5), in %d layers (none: the float pass gave no norm), %d layers left in "
+          "float",
+          worst, from_pass, skipped);
     gpfq_quant_result_free(&a);
     gpfq_quant_result_free(&b);
 }
@@ -1133,5 +1183,6 @@ int main(int argc, char **argv) {
     test_flatten_alias(argc > 1 ? argv[1] : "tests/fixtures");
     test_sampling();
     test_sum_squares();
+    test_no_norm();
     return check_report("test_gpfq");
 }

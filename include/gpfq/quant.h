@@ -94,7 +94,8 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
 
 /* gpfq_gpfq_layer for a caller that has ||W Xt|| from elsewhere (the float network computes
  * W Xt + bias for a Linear layer anyway): stats->relative_error is NaN where the form would
- * spend a product of its own on the norm (ublock with N > 64, or m < 2048), else as above. */
+ * spend a product of its own on the norm (ublock, unless on its own AVX-512 kernels, m >= 2048,
+ * with N <= 64), else as above; the codes, values and error are gpfq_gpfq_layer's. */
 gpfq_status gpfq_gpfq_layer_no_norm(const float *weight, size_t N, size_t d, const float *Xt,
                                     const float *Yt, size_t m, const gpfq_alphabet *a,
                                     gpfq_form form, size_t block, int32_t *codes, float *quantized,

@@ -651,7 +651,7 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
     const gpfq_model *fm = dr->fmodel;
     const int need_data = o->method == GPFQ_METHOD_GPFQ;
     const int run_float = need_data && !dr->source;
-    stepper fs = {0}, qs = {0};
+    stepper fs = {.norm_node = -1}, qs = {.norm_node = -1};
     gpfq_status st = GPFQ_OK;
     if (need_data && o->calib_mode == GPFQ_CALIB_SHARED) {
         draw_images(dr, 0);
@@ -669,7 +669,9 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
             st = layer < res->n_layers ? advance_both(&fs, &qs, res->layers[layer].node)
                                        : stepper_advance(&fs, p->node + 1);
             if (st != GPFQ_OK) break;
-            p->relative_error = fs.norm2 > 0 ? p->error / sqrt(fs.norm2) : 0.0;
+            p->relative_error = fs.norm2 > 0    ? p->error / sqrt(fs.norm2)
+                                : fs.norm2 == 0 ? 0.0
+                                                : NAN; /* as the product would give */
             if (on_layer) on_layer(ctx, p, pending, res->n_layers);
             pending = -1;
         }
@@ -695,7 +697,8 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
             }
             if (st == GPFQ_OK) st = quantize_node(dr, j, layer, x, y, norm_later, res, rep);
             if (st == GPFQ_OK && qs.fwd) gpfq_forward_weights_changed(qs.fwd, j);
-            if (st == GPFQ_OK && isnan(rep->relative_error) && o->method == GPFQ_METHOD_GPFQ) {
+            if (st == GPFQ_OK && norm_later && node->op == GPFQ_OP_LINEAR &&
+                o->method == GPFQ_METHOD_GPFQ && isnan(rep->relative_error)) {
                 pending = layer;
                 fs.norm_node = j;
                 continue;
@@ -726,7 +729,7 @@ gpfq_status gpfq_float_inputs(const gpfq_model *model, const gpfq_dataset *train
     dr.images = malloc(dr.n * gpfq_shape_size(model->input_shape) * sizeof(float));
     if (!dr.indices || !dr.pool || !dr.images)
         st = gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for %zu calibration images", dr.n);
-    stepper fs = {0};
+    stepper fs = {.norm_node = -1};
     if (st == GPFQ_OK && o->calib_mode == GPFQ_CALIB_SHARED) {
         draw_images(&dr, 0);
         st = stepper_start(&fs, fmodel, dr.images, dr.n);
