@@ -8,6 +8,7 @@
  *
  * Best of R timed calls (default 7) after one untimed call, the two kernels alternating.
  */
+#include "bench_args.h"
 #include "gpfq/gpfq.h"
 
 #include <cblas.h>
@@ -43,16 +44,9 @@ static float *random_floats(size_t n, unsigned *seed) {
 }
 
 int main(int argc, char **argv) {
-    int repeat = 7;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) {
-            repeat = atoi(argv[++i]);
-        } else {
-            printf("usage: gemm_kernels [--repeat R]\n");
-            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
-        }
-    }
-    if (repeat < 1) repeat = 1;
+    int repeat;
+    const int done = bench_repeat_arg(argc, argv, "gemm_kernels", &repeat);
+    if (done >= 0) return done;
     gpfq_gemm_set_kernel(GPFQ_GEMM_AVX512);
     if (gpfq_gemm_get_kernel() != GPFQ_GEMM_AVX512) {
         printf("gemm_kernels: this CPU has no AVX-512: gpfq_sgemm runs OpenBLAS, nothing to "

@@ -9,6 +9,7 @@
  *
  * Best of R timed passes (default 7) after one untimed one, the two paths alternating.
  */
+#include "bench_args.h"
 #include "gpfq/gpfq.h"
 #include "quant/unfold.h"
 
@@ -43,16 +44,9 @@ static double run(const gpfq_conv_geom *g, const float *images, const uint32_t *
 }
 
 int main(int argc, char **argv) {
-    int repeat = 7;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) {
-            repeat = atoi(argv[++i]);
-        } else {
-            printf("usage: unfold_rows [--repeat R]\n");
-            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
-        }
-    }
-    if (repeat < 1) repeat = 1;
+    int repeat;
+    const int done = bench_repeat_arg(argc, argv, "unfold_rows", &repeat);
+    if (done >= 0) return done;
     if (gpfq_conv_set_kernel(GPFQ_CONV_AVX512), gpfq_conv_get_kernel() != GPFQ_CONV_AVX512) {
         printf("unfold_rows: this CPU has no AVX-512: the scalar loops only, nothing to "
                "compare\n");

@@ -116,10 +116,6 @@ GPFQ_CLONES double gpfq_sum_squares(const float *v, const float *sub, size_t n) 
     return sum;
 }
 
-static double squared_norm(const float *v, size_t n) {
-    return gpfq_sum_squares(v, NULL, n);
-}
-
 /* ---- a second thread for a layer (../core/helper.h) ---- */
 
 /* N B^2 of a block sweep worth splitting (a hand-off costs microseconds) */
@@ -395,7 +391,7 @@ static gpfq_status layer_ublock(gpfq_helper *h, const float *weight, size_t N, s
             pair_sgemm(h, 1, 0, N, m, B, -1.0f, Qb, N, Yb, m, 1.0f, U, m);
         }
     }
-    if (err2) *err2 = squared_norm(U, N * m);
+    if (err2) *err2 = gpfq_sum_squares(U, NULL, N * m);
     free(U), free(P), free(Gb), free(Hb);
     block_rows_free(&rows);
     return GPFQ_OK;
@@ -507,7 +503,7 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t 
         const sweep_after after = {.codes = codes};
         sweep_block(h, P, B, N, Hb, B, t0, d, a, rows.Q, rows.C, &after);
     }
-    if (err2) *err2 = squared_norm(U, N * m);
+    if (err2) *err2 = gpfq_sum_squares(U, NULL, N * m);
     free(U), free(sums), free(wt4), free(cq), free(zero), free(P), free(Gb), free(Hb);
     block_rows_free(&rows);
     return GPFQ_OK;
@@ -542,11 +538,11 @@ static gpfq_status layer_error(gpfq_helper *h, const float *weight, const float 
         const size_t c = m - c0 < chunk ? m - c0 : chunk;
         /* R = W Xt[:, c0:c0+c]; E = R - Q Yt[:, c0:c0+c] */
         pair_sgemm(h, 0, 0, N, c, d, 1.0f, weight, d, Xt + c0, m, 0.0f, R, c);
-        ref += squared_norm(R, N * c);
+        ref += gpfq_sum_squares(R, NULL, N * c);
         if (!quantized) continue;
         memcpy(E, R, N * c * sizeof(float));
         pair_sgemm(h, 0, 0, N, c, d, -1.0f, quantized, d, Yt + c0, m, 1.0f, E, c);
-        err += squared_norm(E, N * c);
+        err += gpfq_sum_squares(E, NULL, N * c);
     }
     free(E), free(R);
     if (error) *error = sqrt(err);
