@@ -316,18 +316,21 @@ gpfq_status __wrap_gpfq_gpfq_layer(const float *weight, size_t N, size_t d, cons
 gpfq_status __wrap_gpfq_gpfq_layer_no_norm(const float *weight, size_t N, size_t d, const float *Xt,
                                            const float *Yt, size_t m, const gpfq_alphabet *a,
                                            gpfq_form form, size_t block, int32_t *codes,
-                                           float *quantized, gpfq_layer_stats *stats);
+                                           float *quantized, float *residual,
+                                           gpfq_layer_stats *stats);
 gpfq_status __real_gpfq_gpfq_layer_no_norm(const float *weight, size_t N, size_t d, const float *Xt,
                                            const float *Yt, size_t m, const gpfq_alphabet *a,
                                            gpfq_form form, size_t block, int32_t *codes,
-                                           float *quantized, gpfq_layer_stats *stats);
+                                           float *quantized, float *residual,
+                                           gpfq_layer_stats *stats);
 gpfq_status __wrap_gpfq_gpfq_layer_no_norm(const float *weight, size_t N, size_t d, const float *Xt,
                                            const float *Yt, size_t m, const gpfq_alphabet *a,
                                            gpfq_form form, size_t block, int32_t *codes,
-                                           float *quantized, gpfq_layer_stats *stats) {
+                                           float *quantized, float *residual,
+                                           gpfq_layer_stats *stats) {
     if (!W.active) /* the untimed warm-up: as the driver runs it */
         return __real_gpfq_gpfq_layer_no_norm(weight, N, d, Xt, Yt, m, a, form, block, codes,
-                                              quantized, stats);
+                                              quantized, residual, stats);
     return __wrap_gpfq_gpfq_layer(weight, N, d, Xt, Yt, m, a, form, block, codes, quantized, stats);
 }
 

@@ -641,7 +641,9 @@ static void test_cached_inputs(const gpfq_model *m, const gpfq_dataset *train,
 /* gpfq_gpfq_layer_no_norm: the codes, values and error of gpfq_gpfq_layer, and the relative
  * error too where the form gives ||W Xt|| without a product of its own (gram and ref compute
  * the error from W Xt; ublock's own kernels for N <= 64, m >= 2048); NaN where it would take one
- * (ublock below m = 2048, or N > 64). */
+ * (ublock below m = 2048, or N > 64). The residual W Xt - Q Yt where ublock runs on GEMMs (not
+ * on its own kernels, m >= 2048), against a sum in double to 1e-5 of its largest value; else
+ * none, and the buffer untouched. */
 static void test_no_norm(void) {
     const struct {
         size_t N, d, m;
@@ -656,8 +658,9 @@ static void test_no_norm(void) {
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         const size_t N = cases[c].N, d = cases[c].d, m = cases[c].m;
         float *W = malloc(N * d * 4), *Xt = malloc(d * m * 4), *Yt = malloc(d * m * 4);
-        float *qa = malloc(N * d * 4), *qb = malloc(N * d * 4);
+        float *qa = malloc(N * d * 4), *qb = malloc(N * d * 4), *R = malloc(N * m * 4);
         int32_t *ca = malloc(N * d * 4), *cb = malloc(N * d * 4);
+        for (size_t k = 0; k < N * m; k++) R[k] = -7.0f;
         unsigned long long state = 11 + c;
         for (size_t k = 0; k < N * d; k++) W[k] = check_rand(&state);
         for (size_t k = 0; k < d * m; k++) {
@@ -669,7 +672,7 @@ static void test_no_norm(void) {
         gpfq_layer_stats sa, sb;
         const int ran =
             gpfq_gpfq_layer(W, N, d, Xt, Yt, m, &a, cases[c].form, 0, ca, qa, &sa) == GPFQ_OK &&
-            gpfq_gpfq_layer_no_norm(W, N, d, Xt, Yt, m, &a, cases[c].form, 0, cb, qb, &sb) ==
+            gpfq_gpfq_layer_no_norm(W, N, d, Xt, Yt, m, &a, cases[c].form, 0, cb, qb, R, &sb) ==
                 GPFQ_OK;
         const int want_nan = cases[c].nan < 0 ? !own : cases[c].nan;
         CHECK(ran && !memcmp(ca, cb, N * d * 4) && !memcmp(qa, qb, N * d * 4) &&
@@ -679,7 +682,22 @@ static void test_no_norm(void) {
               "error %g against %g",
               gpfq_form_name(cases[c].form), N, d, m, sb.relative_error, sa.relative_error,
               want_nan, sb.error, sa.error);
-        free(W), free(Xt), free(Yt), free(qa), free(qb), free(ca), free(cb);
+        const int want_residual = cases[c].form == GPFQ_FORM_UBLOCK && !(own && m >= 2048);
+        double worst = 0.0, largest = 0.0;
+        for (size_t i = 0; i < N; i++)
+            for (size_t k = 0; k < m; k++) {
+                double r = 0.0;
+                for (size_t t = 0; t < d; t++)
+                    r += (double)W[i * d + t] * Xt[t * m + k] -
+                         (double)qb[i * d + t] * Yt[t * m + k];
+                const double off = want_residual ? fabs(R[i * m + k] - r) : R[i * m + k] != -7.0f;
+                if (!(off <= worst)) worst = off;
+                if (fabs(r) > largest) largest = fabs(r);
+            }
+        CHECK(ran && sb.residual == want_residual && worst <= (want_residual ? 1e-5 * largest : 0),
+              "no_norm, %s N %zu d %zu m %zu: residual %d (expected %d), off by %g (largest %g)",
+              gpfq_form_name(cases[c].form), N, d, m, sb.residual, want_residual, worst, largest);
+        free(W), free(Xt), free(Yt), free(qa), free(qb), free(R), free(ca), free(cb);
     }
 }
 
@@ -694,53 +712,84 @@ static void log_report(void *ctx, const gpfq_layer_report *layer, int index, int
     l->finite &= layer->skipped || isfinite(layer->relative_error);
 }
 
-/* A Linear layer's ||W Xt|| taken from the float pass (its output less its bias), which the
- * driver does with one calibration set and the float network at hand, against the product that
- * gpfq_gpfq_layer computes when the float inputs come cached (a sweep's tasks): the same
- * relative errors to float rounding, every report handed over once, in order, and complete. A
- * report waits for the pass to the next layer (also one left in float), or, after the last
- * layer, for a pass of its own: both happen with ublock on every layer. The two sums round
- * differently, so a layer whose errors agree to the last bit took the product: at least one
- * must not. */
-static void test_deferred_norms(const gpfq_model *m, const gpfq_dataset *train,
-                                const char *ignore) {
+/* ||X W^T - Y Q^T||_F and ||X W^T||_F of a Linear layer in double: X, Y (n, d); W, Q (N, d) */
+static void linear_errors_ref(const float *W, const float *Q, const float *X, const float *Y,
+                              size_t n, size_t N, size_t d, double *error, double *norm) {
+    double e2 = 0.0, r2 = 0.0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t o = 0; o < N; o++) {
+            double wx = 0.0, qy = 0.0;
+            for (size_t k = 0; k < d; k++) {
+                wx += (double)W[o * d + k] * X[i * d + k];
+                qy += (double)Q[o * d + k] * Y[i * d + k];
+            }
+            e2 += (wx - qy) * (wx - qy);
+            r2 += wx * wx;
+        }
+    *error = sqrt(e2);
+    *norm = sqrt(r2);
+}
+
+/* With one calibration set, a Linear layer's ||W Xt|| comes from its float output, and where
+ * its GPFQ ends with the residual R = W Xt - Q Yt, the quantized network's output over it is
+ * the float one less R, without a product: with the float network at hand (the float pass's
+ * output) and with cached float inputs (a sweep's tasks), which must give the same codes and
+ * reports to the bit. Against a reference in double on the float network's inputs X and the
+ * quantized result's own inputs Y (each network run plainly, gpfq_float_inputs): each layer's
+ * error and relative error to 1e-4, so a quantized pass that strayed from Q Yt (a bias shift
+ * lost, R's sign or layout) shows in the next layer. Every report is handed over once, in
+ * order, and complete: a report without the residual waits for the pass to the next layer
+ * (also one left in float), or after the last layer for a pass of its own. */
+static void test_deferred_norms(const gpfq_model *m, const gpfq_dataset *train, const char *ignore,
+                                gpfq_form form, int bias_correction) {
     gpfq_quant_options o;
     gpfq_quant_options_default(&o);
     o.calib_images = 40;
-    o.form = GPFQ_FORM_UBLOCK;
+    o.form = form;
+    o.bias_correction = bias_correction;
     o.ignore = &ignore;
     o.n_ignore = ignore != NULL;
-    float_cache cache = {m, {0}};
+    float_cache xs = {m, {0}}, ys = {m, {0}};
     gpfq_quant_result a, b;
     report_log la = {0, 1, 1}, lb = {0, 1, 1};
-    const int ran = gpfq_float_inputs(m, train, &o, cache_sink, &cache) == GPFQ_OK &&
-                    gpfq_quantize_model(m, train, &o, &a, log_report, &la) == GPFQ_OK &&
-                    gpfq_quantize_model_with(m, train, &o, cache_source, &cache, &b, log_report,
-                                             &lb) == GPFQ_OK;
+    const int ran =
+        gpfq_float_inputs(m, train, &o, cache_sink, &xs) == GPFQ_OK &&
+        gpfq_quantize_model(m, train, &o, &a, log_report, &la) == GPFQ_OK &&
+        gpfq_quantize_model_with(m, train, &o, cache_source, &xs, &b, log_report, &lb) == GPFQ_OK &&
+        gpfq_float_inputs(a.model, train, &o, cache_sink, &ys) == GPFQ_OK;
     CHECK(ran, "%s", gpfq_last_error());
-    for (int i = 0; i < 16; i++) free(cache.data[i]);
-    if (!ran) return;
-    CHECK(la.calls == a.n_layers && la.in_order && la.finite && lb.calls == b.n_layers &&
-              lb.in_order && lb.finite,
-          "reports handed over %d / %d times for %d layers, in order %d / %d, complete %d / %d",
-          la.calls, lb.calls, a.n_layers, la.in_order, lb.in_order, la.finite, lb.finite);
-    double worst = 0.0;
-    int skipped = 0, from_pass = 0;
-    for (int l = 0; l < a.n_layers; l++) {
-        skipped += a.layers[l].skipped;
-        if (a.layers[l].skipped) continue;
-        const double ra = a.layers[l].relative_error, rb = b.layers[l].relative_error;
-        const double diff = fabs(ra - rb) / rb;
-        if (!(diff <= worst)) worst = diff;
-        from_pass += ra != rb;
+    if (ran) {
+        CHECK(la.calls == a.n_layers && la.in_order && la.finite && lb.calls == b.n_layers &&
+                  lb.in_order && lb.finite,
+              "reports handed over %d / %d times for %d layers, in order %d / %d, complete %d / %d",
+              la.calls, lb.calls, a.n_layers, la.in_order, lb.in_order, la.finite, lb.finite);
+        int same = gpfq_codes_hash(&a) == gpfq_codes_hash(&b), skipped = 0;
+        double worst = 0.0;
+        for (int l = 0; l < a.n_layers; l++) {
+            const gpfq_layer_report *r = &a.layers[l];
+            same &= r->error == b.layers[l].error || (isnan(r->error) && r->skipped);
+            same &= r->relative_error == b.layers[l].relative_error || r->skipped;
+            skipped += r->skipped;
+            if (r->skipped) continue;
+            const gpfq_node *fnode = &m->nodes[r->node];
+            double error, norm;
+            linear_errors_ref(fnode->weight, a.model->nodes[r->node].weight, xs.data[l], ys.data[l],
+                              40, r->rows, r->cols, &error, &norm);
+            const double de = fabs(r->error - error) / error;
+            const double dr = fabs(r->relative_error - error / norm) / (error / norm);
+            if (!(de <= worst)) worst = de;
+            if (!(dr <= worst)) worst = dr;
+        }
+        CHECK(same, "%s, bias correction %d: the float pass and the cached inputs disagree",
+              gpfq_form_name(form), bias_correction);
+        CHECK(worst <= 1e-4 && skipped == (ignore != NULL),
+              "%s, bias correction %d, %s ignored: errors and relative errors differ from the "
+              "reference in double by %g (relative; allowed 1e-4), %d layers left in float",
+              gpfq_form_name(form), bias_correction, ignore ? ignore : "nothing", worst, skipped);
+        gpfq_quant_result_free(&a);
+        gpfq_quant_result_free(&b);
     }
-    CHECK(worst <= 1e-5 && from_pass > 0 && skipped == (ignore != NULL),
-          "relative errors from the float pass differ from the product's by %g (relative; "
-          "allowed 1e-5), in %d layers (none: the float pass gave no norm), %d layers left in "
-          "float",
-          worst, from_pass, skipped);
-    gpfq_quant_result_free(&a);
-    gpfq_quant_result_free(&b);
+    for (int i = 0; i < 16; i++) free(xs.data[i]), free(ys.data[i]);
 }
 
 /* A network's first Linear layer, quantized by the driver (X is Y there: the same images on
@@ -1032,8 +1081,10 @@ static void test_driver(const char *fixtures) {
     if (mlp) {
         test_cached_inputs(mlp, &train, GPFQ_CALIB_SHARED);
         test_first_linear(mlp, &train);
-        test_deferred_norms(mlp, &train, NULL);
-        test_deferred_norms(mlp, &train, "fc2");
+        test_deferred_norms(mlp, &train, NULL, GPFQ_FORM_UBLOCK, 0);
+        test_deferred_norms(mlp, &train, "fc2", GPFQ_FORM_UBLOCK, 0);
+        test_deferred_norms(mlp, &train, NULL, GPFQ_FORM_UBLOCK, 1);
+        test_deferred_norms(mlp, &train, NULL, GPFQ_FORM_GRAM, 0);
     }
     gpfq_model_free(mlp);
     gpfq_dataset_free(&train);

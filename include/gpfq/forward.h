@@ -61,6 +61,11 @@ gpfq_status gpfq_forward_range(gpfq_forward *fwd, const float *input, size_t n, 
  * is the last pass's input itself. */
 const float *gpfq_forward_output(const gpfq_forward *fwd, int index);
 
+/* The buffer node `index` writes its output to, for a caller that computes that output itself
+ * and then goes on with gpfq_forward_range from index + 1 on the same input (the quantization
+ * driver's Linear layers); NULL where the node writes none of its own (an alias of the pass's
+ * input). */
+float *gpfq_forward_output_buffer(gpfq_forward *fwd, int index);
 /* Runs one node the plain way, outside any plan: reads `inputs` (n, in_shape),
  * writes output (n, out_shape); `scratch` holds gpfq_node_scratch() floats. */
 void gpfq_node_forward(const gpfq_node *node, const float *const *inputs, size_t n, float *output,

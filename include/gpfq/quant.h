@@ -78,6 +78,7 @@ typedef struct {
     double relative_error; /* error / ||X W^T||_F */
     double seconds;
     gpfq_form form; /* the form that ran */
+    int residual;   /* 1: gpfq_gpfq_layer_no_norm wrote the residual */
 } gpfq_layer_stats;
 
 /* The form gpfq_gpfq_layer runs on an N x d layer with m columns, given form (GPFQ_FORM_AUTO:
@@ -95,11 +96,14 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
 /* gpfq_gpfq_layer for a caller that has ||W Xt|| from elsewhere (the float network computes
  * W Xt + bias for a Linear layer anyway): stats->relative_error is NaN where the form would
  * spend a product of its own on the norm (ublock, unless on its own AVX-512 kernels, m >= 2048,
- * with N <= 64), else as above; the codes, values and error are gpfq_gpfq_layer's. */
+ * with N <= 64), else as above; the codes, values and error are gpfq_gpfq_layer's. Where the
+ * form ends holding the residual R = W Xt - Q Yt (ublock on GEMMs: not on its own kernels) and
+ * `residual` and stats are given, R (N x m) is written there and stats->residual is 1: Q Yt
+ * is then W Xt - R without a product (the driver's quantized pass over a Linear layer). */
 gpfq_status gpfq_gpfq_layer_no_norm(const float *weight, size_t N, size_t d, const float *Xt,
                                     const float *Yt, size_t m, const gpfq_alphabet *a,
                                     gpfq_form form, size_t block, int32_t *codes, float *quantized,
-                                    gpfq_layer_stats *stats);
+                                    float *residual, gpfq_layer_stats *stats);
 
 /* sum over k < n of (v[k] - sub[k])^2 in double (sub NULL: of v[k]^2), in a fixed order. */
 double gpfq_sum_squares(const float *v, const float *sub, size_t n);

@@ -513,3 +513,8 @@ gpfq_status gpfq_forward_range(gpfq_forward *fwd, const float *input, size_t n, 
 const float *gpfq_forward_output(const gpfq_forward *fwd, int index) {
     return value_at(fwd, fwd->input, index);
 }
+
+float *gpfq_forward_output_buffer(gpfq_forward *fwd, int index) {
+    if (index < 0 || index >= fwd->model->n_nodes || fwd->node_buffer[index] < 0) return NULL;
+    return fwd->buffers[fwd->node_buffer[index]];
+}

@@ -339,17 +339,19 @@ static gpfq_status block_rows_alloc(block_rows *r, size_t block, size_t N, int w
 
 /* When err2 is given, U is advanced past the last block too: it is then the
  * residual W Xt - Q Yt, and *err2 its squared norm, for one block's GEMMs instead
- * of gpfq_layer_error's two full products. */
+ * of gpfq_layer_error's two full products. U lives in `residual` (N x m) when given. */
 static gpfq_status layer_ublock(gpfq_helper *h, const float *weight, size_t N, size_t d,
                                 const float *Xt, const float *Yt, size_t m, const gpfq_alphabet *a,
-                                size_t block, int32_t *codes, double *err2) {
-    float *U = gpfq_calloc(N * m, sizeof(float), "the GPFQ residual U");
+                                size_t block, int32_t *codes, double *err2, float *residual) {
+    float *U = residual ? memset(residual, 0, N * m * sizeof(float))
+                        : gpfq_calloc(N * m, sizeof(float), "the GPFQ residual U");
     float *P = gpfq_malloc(block * N * sizeof(float), "the GPFQ arguments");
     float *Gb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
     float *Hb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
     block_rows rows;
     if (!U || !P || !Gb || !Hb || block_rows_alloc(&rows, block, N, 1) != GPFQ_OK) {
-        free(U), free(P), free(Gb), free(Hb);
+        if (U != residual) free(U);
+        free(P), free(Gb), free(Hb);
         return GPFQ_ERR_NOMEM;
     }
     float *Qb = rows.Q;
@@ -392,7 +394,8 @@ static gpfq_status layer_ublock(gpfq_helper *h, const float *weight, size_t N, s
         }
     }
     if (err2) *err2 = gpfq_sum_squares(U, NULL, N * m);
-    free(U), free(P), free(Gb), free(Hb);
+    if (U != residual) free(U);
+    free(P), free(Gb), free(Hb);
     block_rows_free(&rows);
     return GPFQ_OK;
 }
@@ -586,10 +589,11 @@ gpfq_form gpfq_layer_form(size_t N, size_t d, size_t m, gpfq_form form, size_t b
 }
 
 /* gpfq_gpfq_layer; without want_norm, ||W Xt|| only where it comes without a product of its
- * own, else stats->relative_error is NaN. */
+ * own, else stats->relative_error is NaN; the residual into `residual` where the form holds it
+ * (stats->residual). */
 static gpfq_status layer_run(const float *weight, size_t N, size_t d, const float *Xt,
                              const float *Yt, size_t m, const gpfq_alphabet *a, gpfq_form form,
-                             size_t block, int32_t *codes, float *quantized,
+                             size_t block, int32_t *codes, float *quantized, float *residual,
                              gpfq_layer_stats *stats, int want_norm) {
     const double start = gpfq_now();
     const int own = ublock_own_kernels(m);
@@ -598,6 +602,7 @@ static gpfq_status layer_run(const float *weight, size_t N, size_t d, const floa
      * as one buffer, so the forms' shortcuts for it give the same bits either way */
     if (Yt != Xt && !memcmp(Xt, Yt, d * m * sizeof(float))) Yt = Xt;
     gpfq_status st = GPFQ_OK;
+    if (stats) stats->residual = 0;
     double err2 = -1.0, ref2 = -1.0; /* the residual's and W Xt's squared norms, when given */
     gpfq_helper *h = form != GPFQ_FORM_REF && want_helper(own) ? gpfq_helper_acquire() : NULL;
     if (form == GPFQ_FORM_REF) {
@@ -617,7 +622,9 @@ static gpfq_status layer_run(const float *weight, size_t N, size_t d, const floa
         st = layer_ublock_own(h, weight, N, d, Xt, Yt, m, a, block, codes, stats ? &err2 : NULL,
                               stats ? &ref2 : NULL);
     } else {
-        st = layer_ublock(h, weight, N, d, Xt, Yt, m, a, block, codes, stats ? &err2 : NULL);
+        st = layer_ublock(h, weight, N, d, Xt, Yt, m, a, block, codes, stats ? &err2 : NULL,
+                          stats ? residual : NULL);
+        if (stats && residual && st == GPFQ_OK) stats->residual = 1;
     }
     float *values = st != GPFQ_OK ? NULL
                     : quantized   ? quantized
@@ -649,12 +656,12 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
                             const float *Yt, size_t m, const gpfq_alphabet *a, gpfq_form form,
                             size_t block, int32_t *codes, float *quantized,
                             gpfq_layer_stats *stats) {
-    return layer_run(weight, N, d, Xt, Yt, m, a, form, block, codes, quantized, stats, 1);
+    return layer_run(weight, N, d, Xt, Yt, m, a, form, block, codes, quantized, NULL, stats, 1);
 }
 
 gpfq_status gpfq_gpfq_layer_no_norm(const float *weight, size_t N, size_t d, const float *Xt,
                                     const float *Yt, size_t m, const gpfq_alphabet *a,
                                     gpfq_form form, size_t block, int32_t *codes, float *quantized,
-                                    gpfq_layer_stats *stats) {
-    return layer_run(weight, N, d, Xt, Yt, m, a, form, block, codes, quantized, stats, 0);
+                                    float *residual, gpfq_layer_stats *stats) {
+    return layer_run(weight, N, d, Xt, Yt, m, a, form, block, codes, quantized, residual, stats, 0);
 }
