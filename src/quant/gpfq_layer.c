@@ -25,6 +25,7 @@
 #include "gpfq/quant.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,53 @@ void gpfq_gpfq_layer_ref(const float *weight, size_t N, size_t d, const float *X
     free(U);
 }
 
+/* Values [0, w) of the row, w <= 16 V, in V vectors held in registers. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+sweep_row_chunk(float *p, const float *h, size_t r, const float *Q, size_t ldq, size_t w,
+                const int V) {
+    __mmask16 mask[8];
+    __m512 acc[8];
+    for (int v = 0; v < V; v++) {
+        const size_t lo = 16 * (size_t)v;
+        mask[v] = w <= lo ? 0 : w - lo >= 16 ? 0xffff : (__mmask16)((1u << (w - lo)) - 1);
+        acc[v] = _mm512_maskz_loadu_ps(mask[v], p + lo);
+    }
+    for (size_t s = 0; s < r; s++) {
+        if (h[s] == 0.0f) continue;
+        const __m512 hs = _mm512_set1_ps(h[s]);
+        const float *q = Q + s * ldq;
+        for (int v = 0; v < V; v++)
+            acc[v] = _mm512_sub_ps(acc[v],
+                                   _mm512_mul_ps(hs, _mm512_maskz_loadu_ps(mask[v], q + 16 * v)));
+    }
+    for (int v = 0; v < V; v++) _mm512_mask_storeu_ps(p + 16 * v, mask[v], acc[v]);
+}
+
+/* p[i] -= h[s] q_s[i] for s < r with h[s] != 0, in that order, for i < n; q_s = Q + s ldq. With
+ * AVX-512, up to 128 of p's values stay in registers while s runs (a load and two operations
+ * per 16 values, where the loop in memory also loads and stores p each time). Multiply, then
+ * subtract, as the loop does: the same values. */
+__attribute__((target("avx512f"))) static void
+sweep_row_avx512(float *p, const float *h, size_t r, const float *Q, size_t ldq, size_t n) {
+    for (size_t i0 = 0; i0 < n; i0 += 128) {
+        const size_t w = n - i0 < 128 ? n - i0 : 128;
+        if (w <= 16)
+            sweep_row_chunk(p + i0, h, r, Q + i0, ldq, w, 1);
+        else if (w <= 32)
+            sweep_row_chunk(p + i0, h, r, Q + i0, ldq, w, 2);
+        else if (w <= 64)
+            sweep_row_chunk(p + i0, h, r, Q + i0, ldq, w, 4);
+        else
+            sweep_row_chunk(p + i0, h, r, Q + i0, ldq, w, 8);
+    }
+}
+
+static int have_avx512(void) {
+    static int have = -1;
+    if (have < 0) have = __builtin_cpu_supports("avx512f");
+    return have;
+}
+
 /* Columns [i0, i1) of sweep_block's sweep (below), Qb and Cb the block's rows of Qt and Ct:
  * each column (neuron) is swept on its own,
  * so any split of the columns gives the same values; the stochastic streams are the weights'
@@ -76,16 +124,21 @@ GPFQ_CLONES static void sweep_columns(float *P, size_t B, size_t N, const float 
                                       size_t t0, size_t d, const gpfq_alphabet *a, float *Qb,
                                       int32_t *Cb, size_t i0, size_t i1, float *work) {
     const size_t n = i1 - i0;
+    const int avx512 = have_avx512();
     for (size_t r = 0; r < B; r++) {
         float *row = P + r * N + i0;
         if (work) row = memcpy(work, row, n * sizeof(float));
         float *restrict p = row;
         const float *h = H + r * ldh;
-        for (size_t s = 0; s < r; s++) {
-            const float hs = h[s];
-            if (hs == 0.0f) continue;
-            const float *restrict q = Qb + s * N + i0;
-            for (size_t i = 0; i < n; i++) p[i] -= hs * q[i];
+        if (avx512) {
+            sweep_row_avx512(p, h, r, Qb + i0, N, n);
+        } else {
+            for (size_t s = 0; s < r; s++) {
+                const float hs = h[s];
+                if (hs == 0.0f) continue;
+                const float *restrict q = Qb + s * N + i0;
+                for (size_t i = 0; i < n; i++) p[i] -= hs * q[i];
+            }
         }
         gpfq_quantize_row(a, p, n, h[r], t0 + r + i0 * d, d, Cb + r * N + i0, Qb + r * N + i0);
     }
@@ -570,17 +623,22 @@ gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t
 
 /* The form to run (AUTO resolved by the cost model) and its block (0: the default). */
 static gpfq_form resolve_form(size_t N, size_t d, size_t m, gpfq_form form, size_t *block) {
-    /* On OpenBLAS the in-block sweep costs B/(2N) of the GEMM work: small layers want small
-     * blocks (measured: B=32 at N<=64 and 64 up to N=256 beat 128, bench/README.md). ublock's
-     * own kernels spend m B d on the block Grams against 6 N m d on the rest, and a pass costs
-     * little: 16 beat 32 by 5-25% at every N from 16 to 256 (bench/README.md). */
-    size_t blas_block = *block ? *block : N <= 64 ? 32 : N <= 256 ? 64 : GPFQ_DEFAULT_BLOCK;
+    /* The in-block sweep costs N B d / 2 against ublock's 3 N m d in GEMMs, but runs slower: small
+     * layers want small blocks. On OpenBLAS B=32 at N<=64 and 64 up to N=256 beat 128
+     * (bench/README.md); on gpfq's GEMM kernel, with the sweep's rows in registers, 64 beat 128
+     * at N = 500 too (mlp's quantize, in one process, best of 100: 3.98 ms against 3.65-3.68
+     * with 64; 3.70-3.72 with 32), where the gram form's block made no difference (6.8-7.0 ms).
+     * ublock's own kernels spend m B d on the block Grams against 6 N m d on the rest, and a
+     * pass costs little: 16 beat 32 by 5-25% at every N from 16 to 256 (bench/README.md). */
+    size_t gram_block = *block ? *block : N <= 64 ? 32 : N <= 256 ? 64 : GPFQ_DEFAULT_BLOCK;
+    size_t gemm_block = *block ? *block : N <= 64 ? 32 : 64; /* ublock on GEMMs */
     size_t own_block = *block ? *block : UBLOCK_OWN_BLOCK;
-    if (blas_block > d) blas_block = d;
+    if (gram_block > d) gram_block = d;
+    if (gemm_block > d) gemm_block = d;
     if (own_block > d) own_block = d;
-    const size_t ublock_block = ublock_own_kernels(m) ? own_block : blas_block;
+    const size_t ublock_block = ublock_own_kernels(m) ? own_block : gemm_block;
     if (form == GPFQ_FORM_AUTO) form = choose_form(N, d, m, ublock_block);
-    *block = form == GPFQ_FORM_UBLOCK ? ublock_block : blas_block;
+    *block = form == GPFQ_FORM_UBLOCK ? ublock_block : gram_block;
     return form;
 }
 
