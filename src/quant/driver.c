@@ -138,14 +138,21 @@ static double linear_norm2(const gpfq_node *node, const float *out, size_t n) {
     return sum;
 }
 
+/* linear_norm2 as the sum of its two halves of the images, in the order linear_outputs adds
+ * them: the float pass's norm and a sweep task's are then the same bits */
+static double linear_norm2_halves(const gpfq_node *node, const float *out, size_t n) {
+    const size_t N = (size_t)node->weight_dims[0];
+    return linear_norm2(node, out, n / 2) + linear_norm2(node, out + n / 2 * N, n - n / 2);
+}
+
 /* Computes nodes next .. upto-1; on the way, norm_node's norm2 (its output before a ReLU over
  * it, which runs in place, reaches it). */
 static gpfq_status stepper_advance(stepper *s, int upto) {
     if (upto <= s->next) return GPFQ_OK;
     if (s->norm_node >= s->next && s->norm_node < upto) {
         GPFQ_TRY(gpfq_forward_range(s->fwd, s->input, s->n, s->next, s->norm_node + 1));
-        s->norm2 = linear_norm2(&s->model->nodes[s->norm_node],
-                                gpfq_forward_output(s->fwd, s->norm_node), s->n);
+        s->norm2 = linear_norm2_halves(&s->model->nodes[s->norm_node],
+                                       gpfq_forward_output(s->fwd, s->norm_node), s->n);
         s->next = s->norm_node + 1;
         s->norm_node = -1;
         if (upto <= s->next) return GPFQ_OK;
@@ -603,12 +610,18 @@ static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, c
     rep->cols = d_all;
     *residual = 0;
     const int no_norm = norm_later && linear && o->method == GPFQ_METHOD_GPFQ;
-    if (no_norm && N * dr->n > dr->residual_floats) {
-        free(dr->residual);
-        dr->residual_floats = 0;
-        if (!(dr->residual = gpfq_malloc(N * dr->n * sizeof(float), "a layer's residual")))
-            return GPFQ_ERR_NOMEM;
-        dr->residual_floats = N * dr->n;
+    /* a buffer for the residual where the form may give it (ublock, but not on its own
+     * kernels: those do not fill it) */
+    float *R = NULL;
+    if (no_norm && gpfq_layer_form(N, d_all, dr->n, o->form, o->block) == GPFQ_FORM_UBLOCK) {
+        if (N * dr->n > dr->residual_floats) {
+            free(dr->residual);
+            dr->residual_floats = 0;
+            if (!(dr->residual = gpfq_malloc(N * dr->n * sizeof(float), "a layer's residual")))
+                return GPFQ_ERR_NOMEM;
+            dr->residual_floats = N * dr->n;
+        }
+        R = dr->residual;
     }
     const double start = gpfq_now();
     if (o->method == GPFQ_METHOD_MSQ) {
@@ -627,12 +640,13 @@ static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, c
             gpfq_layer_stats stats;
             const float *xt = L.Xt + grp * L.d * L.m, *yt = L.Yt + grp * L.d * L.m;
             st = no_norm
-                     ? gpfq_gpfq_layer_no_norm(fnode->weight, N, L.d, xt, yt, L.m, &a, o->form,
-                                               o->block, codes, qnode->weight, dr->residual, &stats)
+                     ? gpfq_gpfq_layer_no_norm(fnode->weight + offset, L.rows_per_group, L.d, xt,
+                                               yt, L.m, &a, o->form, o->block, codes + offset,
+                                               qnode->weight + offset, R, &stats)
                      : gpfq_gpfq_layer(fnode->weight + offset, L.rows_per_group, L.d, xt, yt, L.m,
                                        &a, o->form, o->block, codes + offset,
                                        qnode->weight + offset, &stats);
-            *residual = no_norm && stats.residual;
+            *residual = R && stats.residual;
             err2 += stats.error * stats.error;
             double ref = isnan(stats.relative_error) ? NAN
                          : stats.relative_error > 0  ? stats.error / stats.relative_error
@@ -716,9 +730,16 @@ static gpfq_status linear_outputs(const driver *dr, int j, const float *x, float
     for (size_t o = 0; shift && o < N; o++)
         shift[o] = (qnode->bias ? qnode->bias[o] : 0.0f) - (fnode->bias ? fnode->bias[o] : 0.0f);
     const size_t half = dr->n / 2;
-    linear_job jobs[2] = {{fnode, x, F, R ? out : NULL, R, shift, dr->n, 0, half, 0.0}};
+    linear_job jobs[2] = {{.fnode = fnode,
+                           .x = x,
+                           .F = F,
+                           .out = R ? out : NULL,
+                           .R = R,
+                           .shift = shift,
+                           .n = dr->n}};
     jobs[1] = jobs[0];
-    jobs[1].first = half, jobs[1].count = dr->n - half;
+    jobs[0].count = jobs[1].first = half;
+    jobs[1].count = dr->n - half;
     gpfq_helper_pair(linear_run, &jobs[0], &jobs[1], openblas_get_num_threads() > 1);
     free(shift);
     *norm2 = jobs[0].norm2 + jobs[1].norm2;
@@ -781,7 +802,7 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
                 st = quantize_node(dr, j, layer, x, y, norm_later, res, rep, &residual);
             if (st == GPFQ_OK && qs.fwd) gpfq_forward_weights_changed(qs.fwd, j);
             if (st == GPFQ_OK && norm_later && node->op == GPFQ_OP_LINEAR &&
-                o->method == GPFQ_METHOD_GPFQ && isnan(rep->relative_error)) {
+                isnan(rep->relative_error)) {
                 if (run_float && !residual) {
                     pending = layer;
                     fs.norm_node = j;

@@ -107,10 +107,16 @@ sweep_row_avx512(float *p, const float *h, size_t r, const float *Q, size_t ldq,
     }
 }
 
+static int sweep_avx512_allowed = 1;
+
+void gpfq_sweep_allow_avx512(int allow) {
+    sweep_avx512_allowed = allow;
+}
+
 static int have_avx512(void) {
     static int have = -1;
     if (have < 0) have = __builtin_cpu_supports("avx512f");
-    return have;
+    return have && sweep_avx512_allowed;
 }
 
 /* Columns [i0, i1) of sweep_block's sweep (below), Qb and Cb the block's rows of Qt and Ct:

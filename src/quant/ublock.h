@@ -51,4 +51,8 @@ typedef struct {
 /* Runs one lane of a pass (AVX-512; the caller checks that the CPU has it). */
 void gpfq_ublock_lane_avx512(ublock_lane *l);
 
+/* 0: the in-block sweep (gpfq_layer.c) updates its rows with the plain loop even where its
+ * AVX-512 path would run; 1 (the default): back. For tests, which compare the two. */
+void gpfq_sweep_allow_avx512(int allow);
+
 #endif
