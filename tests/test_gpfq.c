@@ -159,6 +159,16 @@ static void fill(float *v, size_t n, int exact, float scale, unsigned long long 
     }
 }
 
+/* W (N x d) and Xt (d x m) uniform, Yt = Xt + noise times uniform */
+static void random_layer(float *W, float *Xt, float *Yt, size_t N, size_t d, size_t m, float noise,
+                         unsigned long long *state) {
+    for (size_t k = 0; k < N * d; k++) W[k] = check_rand(state);
+    for (size_t k = 0; k < d * m; k++) {
+        Xt[k] = check_rand(state);
+        Yt[k] = Xt[k] + noise * check_rand(state);
+    }
+}
+
 /* With same, Yt is Xt (a first layer): ublock then advances U by one product, (W - Q) X. With
  * same = 2, Yt is Xt but for its last row, doubled: inputs that agree for all but the last
  * column of the layer must not be taken as the same. */
@@ -657,11 +667,7 @@ static void test_sweep_rows(void) {
             float *qa = malloc(N * d * 4), *qb = malloc(N * d * 4);
             int32_t *ca = malloc(N * d * 4), *cb = malloc(N * d * 4);
             unsigned long long state = 100 + c;
-            for (size_t k = 0; k < N * d; k++) W[k] = check_rand(&state);
-            for (size_t k = 0; k < d * m; k++) {
-                Xt[k] = check_rand(&state);
-                Yt[k] = Xt[k] + 0.1f * check_rand(&state);
-            }
+            random_layer(W, Xt, Yt, N, d, m, 0.1f, &state);
             gpfq_alphabet a;
             gpfq_alphabet_make(W, N, d, 3, 1.16, 1.0, GPFQ_QUANTIZER_NEAREST, 0, 0, &a);
             gpfq_layer_stats sa, sb;
@@ -704,11 +710,7 @@ static void test_no_norm(void) {
         int32_t *ca = malloc(N * d * 4), *cb = malloc(N * d * 4);
         for (size_t k = 0; k < N * m; k++) R[k] = -7.0f;
         unsigned long long state = 11 + c;
-        for (size_t k = 0; k < N * d; k++) W[k] = check_rand(&state);
-        for (size_t k = 0; k < d * m; k++) {
-            Xt[k] = check_rand(&state);
-            Yt[k] = Xt[k] + 0.05f * check_rand(&state);
-        }
+        random_layer(W, Xt, Yt, N, d, m, 0.05f, &state);
         gpfq_alphabet a;
         gpfq_alphabet_make(W, N, d, 4, 1.16, 1.0, GPFQ_QUANTIZER_NEAREST, 0, 0, &a);
         gpfq_layer_stats sa, sb;
