@@ -547,6 +547,16 @@ typedef struct {
     size_t residual_floats;
 } driver;
 
+/* the draw's indices, its sampling scratch and its n images (freed by the caller) */
+static gpfq_status draw_buffers(driver *dr) {
+    dr->indices = malloc(dr->n * sizeof(size_t));
+    dr->pool = malloc(gpfq_sample_scratch(dr->train->n, dr->n) * sizeof(size_t));
+    dr->images = malloc(dr->n * gpfq_shape_size(dr->fmodel->input_shape) * sizeof(float));
+    if (!dr->indices || !dr->pool || !dr->images)
+        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for %zu calibration images", dr->n);
+    return GPFQ_OK;
+}
+
 /* images [first, first + count) of the driver's draw */
 typedef struct {
     const driver *dr;
@@ -646,7 +656,7 @@ static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, c
                      : gpfq_gpfq_layer(fnode->weight + offset, L.rows_per_group, L.d, xt, yt, L.m,
                                        &a, o->form, o->block, codes + offset,
                                        qnode->weight + offset, &stats);
-            *residual = R && stats.residual;
+            *residual = stats.residual; /* only ever 1 where R was given */
             err2 += stats.error * stats.error;
             double ref = isnan(stats.relative_error) ? NAN
                          : stats.relative_error > 0  ? stats.error / stats.relative_error
@@ -839,13 +849,8 @@ gpfq_status gpfq_float_inputs(const gpfq_model *model, const gpfq_dataset *train
     const gpfq_model *fmodel;
     gpfq_model *folded;
     GPFQ_TRY(float_model(model, o->fold_batchnorm, &fmodel, &folded));
-    gpfq_status st = GPFQ_OK;
     driver dr = {.fmodel = fmodel, .train = train, .o = o, .n = gpfq_calib_count(o, train)};
-    dr.indices = malloc(dr.n * sizeof(size_t));
-    dr.pool = malloc(gpfq_sample_scratch(train->n, dr.n) * sizeof(size_t));
-    dr.images = malloc(dr.n * gpfq_shape_size(model->input_shape) * sizeof(float));
-    if (!dr.indices || !dr.pool || !dr.images)
-        st = gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for %zu calibration images", dr.n);
+    gpfq_status st = draw_buffers(&dr);
     stepper fs = {.norm_node = -1};
     if (st == GPFQ_OK && o->calib_mode == GPFQ_CALIB_SHARED) {
         draw_images(&dr, 0);
@@ -902,11 +907,7 @@ gpfq_status gpfq_quantize_model_with(const gpfq_model *model, const gpfq_dataset
         result->codes = gpfq_calloc((size_t)model->n_nodes, sizeof(int32_t *), "codes");
         result->layers = gpfq_calloc((size_t)model->n_nodes, sizeof(gpfq_layer_report), "reports");
         if (o->method == GPFQ_METHOD_GPFQ) {
-            dr.indices = malloc(dr.n * sizeof(size_t));
-            dr.pool = malloc(gpfq_sample_scratch(train->n, dr.n) * sizeof(size_t));
-            dr.images = malloc(dr.n * gpfq_shape_size(model->input_shape) * sizeof(float));
-            if (!dr.indices || !dr.pool || !dr.images)
-                st = gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for %zu calibration images", dr.n);
+            st = draw_buffers(&dr);
         }
         if (!result->codes || !result->layers) st = GPFQ_ERR_NOMEM;
     }
