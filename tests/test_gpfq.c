@@ -745,6 +745,88 @@ static void test_no_norm(void) {
     }
 }
 
+/* A Linear layer's inputs as the network holds them, X and Y (m, d), read by ublock on GEMMs
+ * with the other transpose flag: the same codes, values, error, relative error and residual
+ * as gpfq_gpfq_layer and gpfq_gpfq_layer_no_norm on Xt and Yt, to the bit on gpfq's GEMM kernel
+ * (OpenBLAS may round a product read the other way differently: there the error to 1e-4); a
+ * form that does not read rows is refused, the codes untouched. */
+static void test_rows(void) {
+    const struct {
+        size_t N, d, m, block;
+        gpfq_form form;
+        int same; /* Y is X */
+    } cases[] = {{20, 30, 50, 0, GPFQ_FORM_UBLOCK, 0},  {20, 30, 50, 0, GPFQ_FORM_UBLOCK, 1},
+                 {80, 200, 41, 0, GPFQ_FORM_AUTO, 0},   {80, 200, 41, 0, GPFQ_FORM_AUTO, 1},
+                 {500, 150, 256, 0, GPFQ_FORM_AUTO, 0}, {300, 129, 257, 48, GPFQ_FORM_UBLOCK, 0},
+                 {7, 5, 3, 0, GPFQ_FORM_UBLOCK, 0},     {20, 30, 50, 0, GPFQ_FORM_GRAM, 0},
+                 {20, 30, 50, 0, GPFQ_FORM_REF, 0},     {12, 24, 2100, 0, GPFQ_FORM_UBLOCK, 0},
+                 {12, 24, 8300, 0, GPFQ_FORM_UBLOCK, 0}};
+    const int exact = gpfq_gemm_get_kernel() == GPFQ_GEMM_AVX512;
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const size_t N = cases[c].N, d = cases[c].d, m = cases[c].m, block = cases[c].block;
+        /* past 8192 columns, without ublock's own kernels: the norm's product in chunks */
+        const gpfq_conv_kernel kernel =
+            gpfq_conv_set_kernel(m > 8192 ? GPFQ_CONV_IM2COL : gpfq_conv_get_kernel());
+        const int own = gpfq_conv_get_kernel() == GPFQ_CONV_AVX512;
+        const gpfq_form form = cases[c].form;
+        float *W = malloc(N * d * 4), *Xt = malloc(d * m * 4), *Yt = malloc(d * m * 4);
+        float *X = malloc(m * d * 4), *Y = malloc(m * d * 4);
+        unsigned long long state = 23 + c;
+        random_layer(W, Xt, Yt, N, d, m, 0.05f, &state);
+        if (cases[c].same) memcpy(Yt, Xt, d * m * 4);
+        gpfq_transpose32(Xt, d, m, X);
+        gpfq_transpose32(Yt, d, m, Y);
+        gpfq_alphabet a;
+        gpfq_alphabet_make(W, N, d, 3, 1.16, 1.0, GPFQ_QUANTIZER_NEAREST, 0, 0, &a);
+        const int reads = gpfq_layer_reads_rows(N, d, m, form, block);
+        const int want_reads =
+            gpfq_layer_form(N, d, m, form, block) == GPFQ_FORM_UBLOCK && !(own && m >= 2048);
+        CHECK(reads == want_reads, "rows, %s N %zu d %zu m %zu: reads rows %d, expected %d",
+              gpfq_form_name(form), N, d, m, reads, want_reads);
+        for (int norm = 0; norm < 2; norm++) {
+            int32_t *ca = malloc(N * d * 4), *cb = malloc(N * d * 4);
+            float *qa = malloc(N * d * 4), *qb = malloc(N * d * 4);
+            float *ra = malloc(N * m * 4), *rb = malloc(N * m * 4);
+            for (size_t k = 0; k < N * d; k++) cb[k] = -99;
+            gpfq_layer_stats sa, sb;
+            const gpfq_status st =
+                gpfq_gpfq_layer_rows(W, N, d, X, cases[c].same ? X : Y, m, &a, form, block, cb, qb,
+                                     norm ? NULL : rb, &sb, norm);
+            if (!reads) {
+                int untouched = 1;
+                for (size_t k = 0; k < N * d; k++) untouched &= cb[k] == -99;
+                CHECK(st == GPFQ_ERR_ARG && untouched &&
+                          strstr(gpfq_last_error(), "ublock form on GEMMs only") &&
+                          strstr(gpfq_last_error(), "gpfq_gpfq_layer"),
+                      "rows, %s N %zu d %zu m %zu: status %d, codes untouched %d, message '%s'",
+                      gpfq_form_name(form), N, d, m, st, untouched, gpfq_last_error());
+            } else {
+                const gpfq_status sta =
+                    norm ? gpfq_gpfq_layer(W, N, d, Xt, Yt, m, &a, form, block, ca, qa, &sa)
+                         : gpfq_gpfq_layer_no_norm(W, N, d, Xt, Yt, m, &a, form, block, ca, qa, ra,
+                                                   &sa);
+                const int ok = st == GPFQ_OK && sta == GPFQ_OK;
+                const int same = ok && !memcmp(ca, cb, N * d * 4) && !memcmp(qa, qb, N * d * 4) &&
+                                 sa.error == sb.error &&
+                                 (norm ? sa.relative_error == sb.relative_error
+                                       : isnan(sa.relative_error) && isnan(sb.relative_error)) &&
+                                 sa.residual == sb.residual && sb.residual == !norm &&
+                                 (norm || !memcmp(ra, rb, N * m * 4));
+                const double off = ok ? fabs(sa.error - sb.error) / sa.error : INFINITY;
+                CHECK(exact ? same : off <= 1e-4,
+                      "rows, %s N %zu d %zu m %zu block %zu, Y %s X, norm %d: status %d / %d, "
+                      "error %.17g against %.17g, relative %.17g against %.17g, residual %d / %d",
+                      gpfq_form_name(form), N, d, m, block, cases[c].same ? "is" : "is not", norm,
+                      st, sta, sb.error, sa.error, sb.relative_error, sa.relative_error,
+                      sb.residual, sa.residual);
+            }
+            free(ca), free(cb), free(qa), free(qb), free(ra), free(rb);
+        }
+        gpfq_conv_set_kernel(kernel);
+        free(W), free(Xt), free(Yt), free(X), free(Y);
+    }
+}
+
 typedef struct {
     int calls, in_order, finite;
 } report_log;
@@ -824,6 +906,25 @@ static void test_deferred_norms(const gpfq_model *m, const gpfq_dataset *train, 
             const double dr = fabs(r->relative_error - error / norm) / (error / norm);
             if (!(de <= worst)) worst = de;
             if (!(dr <= worst)) worst = dr;
+            if (bias_correction) { /* qb = fb + W mean(X) - Q mean(Y), the means over the images */
+                const float *Q = a.model->nodes[r->node].weight;
+                const float *fb = fnode->bias, *qb = a.model->nodes[r->node].bias;
+                for (size_t row = 0; row < r->rows; row++) {
+                    double want = fb ? fb[row] : 0.0, size = fabs(want);
+                    for (size_t i = 0; i < images; i++)
+                        for (size_t k = 0; k < r->cols; k++) {
+                            const double wx = (double)fnode->weight[row * r->cols + k] *
+                                              xs.data[l][i * r->cols + k] / (double)images;
+                            const double qy = (double)Q[row * r->cols + k] *
+                                              ys.data[l][i * r->cols + k] / (double)images;
+                            want += wx - qy;
+                            size += fabs(wx) + fabs(qy);
+                        }
+                    const double db =
+                        qb ? fabs(qb[row] - want) / (size > 0 ? size : 1.0) : INFINITY;
+                    if (!(db <= worst)) worst = db;
+                }
+            }
         }
         /* on OpenBLAS a product may round differently for another number of images (README) */
         CHECK(same || gpfq_gemm_get_kernel() != GPFQ_GEMM_AVX512,
@@ -1292,6 +1393,7 @@ int main(int argc, char **argv) {
     test_sampling();
     test_sum_squares();
     test_no_norm();
+    test_rows();
     test_sweep_rows();
     return check_report("test_gpfq");
 }

@@ -105,6 +105,19 @@ gpfq_status gpfq_gpfq_layer_no_norm(const float *weight, size_t N, size_t d, con
                                     gpfq_form form, size_t block, int32_t *codes, float *quantized,
                                     float *residual, gpfq_layer_stats *stats);
 
+/* 1 where the form gpfq_gpfq_layer resolves for these arguments is ublock on GEMMs, which reads
+ * a Linear layer's inputs as a network holds them (gpfq_gpfq_layer_rows). */
+int gpfq_layer_reads_rows(size_t N, size_t d, size_t m, gpfq_form form, size_t block);
+/* gpfq_gpfq_layer (want_norm 1) or gpfq_gpfq_layer_no_norm (want_norm 0) on X and Y (m, d), one
+ * row per image, as a network holds a Linear layer's inputs, instead of Xt and Yt: no transposed
+ * copies (mlp's: 1.3 MB a quantize, memory a fresh process must first touch). Only where
+ * gpfq_layer_reads_rows says so; elsewhere GPFQ_ERR_ARG. The codes, values, error and residual
+ * are those of the call on Xt and Yt, to the bit on gpfq's GEMM kernel. */
+gpfq_status gpfq_gpfq_layer_rows(const float *weight, size_t N, size_t d, const float *X,
+                                 const float *Y, size_t m, const gpfq_alphabet *a, gpfq_form form,
+                                 size_t block, int32_t *codes, float *quantized, float *residual,
+                                 gpfq_layer_stats *stats, int want_norm);
+
 /* sum over k < n of (v[k] - sub[k])^2 in double (sub NULL: of v[k]^2), in a fixed order. */
 double gpfq_sum_squares(const float *v, const float *sub, size_t n);
 

@@ -202,7 +202,8 @@ typedef struct {
     size_t rows_per_group; /* N / groups */
     size_t d;              /* inputs per neuron */
     size_t m;              /* calibration columns */
-    float *Xt, *Yt;        /* (groups, d, m), in the layer_store */
+    const float *Xt, *Yt;  /* (groups, d, m), in the layer_store; with rows, X and Y (m, d) */
+    int rows;              /* a Linear layer's inputs as the networks hold them, not copied */
 } layer_data;
 
 /* Xt and Yt of the current layer, kept from layer to layer: fresh buffers of
@@ -336,14 +337,21 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
         L->rows_per_group = N;
         L->d = (size_t)node->weight_dims[1];
         L->m = n;
+        /* ublock on GEMMs reads them where they are: no transposed copies to touch */
+        if (gpfq_layer_reads_rows(N, L->d, n, o->form, o->block)) {
+            L->rows = 1;
+            L->Xt = x;
+            L->Yt = y;
+            return GPFQ_OK;
+        }
         GPFQ_TRY(layer_store_reserve(store, L->d * n));
         L->Xt = store->x;
         L->Yt = y == x ? store->x : store->y;
         /* X and Y on the two threads, or X's two halves of the images where X is Y */
         const size_t half = L->Yt == L->Xt ? n / 2 : n;
-        transpose_job t[2] = {{x, half, L->d, L->Xt, n}, {y, n, L->d, L->Yt, n}};
+        transpose_job t[2] = {{x, half, L->d, store->x, n}, {y, n, L->d, store->y, n}};
         if (L->Yt == L->Xt)
-            t[1] = (transpose_job){x + half * L->d, n - half, L->d, L->Xt + half, n};
+            t[1] = (transpose_job){x + half * L->d, n - half, L->d, store->x + half, n};
         gpfq_helper_pair(transpose_run, &t[0], &t[1], openblas_get_num_threads() > 1);
         return GPFQ_OK;
     }
@@ -396,9 +404,17 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
      * unfold half of the images each. */
     unfold_job jobs[2];
     for (int side = 0; side < 2; side++)
-        jobs[side] = (unfold_job){
-            &g,   side ? y : x, side ? L->Yt : L->Xt, offset, 0, n, keep, L->groups, L->d,
-            L->m, GPFQ_OK};
+        jobs[side] = (unfold_job){&g,
+                                  side ? y : x,
+                                  side && L->Yt != L->Xt ? store->y : store->x,
+                                  offset,
+                                  0,
+                                  n,
+                                  keep,
+                                  L->groups,
+                                  L->d,
+                                  L->m,
+                                  GPFQ_OK};
     if (L->Yt == L->Xt) jobs[0].last = jobs[1].first = n / 2;
     gpfq_helper_pair(unfold_side, &jobs[0], &jobs[1], openblas_get_num_threads() > 1);
     free(corner), free(offset);
@@ -420,11 +436,20 @@ static gpfq_status correct_bias(gpfq_node *qnode, const float *weight, const lay
     }
     for (size_t grp = 0; grp < L->groups; grp++) {
         const float *xt = L->Xt + grp * L->d * L->m, *yt = L->Yt + grp * L->d * L->m;
+        /* each input's sum over the columns in column order, either layout */
+        memset(mx, 0, L->d * sizeof(double));
+        memset(my, 0, L->d * sizeof(double));
+        if (L->rows)
+            for (size_t k = 0; k < L->m; k++)
+                for (size_t t = 0; t < L->d; t++)
+                    mx[t] += xt[k * L->d + t], my[t] += yt[k * L->d + t];
+        else
+            for (size_t t = 0; t < L->d; t++)
+                for (size_t k = 0; k < L->m; k++)
+                    mx[t] += xt[t * L->m + k], my[t] += yt[t * L->m + k];
         for (size_t t = 0; t < L->d; t++) {
-            double sx = 0, sy = 0;
-            for (size_t k = 0; k < L->m; k++) sx += xt[t * L->m + k], sy += yt[t * L->m + k];
-            mx[t] = sx / (double)L->m;
-            my[t] = sy / (double)L->m;
+            mx[t] /= (double)L->m;
+            my[t] /= (double)L->m;
         }
         for (size_t r = 0; r < L->rows_per_group; r++) {
             size_t row = grp * L->rows_per_group + r;
@@ -649,7 +674,10 @@ static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, c
             const size_t offset = grp * L.rows_per_group * L.d;
             gpfq_layer_stats stats;
             const float *xt = L.Xt + grp * L.d * L.m, *yt = L.Yt + grp * L.d * L.m;
-            st = no_norm
+            st = L.rows ? gpfq_gpfq_layer_rows(fnode->weight + offset, L.rows_per_group, L.d, xt,
+                                               yt, L.m, &a, o->form, o->block, codes + offset,
+                                               qnode->weight + offset, R, &stats, !no_norm)
+                 : no_norm
                      ? gpfq_gpfq_layer_no_norm(fnode->weight + offset, L.rows_per_group, L.d, xt,
                                                yt, L.m, &a, o->form, o->block, codes + offset,
                                                qnode->weight + offset, R, &stats)

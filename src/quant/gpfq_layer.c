@@ -398,10 +398,14 @@ static gpfq_status block_rows_alloc(block_rows *r, size_t block, size_t N, int w
 
 /* When err2 is given, U is advanced past the last block too: it is then the
  * residual W Xt - Q Yt, and *err2 its squared norm, for one block's GEMMs instead
- * of gpfq_layer_error's two full products. U lives in `residual` (N x m) when given. */
+ * of gpfq_layer_error's two full products. U lives in `residual` (N x m) when given.
+ * With by_rows, X and Y come as a network holds them, (m, d): a block's B x m rows of Xt are
+ * then the transpose of X's B columns, which the products read with the other transpose
+ * flag (ld d); the packed operands, and so every value, are the same (src/ops/gemm.c). */
 static gpfq_status layer_ublock(gpfq_helper *h, const float *weight, size_t N, size_t d,
-                                const float *Xt, const float *Yt, size_t m, const gpfq_alphabet *a,
-                                size_t block, int32_t *codes, double *err2, float *residual) {
+                                const float *Xt, const float *Yt, size_t m, int by_rows,
+                                const gpfq_alphabet *a, size_t block, int32_t *codes, double *err2,
+                                float *residual) {
     float *U = residual ? memset(residual, 0, N * m * sizeof(float))
                         : gpfq_calloc(N * m, sizeof(float), "the GPFQ residual U");
     float *P = gpfq_malloc(block * N * sizeof(float), "the GPFQ arguments");
@@ -420,18 +424,20 @@ static gpfq_status layer_ublock(gpfq_helper *h, const float *weight, size_t N, s
         /* block k's rows of W^T, and the next block's */
         const float *Wb = rows.W + (k % 2) * block * N;
         float *Wnext = rows.W + (k + 1) % 2 * block * N;
-        const float *Xb = Xt + t0 * m, *Yb = Yt + t0 * m;
+        /* the block's rows of Xt and Yt (B x m), stored as such (ld m) or transposed (ld d) */
+        const float *Xb = by_rows ? Xt + t0 : Xt + t0 * m, *Yb = by_rows ? Yt + t0 : Yt + t0 * m;
+        const size_t ld = by_rows ? d : m;
         const size_t next_t0 = t0 + B, next_B = d - next_t0 < block ? d - next_t0 : block;
         /* P (B x N) = Y_b^T U^T, the residual seen by each column of the block */
         if (t0 > 0)
-            pair_sgemm(h, 0, 1, B, N, m, 1.0f, Yb, m, U, m, 0.0f, P, N);
+            pair_sgemm(h, by_rows, 1, B, N, m, 1.0f, Yb, ld, U, m, 0.0f, P, N);
         else
             memset(P, 0, B * N * sizeof(float));
-        pair_sgemm(h, 0, 1, B, B, m, 1.0f, Yb, m, Xb, m, 0.0f, Gb, B);
+        pair_sgemm(h, by_rows, !by_rows, B, B, m, 1.0f, Yb, ld, Xb, ld, 0.0f, Gb, B);
         if (Xt == Yt) /* the same product of the same rows */
             memcpy(Hb, Gb, B * B * sizeof(float));
         else
-            pair_sgemm(h, 0, 1, B, B, m, 1.0f, Yb, m, Yb, m, 0.0f, Hb, B);
+            pair_sgemm(h, by_rows, !by_rows, B, B, m, 1.0f, Yb, ld, Yb, ld, 0.0f, Hb, B);
         for (size_t r = 0; r < B; r++)
             for (size_t s = r + 1; s < B; s++) Gb[r * B + s] = 0.0f;
         /* P += tril(Gb) W_b^T */
@@ -445,11 +451,11 @@ static gpfq_status layer_ublock(gpfq_helper *h, const float *weight, size_t N, s
         sweep_block(h, P, B, N, Hb, B, t0, d, a, Qb, rows.C, &after);
         if (advance && Xt == Yt) {
             /* U += (W_b - Q_b) X_b: one product where the sides read the same inputs */
-            pair_sgemm(h, 1, 0, N, m, B, 1.0f, P, N, Xb, m, 1.0f, U, m);
+            pair_sgemm(h, 1, by_rows, N, m, B, 1.0f, P, N, Xb, ld, 1.0f, U, m);
         } else if (advance) {
             /* U += W_b X_b - Q_b Y_b, with W_b = Wb^T (N x B) */
-            pair_sgemm(h, 1, 0, N, m, B, 1.0f, Wb, N, Xb, m, 1.0f, U, m);
-            pair_sgemm(h, 1, 0, N, m, B, -1.0f, Qb, N, Yb, m, 1.0f, U, m);
+            pair_sgemm(h, 1, by_rows, N, m, B, 1.0f, Wb, N, Xb, ld, 1.0f, U, m);
+            pair_sgemm(h, 1, by_rows, N, m, B, -1.0f, Qb, N, Yb, ld, 1.0f, U, m);
         }
     }
     if (err2) *err2 = gpfq_sum_squares(U, NULL, N * m);
@@ -584,9 +590,10 @@ static gpfq_form choose_form(size_t N, size_t d, size_t m, size_t block) {
     return gram <= ublock ? GPFQ_FORM_GRAM : GPFQ_FORM_UBLOCK;
 }
 
+/* With by_rows, X and Y are (m, d) as in layer_ublock. */
 static gpfq_status layer_error(gpfq_helper *h, const float *weight, const float *quantized,
                                size_t N, size_t d, const float *Xt, const float *Yt, size_t m,
-                               double *error, double *reference_norm) {
+                               int by_rows, double *error, double *reference_norm) {
     /* in chunks of columns to bound memory */
     const size_t chunk = m < 8192 ? m : 8192;
     float *R = gpfq_malloc(N * chunk * sizeof(float), "the layer output");
@@ -599,11 +606,12 @@ static gpfq_status layer_error(gpfq_helper *h, const float *weight, const float 
     for (size_t c0 = 0; c0 < m; c0 += chunk) {
         const size_t c = m - c0 < chunk ? m - c0 : chunk;
         /* R = W Xt[:, c0:c0+c]; E = R - Q Yt[:, c0:c0+c] */
-        pair_sgemm(h, 0, 0, N, c, d, 1.0f, weight, d, Xt + c0, m, 0.0f, R, c);
+        const size_t at = by_rows ? c0 * d : c0, ld = by_rows ? d : m;
+        pair_sgemm(h, 0, by_rows, N, c, d, 1.0f, weight, d, Xt + at, ld, 0.0f, R, c);
         ref += gpfq_sum_squares(R, NULL, N * c);
         if (!quantized) continue;
         memcpy(E, R, N * c * sizeof(float));
-        pair_sgemm(h, 0, 0, N, c, d, -1.0f, quantized, d, Yt + c0, m, 1.0f, E, c);
+        pair_sgemm(h, 0, by_rows, N, c, d, -1.0f, quantized, d, Yt + at, ld, 1.0f, E, c);
         err += gpfq_sum_squares(E, NULL, N * c);
     }
     free(E), free(R);
@@ -622,7 +630,7 @@ gpfq_status gpfq_layer_error(const float *weight, const float *quantized, size_t
                              const float *Xt, const float *Yt, size_t m, double *error,
                              double *reference_norm) {
     gpfq_helper *h = want_helper(0) ? gpfq_helper_acquire() : NULL;
-    gpfq_status st = layer_error(h, weight, quantized, N, d, Xt, Yt, m, error, reference_norm);
+    gpfq_status st = layer_error(h, weight, quantized, N, d, Xt, Yt, m, 0, error, reference_norm);
     gpfq_helper_release(h);
     return st;
 }
@@ -652,15 +660,25 @@ gpfq_form gpfq_layer_form(size_t N, size_t d, size_t m, gpfq_form form, size_t b
     return resolve_form(N, d, m, form, &block);
 }
 
+int gpfq_layer_reads_rows(size_t N, size_t d, size_t m, gpfq_form form, size_t block) {
+    return resolve_form(N, d, m, form, &block) == GPFQ_FORM_UBLOCK && !ublock_own_kernels(m);
+}
+
 /* gpfq_gpfq_layer; without want_norm, ||W Xt|| only where it comes without a product of its
  * own, else stats->relative_error is NaN; the residual into `residual` where the form holds it
- * (stats->residual). */
+ * (stats->residual). With by_rows, X and Y are (m, d) (gpfq_gpfq_layer_rows). */
 static gpfq_status layer_run(const float *weight, size_t N, size_t d, const float *Xt,
-                             const float *Yt, size_t m, const gpfq_alphabet *a, gpfq_form form,
-                             size_t block, int32_t *codes, float *quantized, float *residual,
-                             gpfq_layer_stats *stats, int want_norm) {
+                             const float *Yt, size_t m, int by_rows, const gpfq_alphabet *a,
+                             gpfq_form form, size_t block, int32_t *codes, float *quantized,
+                             float *residual, gpfq_layer_stats *stats, int want_norm) {
     const double start = gpfq_now();
     const int own = ublock_own_kernels(m);
+    if (by_rows && !gpfq_layer_reads_rows(N, d, m, form, block))
+        return gpfq_fail(GPFQ_ERR_ARG,
+                         "GPFQ on inputs as rows (m, d) runs the ublock form on GEMMs only; the "
+                         "%s form of an N = %zu, d = %zu, m = %zu layer takes them transposed "
+                         "(gpfq_gpfq_layer)",
+                         gpfq_form_name(resolve_form(N, d, m, form, &block)), N, d, m);
     form = resolve_form(N, d, m, form, &block);
     /* the same values on both sides (a first layer, whose inputs are the images) are taken
      * as one buffer, so the forms' shortcuts for it give the same bits either way */
@@ -686,8 +704,8 @@ static gpfq_status layer_run(const float *weight, size_t N, size_t d, const floa
         st = layer_ublock_own(h, weight, N, d, Xt, Yt, m, a, block, codes, stats ? &err2 : NULL,
                               stats ? &ref2 : NULL);
     } else {
-        st = layer_ublock(h, weight, N, d, Xt, Yt, m, a, block, codes, stats ? &err2 : NULL,
-                          stats ? residual : NULL);
+        st = layer_ublock(h, weight, N, d, Xt, Yt, m, by_rows, a, block, codes,
+                          stats ? &err2 : NULL, stats ? residual : NULL);
         if (stats && residual && st == GPFQ_OK) stats->residual = 1;
     }
     float *values = st != GPFQ_OK ? NULL
@@ -705,7 +723,7 @@ static gpfq_status layer_run(const float *weight, size_t N, size_t d, const floa
         double ref = ref2 >= 0.0 ? sqrt(ref2) : 0.0;
         if (err2 >= 0.0) stats->error = sqrt(err2);
         if (ref2 < 0.0 && (want_norm || err2 < 0.0))
-            st = layer_error(h, weight, err2 >= 0.0 ? NULL : values, N, d, Xt, Yt, m,
+            st = layer_error(h, weight, err2 >= 0.0 ? NULL : values, N, d, Xt, Yt, m, by_rows,
                              err2 >= 0.0 ? NULL : &stats->error, &ref);
         else if (ref2 < 0.0)
             ref = NAN;
@@ -720,12 +738,21 @@ gpfq_status gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float
                             const float *Yt, size_t m, const gpfq_alphabet *a, gpfq_form form,
                             size_t block, int32_t *codes, float *quantized,
                             gpfq_layer_stats *stats) {
-    return layer_run(weight, N, d, Xt, Yt, m, a, form, block, codes, quantized, NULL, stats, 1);
+    return layer_run(weight, N, d, Xt, Yt, m, 0, a, form, block, codes, quantized, NULL, stats, 1);
 }
 
 gpfq_status gpfq_gpfq_layer_no_norm(const float *weight, size_t N, size_t d, const float *Xt,
                                     const float *Yt, size_t m, const gpfq_alphabet *a,
                                     gpfq_form form, size_t block, int32_t *codes, float *quantized,
                                     float *residual, gpfq_layer_stats *stats) {
-    return layer_run(weight, N, d, Xt, Yt, m, a, form, block, codes, quantized, residual, stats, 0);
+    return layer_run(weight, N, d, Xt, Yt, m, 0, a, form, block, codes, quantized, residual, stats,
+                     0);
+}
+
+gpfq_status gpfq_gpfq_layer_rows(const float *weight, size_t N, size_t d, const float *X,
+                                 const float *Y, size_t m, const gpfq_alphabet *a, gpfq_form form,
+                                 size_t block, int32_t *codes, float *quantized, float *residual,
+                                 gpfq_layer_stats *stats, int want_norm) {
+    return layer_run(weight, N, d, X, Y, m, 1, a, form, block, codes, quantized, residual, stats,
+                     want_norm);
 }
