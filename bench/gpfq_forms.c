@@ -16,9 +16,10 @@
  * conv layer met in part 1, against a 2048^3 sgemm measured in the same run.
  *
  * How the layer GPFQ is timed. The driver calls gpfq_gpfq_layer() (or, for a
- * Linear layer whose reference norm the float pass gives, gpfq_gpfq_layer_no_norm())
- * once per layer (per group); this program is linked with -Wl,--wrap=gpfq_gpfq_layer,
- * --wrap=gpfq_gpfq_layer_no_norm,
+ * Linear layer whose reference norm the float pass gives, gpfq_gpfq_layer_no_norm(), or on a
+ * Linear layer's inputs as the networks hold them, gpfq_gpfq_layer_rows()) once per layer (per
+ * group); this program is linked with -Wl,--wrap=gpfq_gpfq_layer,
+ * --wrap=gpfq_gpfq_layer_no_norm,--wrap=gpfq_gpfq_layer_rows,
  * --wrap=gpfq_sgemm,--wrap=gpfq_sgemm_tri,--wrap=cblas_sgemm,--wrap=cblas_ssyrk,
  * --wrap=cblas_strmm so that those calls come here first. The wrapper times the
  * real gpfq_gpfq_layer() with stats = NULL (the GPFQ proper: transposes, the
@@ -256,13 +257,19 @@ static double probe_ref(const float *weight, size_t N, size_t d, const float *Xt
     return t1 < t2 ? t1 : t2;
 }
 
-gpfq_status __wrap_gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float *Xt,
-                                   const float *Yt, size_t m, const gpfq_alphabet *a,
-                                   gpfq_form form, size_t block, int32_t *codes, float *quantized,
-                                   gpfq_layer_stats *stats) {
-    if (!W.active)
-        return __real_gpfq_gpfq_layer(weight, N, d, Xt, Yt, m, a, form, block, codes, quantized,
-                                      stats);
+gpfq_status __real_gpfq_gpfq_layer_rows(const float *weight, size_t N, size_t d, const float *X,
+                                        const float *Y, size_t m, const gpfq_alphabet *a,
+                                        gpfq_form form, size_t block, int32_t *codes,
+                                        float *quantized, float *residual, gpfq_layer_stats *stats,
+                                        int want_norm);
+
+/* The wrappers' timed call: the real gpfq_gpfq_layer, or with rows gpfq_gpfq_layer_rows on X and
+ * Y (m, d), without stats; the stats then from gpfq_layer_error (on transposed copies of X and
+ * Y, made outside the timed span). */
+static gpfq_status timed_layer(const float *weight, size_t N, size_t d, const float *Xt,
+                               const float *Yt, size_t m, int rows, const gpfq_alphabet *a,
+                               gpfq_form form, size_t block, int32_t *codes, float *quantized,
+                               gpfq_layer_stats *stats) {
     layer_obs *o = &W.cur;
     o->calls++;
     o->N = N, o->d = d, o->m = m;
@@ -287,7 +294,9 @@ gpfq_status __wrap_gpfq_gpfq_layer(const float *weight, size_t N, size_t d, cons
     W.in_gpfq = 1;
     double t = bench_now();
     gpfq_status st =
-        __real_gpfq_gpfq_layer(weight, N, d, Xt, Yt, m, a, form, block, codes, values, NULL);
+        rows ? __real_gpfq_gpfq_layer_rows(weight, N, d, Xt, Yt, m, a, form, block, codes, values,
+                                           NULL, NULL, 0)
+             : __real_gpfq_gpfq_layer(weight, N, d, Xt, Yt, m, a, form, block, codes, values, NULL);
     t = bench_now() - t;
     W.in_gpfq = 0;
     getrusage(RUSAGE_SELF, &ru1);
@@ -304,11 +313,33 @@ gpfq_status __wrap_gpfq_gpfq_layer(const float *weight, size_t N, size_t d, cons
         double ref = 0.0;
         stats->form = ran;
         stats->seconds = t;
-        st = gpfq_layer_error(weight, values, N, d, Xt, Yt, m, &stats->error, &ref);
+        stats->residual = 0;
+        float *xt = rows ? malloc(d * m * sizeof(float)) : NULL;
+        float *yt = rows && Yt != Xt ? malloc(d * m * sizeof(float)) : NULL;
+        if (rows && (!xt || (Yt != Xt && !yt))) {
+            st = gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for transposed inputs");
+        } else if (rows) {
+            gpfq_transpose32(Xt, m, d, xt);
+            if (yt) gpfq_transpose32(Yt, m, d, yt);
+            st = gpfq_layer_error(weight, values, N, d, xt, yt ? yt : xt, m, &stats->error, &ref);
+        } else {
+            st = gpfq_layer_error(weight, values, N, d, Xt, Yt, m, &stats->error, &ref);
+        }
+        free(xt), free(yt);
         stats->relative_error = ref > 0 ? stats->error / ref : 0.0;
     }
     if (!quantized) free(values);
     return st;
+}
+
+gpfq_status __wrap_gpfq_gpfq_layer(const float *weight, size_t N, size_t d, const float *Xt,
+                                   const float *Yt, size_t m, const gpfq_alphabet *a,
+                                   gpfq_form form, size_t block, int32_t *codes, float *quantized,
+                                   gpfq_layer_stats *stats) {
+    if (!W.active)
+        return __real_gpfq_gpfq_layer(weight, N, d, Xt, Yt, m, a, form, block, codes, quantized,
+                                      stats);
+    return timed_layer(weight, N, d, Xt, Yt, m, 0, a, form, block, codes, quantized, stats);
 }
 
 /* The same as gpfq_gpfq_layer here: the wrapper computes the whole stats itself, outside the
@@ -332,6 +363,23 @@ gpfq_status __wrap_gpfq_gpfq_layer_no_norm(const float *weight, size_t N, size_t
         return __real_gpfq_gpfq_layer_no_norm(weight, N, d, Xt, Yt, m, a, form, block, codes,
                                               quantized, residual, stats);
     return __wrap_gpfq_gpfq_layer(weight, N, d, Xt, Yt, m, a, form, block, codes, quantized, stats);
+}
+
+/* The same, on a Linear layer's inputs as the networks hold them: the real call is timed. */
+gpfq_status __wrap_gpfq_gpfq_layer_rows(const float *weight, size_t N, size_t d, const float *X,
+                                        const float *Y, size_t m, const gpfq_alphabet *a,
+                                        gpfq_form form, size_t block, int32_t *codes,
+                                        float *quantized, float *residual, gpfq_layer_stats *stats,
+                                        int want_norm);
+gpfq_status __wrap_gpfq_gpfq_layer_rows(const float *weight, size_t N, size_t d, const float *X,
+                                        const float *Y, size_t m, const gpfq_alphabet *a,
+                                        gpfq_form form, size_t block, int32_t *codes,
+                                        float *quantized, float *residual, gpfq_layer_stats *stats,
+                                        int want_norm) {
+    if (!W.active)
+        return __real_gpfq_gpfq_layer_rows(weight, N, d, X, Y, m, a, form, block, codes, quantized,
+                                           residual, stats, want_norm);
+    return timed_layer(weight, N, d, X, Y, m, 1, a, form, block, codes, quantized, stats);
 }
 
 /* ---- part 1: the forms on the models ---- */
