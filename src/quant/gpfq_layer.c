@@ -401,7 +401,8 @@ static gpfq_status block_rows_alloc(block_rows *r, size_t block, size_t N, int w
  * of gpfq_layer_error's two full products. U lives in `residual` (N x m) when given.
  * With by_rows, X and Y come as a network holds them, (m, d): a block's B x m rows of Xt are
  * then the transpose of X's B columns, which the products read with the other transpose
- * flag (ld d); the packed operands, and so every value, are the same (src/ops/gemm.c). */
+ * flag (ld d); on gpfq's GEMM kernel the packed operands, and so every value, are the same
+ * (src/ops/gemm.c). */
 static gpfq_status layer_ublock(gpfq_helper *h, const float *weight, size_t N, size_t d,
                                 const float *Xt, const float *Yt, size_t m, int by_rows,
                                 const gpfq_alphabet *a, size_t block, int32_t *codes, double *err2,
