@@ -78,7 +78,7 @@ typedef struct {
     double relative_error; /* error / ||X W^T||_F */
     double seconds;
     gpfq_form form; /* the form that ran */
-    int residual;   /* 1: gpfq_gpfq_layer_no_norm wrote the residual */
+    int residual;   /* 1: gpfq_gpfq_layer_no_norm or _rows wrote the residual */
 } gpfq_layer_stats;
 
 /* The form gpfq_gpfq_layer runs on an N x d layer with m columns, given form (GPFQ_FORM_AUTO:

@@ -645,19 +645,6 @@ static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, c
     rep->cols = d_all;
     *residual = 0;
     const int no_norm = norm_later && linear && o->method == GPFQ_METHOD_GPFQ;
-    /* a buffer for the residual where the form may give it (ublock, but not on its own
-     * kernels: those do not fill it) */
-    float *R = NULL;
-    if (no_norm && gpfq_layer_form(N, d_all, dr->n, o->form, o->block) == GPFQ_FORM_UBLOCK) {
-        if (N * dr->n > dr->residual_floats) {
-            free(dr->residual);
-            dr->residual_floats = 0;
-            if (!(dr->residual = gpfq_malloc(N * dr->n * sizeof(float), "a layer's residual")))
-                return GPFQ_ERR_NOMEM;
-            dr->residual_floats = N * dr->n;
-        }
-        R = dr->residual;
-    }
     const double start = gpfq_now();
     if (o->method == GPFQ_METHOD_MSQ) {
         gpfq_msq_layer(fnode->weight, N, d_all, &a, codes);
@@ -668,6 +655,19 @@ static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, c
         layer_data L;
         GPFQ_TRY(build_layer_data(fnode, layer, x, y, dr->n, o, &dr->store, &L));
         rep->samples = L.m;
+        /* a buffer for the residual where the form gives it: ublock on GEMMs, the form that
+         * reads the rows (its own kernels do not fill one) */
+        float *R = NULL;
+        if (no_norm && L.rows) {
+            if (N * dr->n > dr->residual_floats) {
+                free(dr->residual);
+                dr->residual_floats = 0;
+                if (!(dr->residual = gpfq_malloc(N * dr->n * sizeof(float), "a layer's residual")))
+                    return GPFQ_ERR_NOMEM;
+                dr->residual_floats = N * dr->n;
+            }
+            R = dr->residual;
+        }
         double err2 = 0, ref2 = 0;
         gpfq_status st = GPFQ_OK;
         for (size_t grp = 0; st == GPFQ_OK && grp < L.groups; grp++) {
