@@ -408,6 +408,73 @@ static void test_same_inputs(void) {
     check_same_inputs("auto, lenet5's conv1 shape", 6, 25, 50432, GPFQ_FORM_AUTO, 24);
 }
 
+/* gpfq_gpfq_layer_gram on G = Xt Xt^T summed as the gram form sums it (C's lower triangle on
+ * gpfq_sgemm_tri): the codes and values of gpfq_gpfq_layer's gram form on Yt = Xt, to the bit on
+ * gpfq's GEMM kernel (on OpenBLAS that form's H comes from ssyrk, not G: at most 2% of rows may
+ * differ); the error and relative error, from G's quadratic forms, within 1e-4 of the product's
+ * (gpfq_layer_error). A layer whose X is all zeros has error 0 and relative error 0. */
+static void check_gram_only(const char *what, size_t N, size_t d, size_t m, size_t block,
+                            gpfq_quantizer kind, int zero, unsigned long long seed) {
+    unsigned long long state = seed;
+    float *W = malloc(N * d * 4), *Xt = malloc(d * m * 4), *G = malloc(d * d * 4);
+    float *values[2] = {malloc(N * d * 4), malloc(N * d * 4)};
+    int32_t *codes[2] = {malloc(N * d * 4), malloc(N * d * 4)};
+    fill(W, N * d, 0, 1.0f, &state);
+    fill(Xt, d * m, 0, 1.0f, &state);
+    if (zero) memset(Xt, 0, d * m * 4);
+    for (size_t k = 0; k < d * d; k++) G[k] = NAN; /* above the diagonal: not to be read */
+    gpfq_sgemm_tri(GPFQ_TRI_LOWER_C, 0, 0, 1, d, d, m, 1.0f, Xt, m, Xt, m, 0.0f, G, d);
+    for (size_t t = 0; t < d; t++)
+        for (size_t s = t + 1; s < d; s++) G[t * d + s] = NAN;
+    gpfq_alphabet a;
+    gpfq_alphabet_make(W, N, d, 3, 1.16, 1.0, kind, 0.05, 5, &a);
+    gpfq_layer_stats stats[2];
+    CHECK(gpfq_gpfq_layer(W, N, d, Xt, Xt, m, &a, GPFQ_FORM_GRAM, block, codes[0], values[0],
+                          &stats[0]) == GPFQ_OK &&
+              gpfq_gpfq_layer_gram(W, N, d, G, m, &a, block, codes[1], values[1], &stats[1]) ==
+                  GPFQ_OK,
+          "%s: %s", what, gpfq_last_error());
+    size_t rows_differing = 0;
+    for (size_t i = 0; i < N; i++)
+        rows_differing += memcmp(codes[0] + i * d, codes[1] + i * d, d * 4) != 0;
+    const int own = gpfq_gemm_get_kernel() == GPFQ_GEMM_AVX512;
+    CHECK(own ? rows_differing == 0 && !memcmp(values[0], values[1], N * d * 4)
+              : rows_differing * 50 <= N,
+          "%s: %zu of %zu rows' codes differ from the gram form's on Xt", what, rows_differing, N);
+    int ok = 1;
+    for (size_t k = 0; k < N * d; k++) ok &= values[1][k] == gpfq_code_value(&a, codes[1][k]);
+    CHECK(ok && stats[1].form == GPFQ_FORM_GRAM && stats[1].residual == 0,
+          "%s: values, form %d, residual %d", what, stats[1].form, stats[1].residual);
+    double error, norm;
+    gpfq_layer_error(W, values[1], N, d, Xt, Xt, m, &error, &norm);
+    const double want = norm > 0 ? error / norm : 0.0;
+    CHECK(zero ? stats[1].error == 0.0 && stats[1].relative_error == 0.0
+               : fabs(stats[1].error - error) <= 1e-4 * error &&
+                     fabs(stats[1].relative_error - want) <= 1e-4 * want,
+          "%s: error %.9g, relative %.9g from G; %.9g, %.9g from the product", what, stats[1].error,
+          stats[1].relative_error, error, want);
+    free(W), free(Xt), free(G), free(values[0]), free(values[1]), free(codes[0]), free(codes[1]);
+}
+
+static void test_gram_only(void) {
+    check_gram_only("lenet5's conv1 shape, 6 x 25", 6, 25, 5000, 0, GPFQ_QUANTIZER_NEAREST, 0, 31);
+    check_gram_only("resnet18's conv1 shape, 64 x 9", 64, 9, 3000, 0, GPFQ_QUANTIZER_NEAREST, 0,
+                    32);
+    check_gram_only("blocks of 8, d = 75", 13, 75, 900, 8, GPFQ_QUANTIZER_NEAREST, 0, 33);
+    check_gram_only("stochastic", 9, 40, 700, 0, GPFQ_QUANTIZER_STOCHASTIC, 0, 34);
+    check_gram_only("L0", 7, 30, 600, 16, GPFQ_QUANTIZER_L0, 0, 35);
+    check_gram_only("one column", 3, 12, 1, 0, GPFQ_QUANTIZER_NEAREST, 0, 36);
+    check_gram_only("inputs all zero", 5, 20, 300, 0, GPFQ_QUANTIZER_NEAREST, 1, 37);
+    /* the driver's choice: G alone for a first conv where it costs less, never for a form asked */
+    CHECK(gpfq_layer_gram_only(6, 25, 50432, GPFQ_FORM_AUTO, 0) &&
+              gpfq_layer_gram_only(16, 9, 50432, GPFQ_FORM_AUTO, 0) &&
+              gpfq_layer_gram_only(4, 25, 12608, GPFQ_FORM_AUTO, 0) &&
+              !gpfq_layer_gram_only(16, 150, 6656, GPFQ_FORM_AUTO, 0) &&
+              !gpfq_layer_gram_only(6, 25, 50432, GPFQ_FORM_UBLOCK, 0) &&
+              !gpfq_layer_gram_only(6, 25, 50432, GPFQ_FORM_GRAM, 0),
+          "which layers are quantized from G alone");
+}
+
 /* count floats that end where an inaccessible page begins, zeroed: a read or a write past them
  * faults (the vector loads and stores must stay inside the plane and dst) */
 static float *guarded_floats(size_t count, void **base, size_t *len) {
@@ -978,6 +1045,62 @@ static void test_first_linear(const gpfq_model *m, const gpfq_dataset *train) {
     gpfq_quant_result_free(&r);
 }
 
+/* A first conv (X is Y: the images on both sides) where the driver quantizes from its patches'
+ * Gram matrix, summed chunk by chunk and never all held (gpfq_layer_gram_only), against the gram
+ * form on the unfolded patches (--form gram): the same codes but for at most 2% (the sums' order
+ * differs), error and relative error to 1e-4, the corrected bias's shift to 1e-4; and,
+ * on gpfq's GEMM kernel, the same codes, error and bias bits at one BLAS thread as at two. */
+static void test_first_conv(const gpfq_model *m, const gpfq_dataset *train) {
+    const gpfq_node *conv = &m->nodes[0];
+    gpfq_quant_options o;
+    gpfq_quant_options_default(&o);
+    o.calib_images = 64;
+    o.bias_correction = 1;
+    gpfq_quant_result a, b, c;
+    const int threads = openblas_get_num_threads();
+    int ran = gpfq_quantize_model(m, train, &o, &a, NULL, NULL) == GPFQ_OK;
+    openblas_set_num_threads(threads > 1 ? 1 : 2);
+    ran = ran && gpfq_quantize_model(m, train, &o, &c, NULL, NULL) == GPFQ_OK;
+    openblas_set_num_threads(threads);
+    o.form = GPFQ_FORM_GRAM;
+    ran = ran && gpfq_quantize_model(m, train, &o, &b, NULL, NULL) == GPFQ_OK;
+    CHECK(ran, "%s", gpfq_last_error());
+    if (!ran) return;
+    const size_t N = (size_t)conv->weight_dims[0], d = conv->weight_count / N;
+    CHECK(conv->op == GPFQ_OP_CONV2D && a.layers[0].node == 0 &&
+              gpfq_layer_gram_only(N, d, a.layers[0].samples, GPFQ_FORM_AUTO, 0),
+          "the fixture's conv1 is quantized from G alone (%zu x %zu, m %zu)", N, d,
+          a.layers[0].samples);
+    size_t differ = 0;
+    for (size_t k = 0; k < N * d; k++) differ += a.codes[0][k] != b.codes[0][k];
+    const gpfq_layer_report *ra = &a.layers[0], *rb = &b.layers[0];
+    CHECK(differ * 50 <= N * d && fabs(ra->error - rb->error) <= 1e-4 * rb->error &&
+              fabs(ra->relative_error - rb->relative_error) <= 1e-4 * rb->relative_error &&
+              ra->samples == rb->samples,
+          "conv1 from G: %zu of %zu codes differ, error %.9g / %.9g, relative %.9g / %.9g", differ,
+          N * d, ra->error, rb->error, ra->relative_error, rb->relative_error);
+    /* the shift (W - Q) mean(X) is small where Q is near W: measured against itself, with two
+     * float ulps of the bias for its rounding */
+    double worst = 0.0;
+    for (size_t r = 0; r < N; r++) {
+        const double qb = b.model->nodes[0].bias[r], fb = conv->bias ? conv->bias[r] : 0.0;
+        const double db = fabs(a.model->nodes[0].bias[r] - qb) /
+                          (1e-4 * fabs(qb - fb) + ldexp(fabs(qb), -22) + 1e-30);
+        if (!(db <= worst)) worst = db;
+    }
+    CHECK(differ > 0 || worst <= 1.0,
+          "conv1's corrected bias from G differs by %g times 1e-4 of its shift", worst);
+    /* on OpenBLAS a product may round differently at another thread count (README) */
+    CHECK((gpfq_codes_hash(&a) == gpfq_codes_hash(&c) && ra->error == c.layers[0].error &&
+           !memcmp(a.model->nodes[0].bias, c.model->nodes[0].bias, N * 4)) ||
+              gpfq_gemm_get_kernel() != GPFQ_GEMM_AVX512,
+          "conv1 from G at %d and %d BLAS threads: other codes, error or bias", threads,
+          threads > 1 ? 1 : 2);
+    gpfq_quant_result_free(&a);
+    gpfq_quant_result_free(&b);
+    gpfq_quant_result_free(&c);
+}
+
 /* The draws without replacement: the same indices as a partial Fisher-Yates over a pool of
  * 0 .. n-1 written out (the table that stands in for a large pool must not change a draw), all
  * distinct and below n; from 1 of 1 to 256 of 60000 (the images) and k = n. */
@@ -1230,6 +1353,7 @@ static void test_driver(const char *fixtures) {
     gpfq_quant_result_free(&a);
     test_cached_inputs(m, &train, GPFQ_CALIB_SHARED);
     test_cached_inputs(m, &train, GPFQ_CALIB_PER_LAYER);
+    test_first_conv(m, &train);
     /* a Linear first layer (the shipped MLP): there too X is Y without cached inputs */
     gpfq_model *mlp = load_fixture(fixtures, "../../data/models/mlp_fashion.h5");
     if (mlp) {
@@ -1384,6 +1508,7 @@ int main(int argc, char **argv) {
     test_forms();
     test_threads();
     test_same_inputs();
+    test_gram_only();
     test_helper();
     test_unfold();
     test_driver(argc > 1 ? argv[1] : "tests/fixtures");

@@ -118,6 +118,18 @@ gpfq_status gpfq_gpfq_layer_rows(const float *weight, size_t N, size_t d, const 
                                  size_t block, int32_t *codes, float *quantized, float *residual,
                                  gpfq_layer_stats *stats, int want_norm);
 
+/* GPFQ for a layer whose two networks read the same inputs (X = Y: a first layer's images), from
+ * their Gram matrix alone: G = Xt Xt^T (d x d, lower triangle read), summed by the caller over
+ * the m columns without holding them all (a first conv's patches: lenet5's 5 MB, resnet20's
+ * 1.8 MB). The gram form with H = G; stats->error and ->relative_error from the quadratic
+ * forms of G (in double), not from products with X. `block` as in gpfq_gpfq_layer. */
+gpfq_status gpfq_gpfq_layer_gram(const float *weight, size_t N, size_t d, const float *G, size_t m,
+                                 const gpfq_alphabet *a, size_t block, int32_t *codes,
+                                 float *quantized, gpfq_layer_stats *stats);
+/* 1 where, for a layer with X = Y, gpfq_gpfq_layer_gram costs less than what gpfq_gpfq_layer runs
+ * (form GPFQ_FORM_AUTO only: a form asked for is run as asked). */
+int gpfq_layer_gram_only(size_t N, size_t d, size_t m, gpfq_form form, size_t block);
+
 /* sum over k < n of (v[k] - sub[k])^2 in double (sub NULL: of v[k]^2), in a fixed order. */
 double gpfq_sum_squares(const float *v, const float *sub, size_t n);
 

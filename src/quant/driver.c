@@ -322,6 +322,68 @@ static void draw_patches(void *arg) {
     free(picked), free(pool);
 }
 
+/* A conv layer's patches: the unfolding geometry, the patches kept per image and, once drawn,
+ * each image's `keep` patch corners in the padded plane (offset, (n, keep)). */
+typedef struct {
+    gpfq_conv_geom g;
+    size_t keep, groups, d, m;
+    uint32_t *offset;
+} conv_patches;
+
+static gpfq_status conv_patches_plan(const gpfq_node *node, size_t n, const gpfq_quant_options *o,
+                                     conv_patches *p) {
+    memset(p, 0, sizeof *p);
+    p->g = unfold_geom(node, o->unfold_stride_kernel);
+    const gpfq_conv_geom *g = &p->g;
+    if (g->out_h < 1 || g->out_w < 1)
+        return gpfq_fail(GPFQ_ERR_ARG, "layer '%s': the kernel does not fit its input", node->name);
+    if (gpfq_unfold_padded_h(g) * gpfq_unfold_padded_w(g) > UINT32_MAX)
+        return gpfq_fail(GPFQ_ERR_ARG, "layer '%s': an input plane of %d x %d is too large",
+                         node->name, g->in_h, g->in_w);
+    const size_t patches = (size_t)g->out_h * g->out_w;
+    p->keep = (size_t)(o->retain_rate * (double)patches + 1.0);
+    if (!o->with_replacement && p->keep > patches) p->keep = patches;
+    p->groups = (size_t)g->groups;
+    p->d = (size_t)(g->in_c / g->groups) * g->kernel_h * g->kernel_w;
+    p->m = n * p->keep;
+    return GPFQ_OK;
+}
+
+/* Draws p->offset (freed by the caller): each image's draw of `keep` patches, from its own
+ * stream (the halves of the images are drawn on two threads). */
+static gpfq_status conv_patches_draw(const gpfq_node *node, int layer, size_t n,
+                                     const gpfq_quant_options *o, conv_patches *p) {
+    const gpfq_conv_geom *g = &p->g;
+    const size_t patches = (size_t)g->out_h * g->out_w;
+    const size_t corners = n * p->keep > 0 ? n * p->keep : 1;
+    uint32_t *corner = malloc(patches * sizeof(uint32_t));
+    p->offset = malloc(corners * sizeof(uint32_t));
+    draw_job draws[2] = {{.patches = patches,
+                          .keep = p->keep,
+                          .replacement = o->with_replacement,
+                          .key = mix(mix(o->seed, STREAM_PATCHES), (uint64_t)layer),
+                          .corner = corner,
+                          .offset = p->offset,
+                          .last = n / 2}};
+    draws[1] = draws[0];
+    draws[1].first = n / 2, draws[1].last = n;
+    if (corner && p->offset) {
+        for (size_t q = 0; q < patches; q++)
+            corner[q] =
+                (uint32_t)(q / (size_t)g->out_w * (size_t)g->stride_h * gpfq_unfold_padded_w(g) +
+                           q % (size_t)g->out_w * (size_t)g->stride_w);
+        gpfq_helper_pair(draw_patches, &draws[0], &draws[1], openblas_get_num_threads() > 1);
+    }
+    free(corner);
+    if (!corner || !p->offset || draws[0].st != GPFQ_OK || draws[1].st != GPFQ_OK) {
+        free(p->offset);
+        p->offset = NULL;
+        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory drawing the patches of layer '%s'",
+                         node->name);
+    }
+    return GPFQ_OK;
+}
+
 static gpfq_status build_layer_data(const gpfq_node *node, int layer, const float *x,
                                     const float *y, size_t n, const gpfq_quant_options *o,
                                     layer_store *store, layer_data *L) {
@@ -355,73 +417,129 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
         gpfq_helper_pair(transpose_run, &t[0], &t[1], openblas_get_num_threads() > 1);
         return GPFQ_OK;
     }
-    gpfq_conv_geom g = unfold_geom(node, o->unfold_stride_kernel);
-    if (g.out_h < 1 || g.out_w < 1)
-        return gpfq_fail(GPFQ_ERR_ARG, "layer '%s': the kernel does not fit its input", node->name);
-    if (gpfq_unfold_padded_h(&g) * gpfq_unfold_padded_w(&g) > UINT32_MAX)
-        return gpfq_fail(GPFQ_ERR_ARG, "layer '%s': an input plane of %d x %d is too large",
-                         node->name, g.in_h, g.in_w);
-    const size_t patches = (size_t)g.out_h * g.out_w;
-    size_t keep = (size_t)(o->retain_rate * (double)patches + 1.0);
-    if (!o->with_replacement && keep > patches) keep = patches;
-    const int cg = g.in_c / g.groups;
-    L->groups = (size_t)g.groups;
+    conv_patches p;
+    GPFQ_TRY(conv_patches_plan(node, n, o, &p));
+    L->groups = p.groups;
     L->rows_per_group = N / L->groups;
-    L->d = (size_t)cg * g.kernel_h * g.kernel_w;
-    L->m = n * keep;
+    L->d = p.d;
+    L->m = p.m;
     GPFQ_TRY(layer_store_reserve(store, L->groups * L->d * L->m));
     L->Xt = store->x;
     L->Yt = y == x ? store->x : store->y;
-    /* each patch's top-left corner in the padded plane, then each image's draw of `keep`
-     * patches (its own stream: the halves of the images are drawn on two threads) */
-    const size_t corners = n * keep > 0 ? n * keep : 1;
-    uint32_t *corner = malloc(patches * sizeof(uint32_t));
-    uint32_t *offset = malloc(corners * sizeof(uint32_t));
-    draw_job draws[2] = {{.patches = patches,
-                          .keep = keep,
-                          .replacement = o->with_replacement,
-                          .key = mix(mix(o->seed, STREAM_PATCHES), (uint64_t)layer),
-                          .corner = corner,
-                          .offset = offset,
-                          .last = n / 2}};
-    draws[1] = draws[0];
-    draws[1].first = n / 2, draws[1].last = n;
-    if (corner && offset) {
-        for (size_t p = 0; p < patches; p++)
-            corner[p] =
-                (uint32_t)(p / (size_t)g.out_w * (size_t)g.stride_h * gpfq_unfold_padded_w(&g) +
-                           p % (size_t)g.out_w * (size_t)g.stride_w);
-        gpfq_helper_pair(draw_patches, &draws[0], &draws[1], openblas_get_num_threads() > 1);
-    }
-    if (!corner || !offset || draws[0].st != GPFQ_OK || draws[1].st != GPFQ_OK) {
-        free(corner), free(offset);
-        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory drawing the patches of layer '%s'",
-                         node->name);
-    }
+    GPFQ_TRY(conv_patches_draw(node, layer, n, o, &p));
     /* X and Y are the same work on different inputs; with two or more threads they are
      * unfolded at once (the copy is bound by its scattered stores, not by arithmetic). Where
      * both sides read the same values (a first layer's images), X is Y, and the two threads
      * unfold half of the images each. */
     unfold_job jobs[2];
     for (int side = 0; side < 2; side++)
-        jobs[side] = (unfold_job){&g,
+        jobs[side] = (unfold_job){&p.g,
                                   side ? y : x,
                                   side && L->Yt != L->Xt ? store->y : store->x,
-                                  offset,
+                                  p.offset,
                                   0,
                                   n,
-                                  keep,
+                                  p.keep,
                                   L->groups,
                                   L->d,
                                   L->m,
                                   GPFQ_OK};
     if (L->Yt == L->Xt) jobs[0].last = jobs[1].first = n / 2;
     gpfq_helper_pair(unfold_side, &jobs[0], &jobs[1], openblas_get_num_threads() > 1);
-    free(corner), free(offset);
+    free(p.offset);
     if (jobs[0].st != GPFQ_OK || jobs[1].st != GPFQ_OK)
         return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory unfolding the patches of layer '%s'",
                          node->name);
     return GPFQ_OK;
+}
+
+/* ---- a conv layer whose inputs are the same in both networks, from its Gram matrix ---- */
+
+/* patches (columns) per product of gram_side: 200 kB of lenet5's conv1, in the L2 cache */
+#define GRAM_CHUNK_COLUMNS 2048
+
+/* The Gram matrix of the patches of images [first, last) into G's lower triangle (G zeroed by
+ * the caller), a chunk of images at a time, and each input's sum over them into sums (d). */
+typedef struct {
+    const conv_patches *p;
+    const float *src;
+    size_t first, last;
+    float *G;
+    double *sums;
+    gpfq_status st;
+} gram_job;
+
+static void gram_side(void *arg) {
+    gram_job *j = arg;
+    const conv_patches *p = j->p;
+    const size_t image = (size_t)p->g.in_c * p->g.in_h * p->g.in_w;
+    const size_t per = p->keep < GRAM_CHUNK_COLUMNS ? GRAM_CHUNK_COLUMNS / p->keep : 1;
+    const size_t cols = per * p->keep;
+    float *buf = malloc(p->d * cols * sizeof(float));
+    float *pad = calloc(gpfq_unfold_padded_h(&p->g) * gpfq_unfold_padded_w(&p->g), sizeof(float));
+    if (!buf || !pad) {
+        free(buf), free(pad);
+        j->st = GPFQ_ERR_NOMEM;
+        return;
+    }
+    for (size_t i0 = j->first; i0 < j->last; i0 += per) {
+        const size_t k = j->last - i0 < per ? j->last - i0 : per, kc = k * p->keep;
+        for (size_t i = i0; i < i0 + k; i++)
+            gpfq_unfold_patches(&p->g, j->src + i * image, 0, p->g.in_c, p->offset + i * p->keep,
+                                p->keep, pad, buf + (i - i0) * p->keep, cols);
+        gpfq_sgemm_tri(GPFQ_TRI_LOWER_C, 0, 0, 1, p->d, p->d, kc, 1.0f, buf, cols, buf, cols, 1.0f,
+                       j->G, p->d);
+        if (j->sums)
+            for (size_t t = 0; t < p->d; t++)
+                for (size_t c = 0; c < kc; c++) j->sums[t] += buf[t * cols + c];
+    }
+    free(buf), free(pad);
+}
+
+/* G = Xt Xt^T of an ungrouped conv's patches, never all held: each half of the images summed
+ * on its own (on two threads where the GEMMs run on gpfq's kernel, which has no threads of its
+ * own), then the halves added, so G does not depend on the thread count. With means (d),
+ * also each input's mean over the m patches. */
+static gpfq_status patches_gram(const gpfq_node *node, int layer, const float *x, size_t n,
+                                const gpfq_quant_options *o, conv_patches *p, float *G,
+                                double *means) {
+    GPFQ_TRY(conv_patches_draw(node, layer, n, o, p));
+    const size_t d = p->d;
+    float *G1 = calloc(d * d, sizeof(float));
+    double *sums = means ? calloc(2 * d, sizeof(double)) : NULL;
+    if (!G1 || (means && !sums)) {
+        free(G1), free(sums), free(p->offset);
+        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for the Gram matrix of layer '%s'",
+                         node->name);
+    }
+    memset(G, 0, d * d * sizeof(float));
+    gram_job jobs[2] = {{p, x, 0, n / 2, G, sums, GPFQ_OK},
+                        {p, x, n / 2, n, G1, sums ? sums + d : NULL, GPFQ_OK}};
+    gpfq_helper_pair(gram_side, &jobs[0], &jobs[1],
+                     openblas_get_num_threads() > 1 && gpfq_gemm_get_kernel() == GPFQ_GEMM_AVX512);
+    free(p->offset);
+    p->offset = NULL;
+    gpfq_status st = jobs[0].st != GPFQ_OK ? jobs[0].st : jobs[1].st;
+    if (st == GPFQ_OK) {
+        for (size_t t = 0; t < d; t++)
+            for (size_t s = 0; s <= t; s++) G[t * d + s] += G1[t * d + s];
+        for (size_t t = 0; means && t < d; t++) means[t] = (sums[t] + sums[d + t]) / (double)p->m;
+    }
+    free(G1), free(sums);
+    if (st != GPFQ_OK)
+        return gpfq_fail(st, "out of memory unfolding the patches of layer '%s'", node->name);
+    return GPFQ_OK;
+}
+
+/* bias[r] += sum_t weight[r, t] mx[t] - quantized[r, t] my[t] for rows r of [row0, row0 + rows) */
+static void shift_bias(float *bias, const float *weight, const float *quantized, size_t row0,
+                       size_t rows, size_t d, const double *mx, const double *my) {
+    for (size_t row = row0; row < row0 + rows; row++) {
+        double shift = 0;
+        for (size_t t = 0; t < d; t++)
+            shift += weight[row * d + t] * mx[t] - quantized[row * d + t] * my[t];
+        bias[row] += (float)shift;
+    }
 }
 
 /* bias += mean over columns of (W Xt - Q Yt), per neuron of each group */
@@ -451,13 +569,8 @@ static gpfq_status correct_bias(gpfq_node *qnode, const float *weight, const lay
             mx[t] /= (double)L->m;
             my[t] /= (double)L->m;
         }
-        for (size_t r = 0; r < L->rows_per_group; r++) {
-            size_t row = grp * L->rows_per_group + r;
-            double shift = 0;
-            for (size_t t = 0; t < L->d; t++)
-                shift += weight[row * L->d + t] * mx[t] - qnode->weight[row * L->d + t] * my[t];
-            qnode->bias[row] += (float)shift;
-        }
+        shift_bias(qnode->bias, weight, qnode->weight, grp * L->rows_per_group, L->rows_per_group,
+                   L->d, mx, my);
     }
     free(mx), free(my);
     return GPFQ_OK;
@@ -619,6 +732,53 @@ GPFQ_CLONES static size_t count_zeros(const int32_t *codes, const float *values,
     return zeros;
 }
 
+/* 1 where both networks hold the same inputs of a node (a first layer's images) */
+static int same_inputs(const gpfq_node *node, const float *x, const float *y, size_t n) {
+    return x == y || memcmp(x, y, n * gpfq_shape_size(node->in_shape) * sizeof(float)) == 0;
+}
+
+/* 1 where an ungrouped conv with X = Y is quantized from its patches' Gram matrix alone */
+static int gram_only(const gpfq_node *node, size_t n, const gpfq_quant_options *o) {
+    conv_patches p;
+    return node->op == GPFQ_OP_CONV2D && node->groups == 1 &&
+           conv_patches_plan(node, n, o, &p) == GPFQ_OK &&
+           gpfq_layer_gram_only((size_t)node->weight_dims[0], p.d, p.m, o->form, o->block);
+}
+
+/* GPFQ of a conv whose networks read the same inputs x, from the Gram matrix of its patches
+ * (gpfq_gpfq_layer_gram), with the bias correction from the patches' means */
+static gpfq_status quantize_from_gram(driver *dr, const gpfq_node *fnode, gpfq_node *qnode,
+                                      int layer, const float *x, const gpfq_alphabet *a,
+                                      int32_t *codes, gpfq_layer_report *rep) {
+    const gpfq_quant_options *o = dr->o;
+    const size_t N = (size_t)fnode->weight_dims[0];
+    conv_patches p;
+    GPFQ_TRY(conv_patches_plan(fnode, dr->n, o, &p));
+    float *G = gpfq_malloc(p.d * p.d * sizeof(float), "the Gram matrix G");
+    double *means = o->bias_correction ? malloc(p.d * sizeof(double)) : NULL;
+    if (!G || (o->bias_correction && !means)) {
+        free(G), free(means);
+        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for the Gram matrix of layer '%s'",
+                         fnode->name);
+    }
+    gpfq_layer_stats stats;
+    gpfq_status st = patches_gram(fnode, layer, x, dr->n, o, &p, G, means);
+    if (st == GPFQ_OK)
+        st = gpfq_gpfq_layer_gram(fnode->weight, N, p.d, G, p.m, a, o->block, codes, qnode->weight,
+                                  &stats);
+    if (st == GPFQ_OK && o->bias_correction && !qnode->bias &&
+        !(qnode->bias = gpfq_calloc(N, sizeof(float), "a bias")))
+        st = GPFQ_ERR_NOMEM;
+    if (st == GPFQ_OK && o->bias_correction)
+        shift_bias(qnode->bias, fnode->weight, qnode->weight, 0, N, p.d, means, means);
+    free(G), free(means);
+    GPFQ_TRY(st);
+    rep->samples = p.m;
+    rep->error = stats.error;
+    rep->relative_error = stats.relative_error;
+    return GPFQ_OK;
+}
+
 /* With norm_later, a Linear layer's ||W Xt|| is left to the caller where it would cost a
  * product (rep->relative_error NaN until then), and its residual W Xt - Q Yt goes to
  * dr->residual where the form holds it (*residual 1). */
@@ -651,6 +811,8 @@ static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, c
         for (size_t k = 0; k < fnode->weight_count; k++)
             qnode->weight[k] = gpfq_code_value(&a, codes[k]);
         rep->error = rep->relative_error = NAN;
+    } else if (same_inputs(fnode, x, y, dr->n) && gram_only(fnode, dr->n, o)) {
+        GPFQ_TRY(quantize_from_gram(dr, fnode, qnode, layer, x, &a, codes, rep));
     } else {
         layer_data L;
         GPFQ_TRY(build_layer_data(fnode, layer, x, y, dr->n, o, &dr->store, &L));

@@ -324,29 +324,14 @@ static void sweep_block(gpfq_helper *h, float *P, size_t B, size_t N, const floa
     free(work);
 }
 
-static gpfq_status layer_gram(gpfq_helper *h, const float *Wt, size_t N, size_t d, const float *Xt,
-                              const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
-                              float *Qt, int32_t *Ct) {
-    float *G = gpfq_malloc(d * d * sizeof(float), "the Gram matrix G");
-    float *H = gpfq_malloc(d * d * sizeof(float), "the Gram matrix H");
+/* The gram form once G and H are there: G's upper triangle is overwritten, H's lower triangle
+ * is read. */
+static gpfq_status gram_sweep(gpfq_helper *h, const float *Wt, size_t N, size_t d, float *G,
+                              const float *H, const gpfq_alphabet *a, size_t block, float *Qt,
+                              int32_t *Ct) {
     float *P = gpfq_malloc(d * N * sizeof(float), "the GPFQ arguments");
-    if (!G || !H || !P) {
-        free(G), free(H), free(P);
-        return GPFQ_ERR_NOMEM;
-    }
-    /* G = Y^T X = Yt Xt^T; H = Yt Yt^T (lower triangle is what is read) */
-    /* (on gpfq's kernel, where Xt is Yt, a first layer's, H is G: the same product of the same
-     * rows; OpenBLAS's ssyrk would round otherwise than its sgemm) */
-    /* (on gpfq's kernel only their lower triangles are computed, about half of the work) */
+    if (!P) return GPFQ_ERR_NOMEM;
     const int own = gpfq_gemm_get_kernel() == GPFQ_GEMM_AVX512;
-    pair_sgemm_tri(h, GPFQ_TRI_LOWER_C, 0, 1, d, d, m, 1.0f, Yt, m, Xt, m, 0.0f, G, d);
-    if (own && Xt == Yt)
-        memcpy(H, G, d * d * sizeof(float));
-    else if (own)
-        pair_sgemm_tri(h, GPFQ_TRI_LOWER_C, 0, 1, d, d, m, 1.0f, Yt, m, Yt, m, 0.0f, H, d);
-    else
-        cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)d, (int)m, 1.0f, Yt, (int)m, 0.0f,
-                    H, (int)d);
     /* P = tril(G) Wt: row t = sum_{s<=t} G[t,s] W[:,s] */
     for (size_t t = 0; t < d; t++)
         for (size_t s = t + 1; s < d; s++) G[t * d + s] = 0.0f;
@@ -364,8 +349,35 @@ static gpfq_status layer_gram(gpfq_helper *h, const float *Wt, size_t N, size_t 
         sweep_block(h, P + t0 * N, B, N, H + t0 * d + t0, d, t0, d, a, Qt + t0 * N, Ct + t0 * N,
                     NULL);
     }
-    free(G), free(H), free(P);
+    free(P);
     return GPFQ_OK;
+}
+
+static gpfq_status layer_gram(gpfq_helper *h, const float *Wt, size_t N, size_t d, const float *Xt,
+                              const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
+                              float *Qt, int32_t *Ct) {
+    float *G = gpfq_malloc(d * d * sizeof(float), "the Gram matrix G");
+    float *H = gpfq_malloc(d * d * sizeof(float), "the Gram matrix H");
+    if (!G || !H) {
+        free(G), free(H);
+        return GPFQ_ERR_NOMEM;
+    }
+    /* G = Y^T X = Yt Xt^T; H = Yt Yt^T (lower triangle is what is read) */
+    /* (on gpfq's kernel, where Xt is Yt, a first layer's, H is G: the same product of the same
+     * rows; OpenBLAS's ssyrk would round otherwise than its sgemm) */
+    /* (on gpfq's kernel only their lower triangles are computed, about half of the work) */
+    const int own = gpfq_gemm_get_kernel() == GPFQ_GEMM_AVX512;
+    pair_sgemm_tri(h, GPFQ_TRI_LOWER_C, 0, 1, d, d, m, 1.0f, Yt, m, Xt, m, 0.0f, G, d);
+    if (own && Xt == Yt)
+        memcpy(H, G, d * d * sizeof(float));
+    else if (own)
+        pair_sgemm_tri(h, GPFQ_TRI_LOWER_C, 0, 1, d, d, m, 1.0f, Yt, m, Yt, m, 0.0f, H, d);
+    else
+        cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)d, (int)m, 1.0f, Yt, (int)m, 0.0f,
+                    H, (int)d);
+    const gpfq_status st = gram_sweep(h, Wt, N, d, G, H, a, block, Qt, Ct);
+    free(G), free(H);
+    return st;
 }
 
 static void lane_run(void *lane) {
@@ -756,4 +768,71 @@ gpfq_status gpfq_gpfq_layer_rows(const float *weight, size_t N, size_t d, const 
                                  gpfq_layer_stats *stats, int want_norm) {
     return layer_run(weight, N, d, X, Y, m, 1, a, form, block, codes, quantized, residual, stats,
                      want_norm);
+}
+
+/* sum over rows i < N of v_i^T S v_i, v_i = A_i - B_i (B NULL: A_i), S symmetric (d x d) given
+ * by its lower triangle; in double, in a fixed order */
+static double quadratic_forms(const float *S, const float *A, const float *B, size_t N, size_t d,
+                              double *v) {
+    double sum = 0.0;
+    for (size_t i = 0; i < N; i++) {
+        for (size_t t = 0; t < d; t++) v[t] = (double)A[i * d + t] - (B ? B[i * d + t] : 0.0f);
+        for (size_t t = 0; t < d; t++) {
+            double off = 0.0;
+            for (size_t s = 0; s < t; s++) off += (double)S[t * d + s] * v[s];
+            sum += v[t] * ((double)S[t * d + t] * v[t] + 2.0 * off);
+        }
+    }
+    return sum;
+}
+
+/* Against gram on the held inputs, G alone is less of everything. Against ublock, whose products
+ * where X is Y cost 2 N m d, G's sums cost m d^2 / 2 but need no m x d inputs written and read
+ * again, which in a fresh process are pages to touch first (about 1.2 us a 4 kB page on this
+ * VM, docs/performance.md), and ublock's U (N x m) besides. Measured on lenet5's conv1
+ * (N = 6, d = 25, m = 50432: m d^2 / 2 about 2 N m d): its quantize in one process, best of 30,
+ * 3.04-3.14 ms against 3.11-3.21 before, and its first run 6.2-6.4 ms against 7.9-9.9 (3205 page
+ * faults against 3989). G is taken up to twice ublock's multiply-adds, a bound not measured. */
+int gpfq_layer_gram_only(size_t N, size_t d, size_t m, gpfq_form form, size_t block) {
+    if (form != GPFQ_FORM_AUTO) return 0;
+    if (resolve_form(N, d, m, form, &block) != GPFQ_FORM_UBLOCK) return 1;
+    return 0.5 * (double)m * d * d + 1.5 * (double)N * d * d <= 4.0 * (double)N * m * d;
+}
+
+gpfq_status gpfq_gpfq_layer_gram(const float *weight, size_t N, size_t d, const float *G, size_t m,
+                                 const gpfq_alphabet *a, size_t block, int32_t *codes,
+                                 float *quantized, gpfq_layer_stats *stats) {
+    const double start = gpfq_now();
+    resolve_form(N, d, m, GPFQ_FORM_GRAM, &block);
+    float *Wt = gpfq_malloc(d * N * sizeof(float), "transposed weights");
+    float *Qt = gpfq_malloc(d * N * sizeof(float), "transposed code values");
+    int32_t *Ct = gpfq_malloc(d * N * sizeof(int32_t), "transposed codes");
+    float *Gw = gpfq_malloc(d * d * sizeof(float), "the Gram matrix G");
+    float *values = quantized ? quantized : gpfq_malloc(N * d * sizeof(float), "quantized weights");
+    double *v = malloc(d * sizeof(double));
+    gpfq_status st = !Wt || !Qt || !Ct || !Gw || !values || !v ? GPFQ_ERR_NOMEM : GPFQ_OK;
+    gpfq_helper *h = st == GPFQ_OK && want_helper(0) ? gpfq_helper_acquire() : NULL;
+    if (st == GPFQ_OK) {
+        gpfq_transpose32(weight, N, d, Wt);
+        memcpy(Gw, G, d * d * sizeof(float)); /* the sweep's copy; H is G itself */
+        st = gram_sweep(h, Wt, N, d, Gw, G, a, block, Qt, Ct);
+    }
+    gpfq_helper_release(h);
+    if (st == GPFQ_OK) {
+        gpfq_transpose32(Ct, d, N, codes);
+        gpfq_code_values(a, codes, N * d, values);
+        if (stats) {
+            /* ||X (W - Q)^T||^2 and ||X W^T||^2 as quadratic forms of G = X^T X */
+            const double err2 = quadratic_forms(G, weight, values, N, d, v);
+            const double ref2 = quadratic_forms(G, weight, NULL, N, d, v);
+            stats->form = GPFQ_FORM_GRAM;
+            stats->residual = 0;
+            stats->error = err2 > 0.0 ? sqrt(err2) : 0.0;
+            stats->relative_error = ref2 > 0.0 ? stats->error / sqrt(ref2) : 0.0;
+            stats->seconds = gpfq_now() - start;
+        }
+    }
+    free(Wt), free(Qt), free(Ct), free(Gw), free(v);
+    if (!quantized) free(values);
+    return st;
 }
