@@ -465,6 +465,17 @@ static void test_gram_only(void) {
     check_gram_only("L0", 7, 30, 600, 16, GPFQ_QUANTIZER_L0, 0, 35);
     check_gram_only("one column", 3, 12, 1, 0, GPFQ_QUANTIZER_NEAREST, 0, 36);
     check_gram_only("inputs all zero", 5, 20, 300, 0, GPFQ_QUANTIZER_NEAREST, 1, 37);
+    { /* a G that is not finite (NaN among the inputs) gives an error that is not finite */
+        float W[6] = {0.5f, -0.25f, 1.0f, 0.75f, -1.0f, 0.125f},
+              G[9] = {1, 0, 0, NAN, 2, 0, 0, 0, 3};
+        float values[6];
+        int32_t codes[6];
+        gpfq_alphabet a = alphabet(GPFQ_QUANTIZER_NEAREST, 3, 0.25f, 0.0f);
+        gpfq_layer_stats st;
+        CHECK(gpfq_gpfq_layer_gram(W, 2, 3, G, 10, &a, 0, codes, values, &st) == GPFQ_OK &&
+                  isnan(st.error) && isnan(st.relative_error),
+              "G with a NaN: error %g, relative %g", st.error, st.relative_error);
+    }
     /* the driver's choice: G alone for a first conv where it costs less, never for a form asked */
     CHECK(gpfq_layer_gram_only(6, 25, 50432, GPFQ_FORM_AUTO, 0) &&
               gpfq_layer_gram_only(16, 9, 50432, GPFQ_FORM_AUTO, 0) &&

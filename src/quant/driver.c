@@ -811,7 +811,7 @@ static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, c
         for (size_t k = 0; k < fnode->weight_count; k++)
             qnode->weight[k] = gpfq_code_value(&a, codes[k]);
         rep->error = rep->relative_error = NAN;
-    } else if (same_inputs(fnode, x, y, dr->n) && gram_only(fnode, dr->n, o)) {
+    } else if (gram_only(fnode, dr->n, o) && same_inputs(fnode, x, y, dr->n)) {
         GPFQ_TRY(quantize_from_gram(dr, fnode, qnode, layer, x, &a, codes, rep));
     } else {
         layer_data L;

@@ -827,8 +827,11 @@ gpfq_status gpfq_gpfq_layer_gram(const float *weight, size_t N, size_t d, const 
             const double ref2 = quadratic_forms(G, weight, NULL, N, d, v);
             stats->form = GPFQ_FORM_GRAM;
             stats->residual = 0;
-            stats->error = err2 > 0.0 ? sqrt(err2) : 0.0;
-            stats->relative_error = ref2 > 0.0 ? stats->error / sqrt(ref2) : 0.0;
+            /* (a sum below 0 is rounding; NaN, from inputs that are not finite, stays NaN) */
+            stats->error = err2 > 0.0 ? sqrt(err2) : err2 == err2 ? 0.0 : NAN;
+            stats->relative_error = ref2 > 0.0     ? stats->error / sqrt(ref2)
+                                    : ref2 == ref2 ? 0.0
+                                                   : NAN;
             stats->seconds = gpfq_now() - start;
         }
     }
