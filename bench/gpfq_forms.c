@@ -17,10 +17,10 @@
  *
  * How the layer GPFQ is timed. The driver calls gpfq_gpfq_layer() (or, for a
  * Linear layer whose reference norm the float pass gives, gpfq_gpfq_layer_no_norm(), or on a
- * Linear layer's inputs as the networks hold them, gpfq_gpfq_layer_rows()) once per layer (per
- * group); this program is linked with -Wl,--wrap=gpfq_gpfq_layer,
- * --wrap=gpfq_gpfq_layer_no_norm,--wrap=gpfq_gpfq_layer_rows,
- * --wrap=gpfq_sgemm,--wrap=gpfq_sgemm_tri,--wrap=cblas_sgemm,--wrap=cblas_ssyrk,
+ * Linear layer's inputs as the networks hold them, gpfq_gpfq_layer_rows(), or on a first conv's
+ * Gram matrix alone, gpfq_gpfq_layer_gram()) once per layer (per group); this program is linked
+ * with -Wl,--wrap=gpfq_gpfq_layer,--wrap=gpfq_gpfq_layer_no_norm,--wrap=gpfq_gpfq_layer_rows,
+ * --wrap=gpfq_gpfq_layer_gram,--wrap=gpfq_sgemm,--wrap=gpfq_sgemm_tri,--wrap=cblas_sgemm,--wrap=cblas_ssyrk,
  * --wrap=cblas_strmm so that those calls come here first. The wrapper times the
  * real gpfq_gpfq_layer() with stats = NULL (the GPFQ proper: transposes, the
  * form, the code values; not the layer error), then computes the error with the

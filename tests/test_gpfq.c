@@ -1284,6 +1284,45 @@ static gpfq_dataset synthetic_train(size_t n, unsigned long long state) {
     return train;
 }
 
+/* Later convs, whose two inputs differ, are never quantized from X's Gram matrix alone, also
+ * where the rule for G alone would hold: resnet_small with auto against the gram form on the
+ * held patches, each layer's relative error within 1e-3. */
+static void test_later_convs(const char *fixtures) {
+    gpfq_model *m = load_fixture(fixtures, "model_resnet_small.h5");
+    if (!m) return;
+    const gpfq_shape in = m->input_shape;
+    gpfq_dataset train = {.n = 48, .c = in.c, .h = in.h, .w = in.w, .num_classes = 10};
+    train.images = malloc(48 * gpfq_shape_size(in));
+    train.labels = calloc(48, 1);
+    unsigned long long state = 9;
+    for (size_t k = 0; k < 48 * gpfq_shape_size(in); k++)
+        train.images[k] = (uint8_t)((check_rand(&state) + 1) * 127);
+    gpfq_quant_options o;
+    gpfq_quant_options_default(&o);
+    o.calib_images = 32;
+    gpfq_quant_result ra, rg;
+    const int ran = gpfq_quantize_model(m, &train, &o, &ra, NULL, NULL) == GPFQ_OK;
+    o.form = GPFQ_FORM_GRAM;
+    CHECK(ran && gpfq_quantize_model(m, &train, &o, &rg, NULL, NULL) == GPFQ_OK, "%s",
+          gpfq_last_error());
+    if (ran) {
+        int qualify = 0;
+        for (int l = 1; l < ra.n_layers; l++) {
+            const gpfq_layer_report *x = &ra.layers[l], *y = &rg.layers[l];
+            qualify += m->nodes[x->node].op == GPFQ_OP_CONV2D &&
+                       gpfq_layer_gram_only(x->rows, x->cols, x->samples, GPFQ_FORM_AUTO, 0);
+            CHECK(fabs(x->relative_error - y->relative_error) < 1e-3,
+                  "resnet_small layer %d: auto %g vs gram %g", l, x->relative_error,
+                  y->relative_error);
+        }
+        CHECK(qualify > 0, "no later conv of resnet_small fits the rule for G alone");
+        gpfq_quant_result_free(&ra);
+        gpfq_quant_result_free(&rg);
+    }
+    gpfq_dataset_free(&train);
+    gpfq_model_free(m);
+}
+
 static void test_driver(const char *fixtures) {
     gpfq_model *m = load_fixture(fixtures, "model_lenet_small.h5");
     if (!m) return;
@@ -1525,6 +1564,7 @@ int main(int argc, char **argv) {
     test_driver(argc > 1 ? argv[1] : "tests/fixtures");
     test_eval_and_ranges(argc > 1 ? argv[1] : "tests/fixtures");
     test_fold_batchnorm(argc > 1 ? argv[1] : "tests/fixtures");
+    test_later_convs(argc > 1 ? argv[1] : "tests/fixtures");
     test_flatten_alias(argc > 1 ? argv[1] : "tests/fixtures");
     test_sampling();
     test_sum_squares();

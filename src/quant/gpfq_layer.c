@@ -809,7 +809,7 @@ gpfq_status gpfq_gpfq_layer_gram(const float *weight, size_t N, size_t d, const 
     int32_t *Ct = gpfq_malloc(d * N * sizeof(int32_t), "transposed codes");
     float *Gw = gpfq_malloc(d * d * sizeof(float), "the Gram matrix G");
     float *values = quantized ? quantized : gpfq_malloc(N * d * sizeof(float), "quantized weights");
-    double *v = malloc(d * sizeof(double));
+    double *v = gpfq_malloc(d * sizeof(double), "a row of the error");
     gpfq_status st = !Wt || !Qt || !Ct || !Gw || !values || !v ? GPFQ_ERR_NOMEM : GPFQ_OK;
     gpfq_helper *h = st == GPFQ_OK && want_helper(0) ? gpfq_helper_acquire() : NULL;
     if (st == GPFQ_OK) {
