@@ -384,6 +384,11 @@ static gpfq_status conv_patches_draw(const gpfq_node *node, int layer, size_t n,
     return GPFQ_OK;
 }
 
+/* 1 where both networks hold the same inputs of a node (a first layer's images) */
+static int same_inputs(const gpfq_node *node, const float *x, const float *y, size_t n) {
+    return x == y || memcmp(x, y, n * gpfq_shape_size(node->in_shape) * sizeof(float)) == 0;
+}
+
 static gpfq_status build_layer_data(const gpfq_node *node, int layer, const float *x,
                                     const float *y, size_t n, const gpfq_quant_options *o,
                                     layer_store *store, layer_data *L) {
@@ -393,7 +398,7 @@ static gpfq_status build_layer_data(const gpfq_node *node, int layer, const floa
      * a pool, which each network computes into a buffer of its own), X serves as Y: unfolded
      * once, and the forms take H from G. The comparison stops at the first difference, which
      * after a quantized layer comes within the first values. */
-    if (y != x && memcmp(x, y, n * gpfq_shape_size(node->in_shape) * sizeof(float)) == 0) y = x;
+    if (same_inputs(node, x, y, n)) y = x;
     if (node->op == GPFQ_OP_LINEAR) {
         L->groups = 1;
         L->rows_per_group = N;
@@ -732,28 +737,23 @@ GPFQ_CLONES static size_t count_zeros(const int32_t *codes, const float *values,
     return zeros;
 }
 
-/* 1 where both networks hold the same inputs of a node (a first layer's images) */
-static int same_inputs(const gpfq_node *node, const float *x, const float *y, size_t n) {
-    return x == y || memcmp(x, y, n * gpfq_shape_size(node->in_shape) * sizeof(float)) == 0;
-}
-
-/* 1 where an ungrouped conv with X = Y is quantized from its patches' Gram matrix alone */
-static int gram_only(const gpfq_node *node, size_t n, const gpfq_quant_options *o) {
-    conv_patches p;
+/* 1 where an ungrouped conv with X = Y is quantized from its patches' Gram matrix alone, with
+ * the patches' plan in *p */
+static int gram_only(const gpfq_node *node, size_t n, const gpfq_quant_options *o,
+                     conv_patches *p) {
     return node->op == GPFQ_OP_CONV2D && node->groups == 1 &&
-           conv_patches_plan(node, n, o, &p) == GPFQ_OK &&
-           gpfq_layer_gram_only((size_t)node->weight_dims[0], p.d, p.m, o->form, o->block);
+           conv_patches_plan(node, n, o, p) == GPFQ_OK &&
+           gpfq_layer_gram_only((size_t)node->weight_dims[0], p->d, p->m, o->form, o->block);
 }
 
 /* GPFQ of a conv whose networks read the same inputs x, from the Gram matrix of its patches
- * (gpfq_gpfq_layer_gram), with the bias correction from the patches' means */
+ * (planned in p; gpfq_gpfq_layer_gram), with the bias correction from the patches' means */
 static gpfq_status quantize_from_gram(driver *dr, const gpfq_node *fnode, gpfq_node *qnode,
-                                      int layer, const float *x, const gpfq_alphabet *a,
-                                      int32_t *codes, gpfq_layer_report *rep) {
+                                      int layer, const float *x, conv_patches p,
+                                      const gpfq_alphabet *a, int32_t *codes,
+                                      gpfq_layer_report *rep) {
     const gpfq_quant_options *o = dr->o;
     const size_t N = (size_t)fnode->weight_dims[0];
-    conv_patches p;
-    GPFQ_TRY(conv_patches_plan(fnode, dr->n, o, &p));
     float *G = gpfq_malloc(p.d * p.d * sizeof(float), "the Gram matrix G");
     double *means = o->bias_correction ? malloc(p.d * sizeof(double)) : NULL;
     if (!G || (o->bias_correction && !means)) {
@@ -805,14 +805,15 @@ static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, c
     rep->cols = d_all;
     *residual = 0;
     const int no_norm = norm_later && linear && o->method == GPFQ_METHOD_GPFQ;
+    conv_patches patches; /* a conv quantized from G alone: its patches' plan */
     const double start = gpfq_now();
     if (o->method == GPFQ_METHOD_MSQ) {
         gpfq_msq_layer(fnode->weight, N, d_all, &a, codes);
         for (size_t k = 0; k < fnode->weight_count; k++)
             qnode->weight[k] = gpfq_code_value(&a, codes[k]);
         rep->error = rep->relative_error = NAN;
-    } else if (gram_only(fnode, dr->n, o) && same_inputs(fnode, x, y, dr->n)) {
-        GPFQ_TRY(quantize_from_gram(dr, fnode, qnode, layer, x, &a, codes, rep));
+    } else if (gram_only(fnode, dr->n, o, &patches) && same_inputs(fnode, x, y, dr->n)) {
+        GPFQ_TRY(quantize_from_gram(dr, fnode, qnode, layer, x, patches, &a, codes, rep));
     } else {
         layer_data L;
         GPFQ_TRY(build_layer_data(fnode, layer, x, y, dr->n, o, &dr->store, &L));

@@ -324,13 +324,20 @@ static void sweep_block(gpfq_helper *h, float *P, size_t B, size_t N, const floa
     free(work);
 }
 
-/* The gram form once G and H are there: G's upper triangle is overwritten, H's lower triangle
- * is read. */
-static gpfq_status gram_sweep(gpfq_helper *h, const float *Wt, size_t N, size_t d, float *G,
-                              const float *H, const gpfq_alphabet *a, size_t block, float *Qt,
-                              int32_t *Ct) {
+/* The gram form once G and H are there, on weight into codes (N x d): G's upper triangle is
+ * overwritten, H's lower triangle is read. */
+static gpfq_status gram_sweep(gpfq_helper *h, const float *weight, size_t N, size_t d, float *G,
+                              const float *H, const gpfq_alphabet *a, size_t block,
+                              int32_t *codes) {
     float *P = gpfq_malloc(d * N * sizeof(float), "the GPFQ arguments");
-    if (!P) return GPFQ_ERR_NOMEM;
+    float *Wt = gpfq_malloc(d * N * sizeof(float), "transposed weights");
+    float *Qt = gpfq_malloc(d * N * sizeof(float), "transposed code values");
+    int32_t *Ct = gpfq_malloc(d * N * sizeof(int32_t), "transposed codes");
+    if (!P || !Wt || !Qt || !Ct) {
+        free(P), free(Wt), free(Qt), free(Ct);
+        return GPFQ_ERR_NOMEM;
+    }
+    gpfq_transpose32(weight, N, d, Wt);
     const int own = gpfq_gemm_get_kernel() == GPFQ_GEMM_AVX512;
     /* P = tril(G) Wt: row t = sum_{s<=t} G[t,s] W[:,s] */
     for (size_t t = 0; t < d; t++)
@@ -349,13 +356,14 @@ static gpfq_status gram_sweep(gpfq_helper *h, const float *Wt, size_t N, size_t 
         sweep_block(h, P + t0 * N, B, N, H + t0 * d + t0, d, t0, d, a, Qt + t0 * N, Ct + t0 * N,
                     NULL);
     }
-    free(P);
+    gpfq_transpose32(Ct, d, N, codes);
+    free(P), free(Wt), free(Qt), free(Ct);
     return GPFQ_OK;
 }
 
-static gpfq_status layer_gram(gpfq_helper *h, const float *Wt, size_t N, size_t d, const float *Xt,
-                              const float *Yt, size_t m, const gpfq_alphabet *a, size_t block,
-                              float *Qt, int32_t *Ct) {
+static gpfq_status layer_gram(gpfq_helper *h, const float *weight, size_t N, size_t d,
+                              const float *Xt, const float *Yt, size_t m, const gpfq_alphabet *a,
+                              size_t block, int32_t *codes) {
     float *G = gpfq_malloc(d * d * sizeof(float), "the Gram matrix G");
     float *H = gpfq_malloc(d * d * sizeof(float), "the Gram matrix H");
     if (!G || !H) {
@@ -375,7 +383,7 @@ static gpfq_status layer_gram(gpfq_helper *h, const float *Wt, size_t N, size_t 
     else
         cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)d, (int)m, 1.0f, Yt, (int)m, 0.0f,
                     H, (int)d);
-    const gpfq_status st = gram_sweep(h, Wt, N, d, G, H, a, block, Qt, Ct);
+    const gpfq_status st = gram_sweep(h, weight, N, d, G, H, a, block, codes);
     free(G), free(H);
     return st;
 }
@@ -703,16 +711,7 @@ static gpfq_status layer_run(const float *weight, size_t N, size_t d, const floa
     if (form == GPFQ_FORM_REF) {
         gpfq_gpfq_layer_ref(weight, N, d, Xt, Yt, m, a, codes);
     } else if (form == GPFQ_FORM_GRAM) {
-        float *Wt = gpfq_malloc(d * N * sizeof(float), "transposed weights");
-        float *Qt = gpfq_malloc(d * N * sizeof(float), "transposed code values");
-        int32_t *Ct = gpfq_malloc(d * N * sizeof(int32_t), "transposed codes");
-        if (!Wt || !Qt || !Ct) st = GPFQ_ERR_NOMEM;
-        if (st == GPFQ_OK) {
-            gpfq_transpose32(weight, N, d, Wt);
-            st = layer_gram(h, Wt, N, d, Xt, Yt, m, a, block, Qt, Ct);
-        }
-        if (st == GPFQ_OK) gpfq_transpose32(Ct, d, N, codes);
-        free(Wt), free(Qt), free(Ct);
+        st = layer_gram(h, weight, N, d, Xt, Yt, m, a, block, codes);
     } else if (own) {
         st = layer_ublock_own(h, weight, N, d, Xt, Yt, m, a, block, codes, stats ? &err2 : NULL,
                               stats ? &ref2 : NULL);
@@ -804,22 +803,17 @@ gpfq_status gpfq_gpfq_layer_gram(const float *weight, size_t N, size_t d, const 
                                  float *quantized, gpfq_layer_stats *stats) {
     const double start = gpfq_now();
     resolve_form(N, d, m, GPFQ_FORM_GRAM, &block);
-    float *Wt = gpfq_malloc(d * N * sizeof(float), "transposed weights");
-    float *Qt = gpfq_malloc(d * N * sizeof(float), "transposed code values");
-    int32_t *Ct = gpfq_malloc(d * N * sizeof(int32_t), "transposed codes");
     float *Gw = gpfq_malloc(d * d * sizeof(float), "the Gram matrix G");
     float *values = quantized ? quantized : gpfq_malloc(N * d * sizeof(float), "quantized weights");
     double *v = gpfq_malloc(d * sizeof(double), "a row of the error");
-    gpfq_status st = !Wt || !Qt || !Ct || !Gw || !values || !v ? GPFQ_ERR_NOMEM : GPFQ_OK;
+    gpfq_status st = !Gw || !values || !v ? GPFQ_ERR_NOMEM : GPFQ_OK;
     gpfq_helper *h = st == GPFQ_OK && want_helper(0) ? gpfq_helper_acquire() : NULL;
     if (st == GPFQ_OK) {
-        gpfq_transpose32(weight, N, d, Wt);
         memcpy(Gw, G, d * d * sizeof(float)); /* the sweep's copy; H is G itself */
-        st = gram_sweep(h, Wt, N, d, Gw, G, a, block, Qt, Ct);
+        st = gram_sweep(h, weight, N, d, Gw, G, a, block, codes);
     }
     gpfq_helper_release(h);
     if (st == GPFQ_OK) {
-        gpfq_transpose32(Ct, d, N, codes);
         gpfq_code_values(a, codes, N * d, values);
         if (stats) {
             /* ||X (W - Q)^T||^2 and ||X W^T||^2 as quadratic forms of G = X^T X */
@@ -835,7 +829,7 @@ gpfq_status gpfq_gpfq_layer_gram(const float *weight, size_t N, size_t d, const 
             stats->seconds = gpfq_now() - start;
         }
     }
-    free(Wt), free(Qt), free(Ct), free(Gw), free(v);
+    free(Gw), free(v);
     if (!quantized) free(values);
     return st;
 }
