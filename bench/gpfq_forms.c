@@ -30,7 +30,9 @@
  * gpfq runs them on OpenBLAS) are counted, their flops on every thread (a layer
  * splits its products between two), their time on the thread that called
  * gpfq_gpfq_layer() only. The form auto ran is the library's own choice,
- * gpfq_layer_form().
+ * gpfq_layer_form(). The driver's other path for a conv, its patches gathered inside ublock's
+ * passes (gpfq_gpfq_layer_patches), is turned off here (gpfq_layer_gather_allow), so that every
+ * form is timed on the same unfolded patches.
  *
  * The ref guard (--max-ref-seconds S): before a ref layer, the ref loop runs on
  * the first k and 2k columns, k = ceil(d/32) (the loop's cost per column does
@@ -50,6 +52,7 @@
 #include <unistd.h>
 
 #include "gpfq/gpfq.h"
+#include "quant/ublock.h"
 
 #ifndef GPFQ_BENCH_SOURCE_DIR
 #define GPFQ_BENCH_SOURCE_DIR "."
@@ -964,7 +967,8 @@ static int parse_list(const char *s, char items[][32], int cap) {
 }
 
 int main(int argc, char **argv) {
-    gpfq_heap_setup(); /* as the gpfq command does */
+    gpfq_heap_setup();          /* as the gpfq command does */
+    gpfq_layer_gather_allow(0); /* every form on unfolded patches (above) */
     char models[8][32];
     int n_models = parse_list("mlp,lenet5,resnet20,resnet18", models, 8);
     bench_cfg cfg = {

@@ -1284,19 +1284,23 @@ static gpfq_dataset synthetic_train(size_t n, unsigned long long state) {
     return train;
 }
 
+/* n random images of shape in, labels 0 (gpfq_dataset_free frees them) */
+static gpfq_dataset random_images(gpfq_shape in, size_t n, unsigned long long state) {
+    gpfq_dataset train = {.n = n, .c = in.c, .h = in.h, .w = in.w, .num_classes = 10};
+    train.images = malloc(n * gpfq_shape_size(in));
+    train.labels = calloc(n, 1);
+    for (size_t k = 0; k < n * gpfq_shape_size(in); k++)
+        train.images[k] = (uint8_t)((check_rand(&state) + 1) * 127);
+    return train;
+}
+
 /* Later convs, whose two inputs differ, are never quantized from X's Gram matrix alone, also
  * where the rule for G alone would hold: resnet_small with auto against the gram form on the
  * held patches, each layer's relative error within 1e-3. */
 static void test_later_convs(const char *fixtures) {
     gpfq_model *m = load_fixture(fixtures, "model_resnet_small.h5");
     if (!m) return;
-    const gpfq_shape in = m->input_shape;
-    gpfq_dataset train = {.n = 48, .c = in.c, .h = in.h, .w = in.w, .num_classes = 10};
-    train.images = malloc(48 * gpfq_shape_size(in));
-    train.labels = calloc(48, 1);
-    unsigned long long state = 9;
-    for (size_t k = 0; k < 48 * gpfq_shape_size(in); k++)
-        train.images[k] = (uint8_t)((check_rand(&state) + 1) * 127);
+    gpfq_dataset train = random_images(m->input_shape, 48, 9);
     gpfq_quant_options o;
     gpfq_quant_options_default(&o);
     o.calib_images = 32;
@@ -1318,6 +1322,130 @@ static void test_later_convs(const char *fixtures) {
         CHECK(qualify > 0, "no later conv of resnet_small fits the rule for G alone");
         gpfq_quant_result_free(&ra);
         gpfq_quant_result_free(&rg);
+    }
+    gpfq_dataset_free(&train);
+    gpfq_model_free(m);
+}
+
+/* gpfq_gpfq_layer_patches against gpfq_gpfq_layer on the same patches unfolded by plain loops:
+ * the same codes, values and error to the bit, the relative error to 1e-6 (to the bit where
+ * N <= 64, whose held norm sums in the same order); padded, strided and dilated convs, X = Y, a
+ * last lane and a last block shorter than the rest; below 2048 columns, GPFQ_ERR_ARG. */
+static void test_gathered(void) {
+    /* C, H, W, kernel, stride, pad, dilation, N, images, keep, same */
+    const int cases[][11] = {{6, 14, 14, 5, 1, 0, 1, 16, 100, 26, 0},
+                             {3, 12, 11, 3, 1, 1, 1, 8, 40, 60, 0},
+                             {4, 9, 9, 3, 2, 1, 1, 20, 300, 9, 1},
+                             {2, 13, 13, 3, 1, 2, 2, 70, 90, 33, 0},
+                             {5, 7, 7, 1, 1, 0, 1, 12, 700, 5, 0}};
+    unsigned long long state = 77;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int C = cases[c][0], H = cases[c][1], W = cases[c][2], k = cases[c][3];
+        const int stride = cases[c][4], pad = cases[c][5], dil = cases[c][6];
+        const size_t N = (size_t)cases[c][7], n = (size_t)cases[c][8], keep = (size_t)cases[c][9];
+        const int oh = (H + 2 * pad - dil * (k - 1) - 1) / stride + 1;
+        const int ow = (W + 2 * pad - dil * (k - 1) - 1) / stride + 1;
+        const size_t d = (size_t)C * k * k, m = n * keep, image = (size_t)C * H * W;
+        float *x = malloc(n * image * sizeof(float)), *y = malloc(n * image * sizeof(float));
+        for (size_t i = 0; i < n * image; i++)
+            x[i] = (float)check_rand(&state), y[i] = x[i] + 0.1f * (float)check_rand(&state);
+        if (cases[c][10]) memcpy(y, x, n * image * sizeof(float));
+        const float *ys = cases[c][10] ? x : y;
+        int32_t *base = malloc(m * 4), *corner = malloc(m * 4), *off = malloc(d * 4),
+                *tap = malloc(d * 4);
+        float *Xt = malloc(d * m * sizeof(float)), *Yt = malloc(d * m * sizeof(float));
+        for (size_t j = 0; j < m; j++) {
+            const size_t i = j / keep,
+                         q = (size_t)((check_rand(&state) + 1) * 0.5 * oh * ow) % (size_t)(oh * ow);
+            const int y0 = (int)(q / (size_t)ow) * stride - pad,
+                      x0 = (int)(q % (size_t)ow) * stride - pad;
+            base[j] = (int32_t)(i * image) + y0 * W + x0;
+            corner[j] = (int32_t)((uint32_t)y0 << 16 | ((uint32_t)x0 & 0xffffu));
+            size_t t = 0;
+            for (int ch = 0; ch < C; ch++)
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++, t++) {
+                        const int yy = y0 + ky * dil, xx = x0 + kx * dil;
+                        const int in = yy >= 0 && yy < H && xx >= 0 && xx < W;
+                        const size_t at = i * image + ((size_t)ch * H + (size_t)(in ? yy : 0)) * W +
+                                          (size_t)(in ? xx : 0);
+                        Xt[t * m + j] = in ? x[at] : 0.0f;
+                        Yt[t * m + j] = in ? ys[at] : 0.0f;
+                        if (j == 0) {
+                            off[t] = (int32_t)(((size_t)ch * H + (size_t)(ky * dil)) * W +
+                                               (size_t)(kx * dil));
+                            tap[t] = (int32_t)((uint32_t)(ky * dil) << 16 | (uint32_t)(kx * dil));
+                        }
+                    }
+        }
+        const gpfq_patches P = {x, ys, base, corner, off, tap, H, W, pad == 0};
+        float *wgt = malloc(N * d * sizeof(float));
+        for (size_t i = 0; i < N * d; i++) wgt[i] = 0.3f * (float)check_rand(&state);
+        const gpfq_alphabet a = alphabet(GPFQ_QUANTIZER_NEAREST, 3, 0.2f, 0.0f);
+        int32_t *c1 = malloc(N * d * 4), *c2 = malloc(N * d * 4);
+        float *v1 = malloc(N * d * sizeof(float)), *v2 = malloc(N * d * sizeof(float));
+        gpfq_layer_stats s1, s2;
+        const int gathers = gpfq_layer_gathers(N, d, m, GPFQ_FORM_UBLOCK, 0);
+        const gpfq_status held = gpfq_gpfq_layer(wgt, N, d, Xt, cases[c][10] ? Xt : Yt, m, &a,
+                                                 GPFQ_FORM_UBLOCK, 0, c1, v1, &s1);
+        const gpfq_status got =
+            gpfq_gpfq_layer_patches(wgt, N, d, &P, m, &a, GPFQ_FORM_UBLOCK, 0, c2, v2, &s2);
+        if (!gathers) {
+            CHECK(got == GPFQ_ERR_ARG && gpfq_conv_get_kernel() != GPFQ_CONV_AVX512,
+                  "case %zu: not gathered (%d) where the AVX-512 kernels run", c, got);
+        } else {
+            CHECK(held == GPFQ_OK && got == GPFQ_OK && !memcmp(c1, c2, N * d * 4) &&
+                      !memcmp(v1, v2, N * d * sizeof(float)) && s1.error == s2.error &&
+                      fabs(s1.relative_error - s2.relative_error) <= 1e-6 * s1.relative_error &&
+                      (N > 64 || s1.relative_error == s2.relative_error),
+                  "case %zu (N %zu, d %zu, m %zu): gathered codes, values or errors differ "
+                  "(error %.9g / %.9g, relative %.9g / %.9g)",
+                  c, N, d, m, s1.error, s2.error, s1.relative_error, s2.relative_error);
+            const gpfq_status few =
+                gpfq_gpfq_layer_patches(wgt, N, d, &P, 2000, &a, GPFQ_FORM_UBLOCK, 0, c2, v2, NULL);
+            CHECK(few == GPFQ_ERR_ARG, "case %zu: 2000 columns gathered (%d)", c, few);
+        }
+        free(x), free(y), free(base), free(corner), free(off), free(tap), free(Xt), free(Yt);
+        free(wgt), free(c1), free(c2), free(v1), free(v2);
+    }
+}
+
+/* lenet5's conv2 (unpadded, ublock on gpfq's kernels) through the driver, its patches gathered
+ * against unfolded: the same codes, error and corrected bias to the bit, relative error 1e-6. */
+static void test_gathered_driver(const char *fixtures) {
+    gpfq_model *m = load_fixture(fixtures, "../../data/models/lenet5_fashion.h5");
+    if (!m) return;
+    gpfq_dataset train = random_images(m->input_shape, 300, 5);
+    gpfq_quant_options o;
+    gpfq_quant_options_default(&o);
+    o.bias_correction = 1;
+    gpfq_quant_result rg, ru;
+    const int ran = gpfq_quantize_model(m, &train, &o, &rg, NULL, NULL) == GPFQ_OK;
+    gpfq_layer_gather_allow(0);
+    const int ran2 = gpfq_quantize_model(m, &train, &o, &ru, NULL, NULL) == GPFQ_OK;
+    gpfq_layer_gather_allow(1);
+    CHECK(ran && ran2, "%s", gpfq_last_error());
+    if (ran && ran2) {
+        const gpfq_layer_report *g = &rg.layers[1], *u = &ru.layers[1];
+        const gpfq_node *conv = &m->nodes[g->node];
+        const int gathered = gpfq_layer_gathers(g->rows, g->cols, g->samples, o.form, o.block);
+        CHECK(conv->op == GPFQ_OP_CONV2D && conv->padding[0] == 0 &&
+                  (gathered || gpfq_conv_get_kernel() != GPFQ_CONV_AVX512),
+              "lenet5's conv2 (%zu x %zu, m %zu) is not gathered", g->rows, g->cols, g->samples);
+        int same_bias = 1;
+        for (int l = 0; l < rg.n_layers; l++) {
+            const gpfq_node *a = &rg.model->nodes[rg.layers[l].node],
+                            *b = &ru.model->nodes[rg.layers[l].node];
+            same_bias &= !a->bias == !b->bias &&
+                         (!a->bias || !memcmp(a->bias, b->bias, (size_t)a->weight_dims[0] * 4));
+        }
+        CHECK(gpfq_codes_hash(&rg) == gpfq_codes_hash(&ru) && g->error == u->error &&
+                  fabs(g->relative_error - u->relative_error) <= 1e-6 * u->relative_error &&
+                  g->samples == u->samples && same_bias,
+              "conv2 gathered: other codes, bias or error (%.9g / %.9g, relative %.9g / %.9g)",
+              g->error, u->error, g->relative_error, u->relative_error);
+        gpfq_quant_result_free(&rg);
+        gpfq_quant_result_free(&ru);
     }
     gpfq_dataset_free(&train);
     gpfq_model_free(m);
@@ -1565,6 +1693,8 @@ int main(int argc, char **argv) {
     test_eval_and_ranges(argc > 1 ? argv[1] : "tests/fixtures");
     test_fold_batchnorm(argc > 1 ? argv[1] : "tests/fixtures");
     test_later_convs(argc > 1 ? argv[1] : "tests/fixtures");
+    test_gathered();
+    test_gathered_driver(argc > 1 ? argv[1] : "tests/fixtures");
     test_flatten_alias(argc > 1 ? argv[1] : "tests/fixtures");
     test_sampling();
     test_sum_squares();

@@ -497,14 +497,22 @@ static int ublock_own_kernels(size_t m) {
 }
 
 /* layer_ublock's passes on gpfq's kernels (ublock.h). Pass p updates U with block p - 1 and
- * sums block p; the sweep between passes is layer_ublock's. With ref2, also *ref2 = ||W Xt||^2
- * from the first pass where N <= UBLOCK_NORM_ROWS, else *ref2 = -1 (not computed). */
+ * sums block p; the sweep between passes is layer_ublock's. With ref2, also *ref2 = ||W Xt||^2:
+ * from the first pass where N <= UBLOCK_NORM_ROWS, else *ref2 = -1 (not computed). With src,
+ * Xt and Yt are NULL: the lanes gather each block's rows as they go, and *ref2 comes from V,
+ * summed with the updates (any N; as costly as the product the held rows' norm would take). */
 static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t N, size_t d,
-                                    const float *Xt, const float *Yt, size_t m,
-                                    const gpfq_alphabet *a, size_t block, int32_t *codes,
+                                    const float *Xt, const float *Yt, const gpfq_patches *src,
+                                    size_t m, const gpfq_alphabet *a, size_t block, int32_t *codes,
                                     double *err2, double *ref2) {
     const size_t n4 = (N + 3) / 4 * 4, b4 = (block + 3) / 4 * 4;
     const size_t lane_floats = b4 * n4 + 2 * b4 * b4;
+    const int same = src ? src->x == src->y : Xt == Yt;
+    /* lane 0 ends on a multiple of 16 columns, so only the last lane has a short vector */
+    const size_t half = m / UBLOCK_LANES / 16 * 16;
+    /* gathered rows: per lane, two blocks (the sums' and the update's) of each side, and V */
+    const size_t ld = src ? (m - half + 15) / 16 * 16 : m;
+    const size_t rows_floats = src ? (4 * b4 + (ref2 ? n4 : 0)) * ld : 0;
     float *U = gpfq_calloc(n4 * m, sizeof(float), "the GPFQ residual U");
     float *sums = gpfq_malloc(UBLOCK_LANES * lane_floats * sizeof(float), "the block sums");
     float *wt4 = gpfq_calloc(d * n4, sizeof(float), "the padded weights");
@@ -513,16 +521,17 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t 
     float *P = gpfq_malloc(block * N * sizeof(float), "the GPFQ arguments");
     float *Gb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
     float *Hb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
+    float *rows_buf =
+        src ? gpfq_calloc(UBLOCK_LANES * rows_floats, sizeof(float), "the gathered rows") : NULL;
     block_rows rows = {0};
-    if (!U || !sums || !wt4 || !cq || !zero || !P || !Gb || !Hb ||
+    if (!U || !sums || !wt4 || !cq || !zero || !P || !Gb || !Hb || (src && !rows_buf) ||
         block_rows_alloc(&rows, block, N, 0) != GPFQ_OK) {
         free(U), free(sums), free(wt4), free(cq), free(zero), free(P), free(Gb), free(Hb);
+        free(rows_buf);
         block_rows_free(&rows);
         return GPFQ_ERR_NOMEM;
     }
     gpfq_transpose32_strided(weight, d, N, d, wt4, n4); /* W^T, its padding columns 0 */
-    /* lane 0 ends on a multiple of 16 columns, so only the last lane has a short vector */
-    const size_t half = m / UBLOCK_LANES / 16 * 16;
     ublock_lane lanes[UBLOCK_LANES];
     for (int k = 0; k < UBLOCK_LANES; k++)
         lanes[k] = (ublock_lane){.m = m,
@@ -530,6 +539,10 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t 
                                  .U = U,
                                  .Xt = Xt,
                                  .Yt = Yt,
+                                 .same = same,
+                                 .src = src,
+                                 .ld = ld,
+                                 .V = src && ref2 ? rows_buf + k * rows_floats + 4 * b4 * ld : NULL,
                                  .cq = cq,
                                  .b4 = b4,
                                  .P = sums + k * lane_floats,
@@ -543,32 +556,45 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t 
     /* the reference norm re-reads a chunk's d rows of Xt once per 4 rows of W: from L2 for
      * the small N of most convs, but for a larger N the chunk leaves L2 before the last rows
      * come, and gpfq_layer_error's GEMM, which blocks for the cache, is the better tool */
-    const int own_norm = ref2 && N <= UBLOCK_NORM_ROWS;
-    if (ref2) *ref2 = own_norm ? 0.0 : -1.0;
-    for (size_t p = 0; p < blocks || (p == blocks && err2); p++) {
+    const int own_norm = ref2 && !src && N <= UBLOCK_NORM_ROWS;
+    if (ref2) *ref2 = own_norm || src ? 0.0 : -1.0;
+    for (size_t p = 0; p < blocks || (p == blocks && (err2 || ref2)); p++) {
         const size_t t0 = p * block, B = p < blocks && d - t0 < block ? d - t0 : block;
         const size_t ut0 = p ? t0 - block : 0, ub = p ? (d - ut0 < block ? d - ut0 : block) : 0;
         /* where Xt is Yt, one product: cq holds (W_b - Q_b)^T, and there is no Y term */
         for (size_t s = 0; s < ub; s++)
-            if (Xt == Yt)
+            if (same)
                 for (size_t i = 0; i < N; i++)
                     cq[s * n4 + i] = wt4[(ut0 + s) * n4 + i] - rows.Q[s * N + i];
             else
                 memcpy(cq + s * n4, rows.Q + s * N, N * sizeof(float));
         memset(sums, 0, UBLOCK_LANES * lane_floats * sizeof(float));
         for (int k = 0; k < UBLOCK_LANES; k++) {
-            lanes[k].ut0 = ut0, lanes[k].ub = ub;
-            lanes[k].cw = Xt == Yt ? cq : wt4 + ut0 * n4;
-            lanes[k].cq = Xt == Yt ? NULL : cq;
-            lanes[k].dt0 = t0, lanes[k].db = p < blocks ? B : 0;
-            lanes[k].with_p = p > 0;
-            lanes[k].nw = p == 0 && own_norm ? wt4 : NULL;
+            ublock_lane *l = &lanes[k];
+            l->ut0 = ut0, l->ub = ub;
+            l->cw = same ? cq : wt4 + ut0 * n4;
+            l->cq = same ? NULL : cq;
+            l->dt0 = t0, l->db = p < blocks ? B : 0;
+            l->with_p = p > 0;
+            l->nw = p == 0 && own_norm ? wt4 : NULL;
+            l->vw = wt4 + ut0 * n4;
+            l->last = p == blocks;
+            if (src) { /* block p into the buffers of block p - 2 */
+                float *buf = rows_buf + k * rows_floats, *now = buf + (p & 1) * 2 * b4 * ld;
+                const float *before = buf + (~p & 1) * 2 * b4 * ld;
+                l->gx = now, l->gy = same ? now : now + b4 * ld;
+                l->sx = l->gx, l->sy = l->gy;
+                l->ux = before, l->uy = same ? before : before + b4 * ld;
+            } else {
+                l->ux = Xt + ut0 * m, l->uy = Yt + ut0 * m;
+                l->sx = Xt + t0 * m, l->sy = Yt + t0 * m;
+            }
         }
         if (h) gpfq_helper_post(h, lane_run, &lanes[1]);
         for (int k = 0; k < UBLOCK_LANES; k++)
             if (!h || k != 1) gpfq_ublock_lane_avx512(&lanes[k]);
         if (h) gpfq_helper_wait(h);
-        if (p == 0 && own_norm)
+        if ((p == 0 && own_norm) || (p == blocks && src && ref2))
             for (int k = 0; k < UBLOCK_LANES; k++) *ref2 += lanes[k].norm2;
         if (p == blocks) break;
         /* the lanes' sums in lane order; G's upper triangle is not part of tril(G_b) */
@@ -582,7 +608,7 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t 
                 float g = 0.0f, hh = 0.0f;
                 for (int k = 0; k < UBLOCK_LANES; k++)
                     g += lanes[k].G[r * b4 + s], hh += lanes[k].H[r * b4 + s];
-                if (Xt == Yt) hh = g; /* the lanes sum H only where Xt is not Yt */
+                if (same) hh = g; /* the lanes sum H only where Xt is not Yt */
                 Gb[r * B + s] = s <= r ? g : 0.0f;
                 Hb[r * B + s] = s <= r ? hh : 0.0f;
             }
@@ -594,6 +620,7 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t 
     }
     if (err2) *err2 = gpfq_sum_squares(U, NULL, N * m);
     free(U), free(sums), free(wt4), free(cq), free(zero), free(P), free(Gb), free(Hb);
+    free(rows_buf);
     block_rows_free(&rows);
     return GPFQ_OK;
 }
@@ -713,8 +740,8 @@ static gpfq_status layer_run(const float *weight, size_t N, size_t d, const floa
     } else if (form == GPFQ_FORM_GRAM) {
         st = layer_gram(h, weight, N, d, Xt, Yt, m, a, block, codes);
     } else if (own) {
-        st = layer_ublock_own(h, weight, N, d, Xt, Yt, m, a, block, codes, stats ? &err2 : NULL,
-                              stats ? &ref2 : NULL);
+        st = layer_ublock_own(h, weight, N, d, Xt, Yt, NULL, m, a, block, codes,
+                              stats ? &err2 : NULL, stats ? &ref2 : NULL);
     } else {
         st = layer_ublock(h, weight, N, d, Xt, Yt, m, by_rows, a, block, codes,
                           stats ? &err2 : NULL, stats ? residual : NULL);
@@ -767,6 +794,47 @@ gpfq_status gpfq_gpfq_layer_rows(const float *weight, size_t N, size_t d, const 
                                  gpfq_layer_stats *stats, int want_norm) {
     return layer_run(weight, N, d, X, Y, m, 1, a, form, block, codes, quantized, residual, stats,
                      want_norm);
+}
+
+static int gather_allowed = 1;
+
+void gpfq_layer_gather_allow(int allow) {
+    gather_allowed = allow;
+}
+
+int gpfq_layer_gathers(size_t N, size_t d, size_t m, gpfq_form form, size_t block) {
+    return gather_allowed && resolve_form(N, d, m, form, &block) == GPFQ_FORM_UBLOCK &&
+           ublock_own_kernels(m);
+}
+
+gpfq_status gpfq_gpfq_layer_patches(const float *weight, size_t N, size_t d, const gpfq_patches *P,
+                                    size_t m, const gpfq_alphabet *a, gpfq_form form, size_t block,
+                                    int32_t *codes, float *quantized, gpfq_layer_stats *stats) {
+    const double start = gpfq_now();
+    if (!gpfq_layer_gathers(N, d, m, form, block))
+        return gpfq_fail(GPFQ_ERR_ARG,
+                         "GPFQ on gathered patches runs the ublock form on gpfq's own kernels "
+                         "only; an N = %zu, d = %zu, m = %zu layer takes them unfolded "
+                         "(gpfq_gpfq_layer)",
+                         N, d, m);
+    resolve_form(N, d, m, form, &block);
+    float *values = quantized ? quantized : gpfq_malloc(N * d * sizeof(float), "quantized weights");
+    if (!values) return GPFQ_ERR_NOMEM;
+    double err2 = 0.0, ref2 = 0.0;
+    gpfq_helper *h = want_helper(1) ? gpfq_helper_acquire() : NULL;
+    gpfq_status st = layer_ublock_own(h, weight, N, d, NULL, NULL, P, m, a, block, codes,
+                                      stats ? &err2 : NULL, stats ? &ref2 : NULL);
+    gpfq_helper_release(h);
+    if (st == GPFQ_OK) gpfq_code_values(a, codes, N * d, values);
+    if (st == GPFQ_OK && stats) {
+        stats->form = GPFQ_FORM_UBLOCK;
+        stats->residual = 0;
+        stats->error = sqrt(err2);
+        stats->relative_error = ref2 > 0.0 ? stats->error / sqrt(ref2) : isnan(ref2) ? NAN : 0.0;
+        stats->seconds = gpfq_now() - start;
+    }
+    if (!quantized) free(values);
+    return st;
 }
 
 /* sum over rows i < N of v_i^T S v_i, v_i = A_i - B_i (B NULL: A_i), S symmetric (d x d) given

@@ -17,6 +17,8 @@
 
 #include <stddef.h>
 
+#include "gpfq/quant.h"
+
 enum {
     UBLOCK_CHUNK = 1024, /* columns per chunk: Xt, Yt and U's rows of a chunk fit in L2 */
     UBLOCK_LANES = 2,    /* fixed, whatever the thread count */
@@ -26,7 +28,22 @@ typedef struct {
     size_t m;             /* columns of U, Xt and Yt */
     size_t n4;            /* rows of U: N rounded up to 4 (the padding rows stay 0) */
     float *U;             /* (n4, m) */
-    const float *Xt, *Yt; /* (d, m) */
+    const float *Xt, *Yt; /* (d, m); NULL where the rows are gathered from src */
+    int same;             /* Xt is Yt (src: x is y) */
+    /* The rows of the update's block (ux, uy) and of the sums' block (sx, sy), each pointing at
+     * the block's first row, a row every ld floats. Held rows: into Xt and Yt (ld = m, column 0
+     * at 0). Gathered rows: src describes the patches, and each chunk's rows of the sums' block
+     * are gathered into gx, gy (= sx, sy; the lane's first column at 0) before its sums, where
+     * the next pass's update finds them as ux, uy. */
+    const gpfq_patches *src;
+    const float *ux, *uy, *sx, *sy;
+    float *gx, *gy;
+    size_t ld;
+    /* With src, the reference norm from V (n4 x ld) += W_b^T's block vw (ub x n4) times the
+     * update's rows, pass by pass; with last, norm2 = ||V||^2 after the pass's update. */
+    float *V;
+    const float *vw;
+    int last;
     /* the update: U[:, c0:c1] += Wb Xt[ut0 : ut0 + ub] - Qb Yt[ut0 : ut0 + ub]; cw and cq hold
      * Wb^T and Qb^T (ub x n4, zero padded). ub = 0: no update. cq NULL: cw holds
      * (Wb - Qb)^T and there is no Y term (Xt is Yt: U += (Wb - Qb) Xt[ut0 : ut0 + ub]). */
@@ -48,11 +65,19 @@ typedef struct {
     const float *zero; /* UBLOCK_CHUNK zeros: the rows past the block's end */
 } ublock_lane;
 
+/* Rows [t0, t0 + b) of the patches' columns [c, c + n) of one side (x or y of src) into dst, a
+ * row every ld floats (AVX-512; the caller checks that the CPU has it). */
+void gpfq_ublock_gather_avx512(const gpfq_patches *src, const float *side, size_t t0, size_t b,
+                               size_t c, size_t n, float *dst, size_t ld);
 /* Runs one lane of a pass (AVX-512; the caller checks that the CPU has it). */
 void gpfq_ublock_lane_avx512(ublock_lane *l);
 
 /* 0: the in-block sweep (gpfq_layer.c) updates its rows with the plain loop even where its
  * AVX-512 path would run; 1 (the default): back. For tests, which compare the two. */
 void gpfq_sweep_allow_avx512(int allow);
+
+/* 0: gpfq_layer_gathers says 0 everywhere, so the driver unfolds every conv's patches; 1 (the
+ * default): back. For tests, which compare the two. */
+void gpfq_layer_gather_allow(int allow);
 
 #endif

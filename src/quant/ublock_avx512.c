@@ -127,40 +127,101 @@ AVX512 static double update_tile(float *const *u, const float *cw, const float *
     return (double)_mm512_reduce_add_ps(squares);
 }
 
-/* Row t0 + i of rows (stride m) at column c0, or the zero row past the block's b rows */
-static const float *row_or_zero(const float *rows, size_t t0, size_t i, size_t b, size_t m,
-                                size_t c0, const float *zero) {
-    return i < b ? rows + (t0 + i) * m + c0 : zero;
+/* The sum of squares of rows v[0..3] (n floats each), in update_tile's order, so that a norm
+ * summed into V pass by pass is the one update_tile gives over all rows at once */
+AVX512 static double square_tile(float *const *v, size_t n) {
+    __m512 squares = _mm512_setzero_ps();
+    size_t k = 0;
+    for (; k + 64 <= n; k += 64)
+        for (int r = 0; r < 4; r++)
+            for (int j = 0; j < 4; j++) {
+                const __m512 x = _mm512_loadu_ps(v[r] + k + 16 * j);
+                squares = _mm512_fmadd_ps(x, x, squares);
+            }
+    for (; k < n; k += 16) {
+        const __mmask16 mask = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+        for (int r = 0; r < 4; r++) {
+            const __m512 x = _mm512_maskz_loadu_ps(mask, v[r] + k);
+            squares = _mm512_fmadd_ps(x, x, squares);
+        }
+    }
+    return (double)_mm512_reduce_add_ps(squares);
+}
+
+AVX512 void gpfq_ublock_gather_avx512(const gpfq_patches *src, const float *side, size_t t0,
+                                      size_t b, size_t c, size_t n, float *dst, size_t ld) {
+    const __m512i h = _mm512_set1_epi32(src->h), w = _mm512_set1_epi32(src->w);
+    for (size_t i = 0; i < b; i++) {
+        const __m512i off = _mm512_set1_epi32(src->off[t0 + i]);
+        const __m512i dy = _mm512_set1_epi32(src->tap[t0 + i] >> 16);
+        const __m512i dx = _mm512_set1_epi32((int16_t)(src->tap[t0 + i] & 0xffff));
+        float *row = dst + i * ld;
+        size_t k = 0;
+        for (; src->inside && k + 16 <= n; k += 16) /* no padding: every tap lies inside */
+            _mm512_storeu_ps(
+                row + k,
+                _mm512_i32gather_ps(_mm512_add_epi32(_mm512_loadu_si512(src->base + c + k), off),
+                                    side, 4));
+        for (; k < n; k += 16) {
+            const __mmask16 live = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+            const __m512i corner = _mm512_maskz_loadu_epi32(live, src->corner + c + k);
+            const __m512i y = _mm512_add_epi32(_mm512_srai_epi32(corner, 16), dy);
+            const __m512i x =
+                _mm512_add_epi32(_mm512_srai_epi32(_mm512_slli_epi32(corner, 16), 16), dx);
+            /* unsigned compares: a tap above or left of the plane wraps past h or w */
+            const __mmask16 in =
+                live & _mm512_cmplt_epu32_mask(y, h) & _mm512_cmplt_epu32_mask(x, w);
+            const __m512i at =
+                _mm512_add_epi32(_mm512_maskz_loadu_epi32(live, src->base + c + k), off);
+            _mm512_mask_storeu_ps(row + k, live,
+                                  _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, at, side, 4));
+        }
+    }
+}
+
+/* Row i of the block whose row 0 is `rows` (ld floats a row), or the zero row past its b rows */
+static const float *row_or_zero(const float *rows, size_t i, size_t b, size_t ld,
+                                const float *zero) {
+    return i < b ? rows + i * ld : zero;
 }
 
 void gpfq_ublock_lane_avx512(ublock_lane *l) {
-    const size_t m = l->m, n4 = l->n4;
+    const size_t m = l->m, n4 = l->n4, ld = l->ld;
+    const size_t col0 = l->src ? l->c0 : 0; /* the column at 0 of the rows' buffers */
     l->norm2 = 0.0;
     for (size_t c0 = l->c0; c0 < l->c1; c0 += UBLOCK_CHUNK) {
-        const size_t n = l->c1 - c0 < UBLOCK_CHUNK ? l->c1 - c0 : UBLOCK_CHUNK;
+        const size_t n = l->c1 - c0 < UBLOCK_CHUNK ? l->c1 - c0 : UBLOCK_CHUNK, at = c0 - col0;
+        if (l->src && l->db) {
+            gpfq_ublock_gather_avx512(l->src, l->src->x, l->dt0, l->db, c0, n, l->gx + at, ld);
+            if (!l->same)
+                gpfq_ublock_gather_avx512(l->src, l->src->y, l->dt0, l->db, c0, n, l->gy + at, ld);
+        }
         for (size_t i = 0; l->nw && i < n4; i += 4)
             l->norm2 += update_tile(NULL, l->nw + i, NULL, n4, l->Xt + c0, NULL, m, l->nd, n);
         for (size_t i = 0; l->ub && i < n4; i += 4) {
             float *u[4];
             for (int r = 0; r < 4; r++) u[r] = l->U + (i + r) * m + c0;
-            update_tile(u, l->cw + i, l->cq ? l->cq + i : NULL, n4, l->Xt + l->ut0 * m + c0,
-                        l->Yt + l->ut0 * m + c0, m, l->ub, n);
+            update_tile(u, l->cw + i, l->cq ? l->cq + i : NULL, n4, l->ux + at, l->uy + at, ld,
+                        l->ub, n);
+            if (!l->V) continue;
+            for (int r = 0; r < 4; r++) u[r] = l->V + (i + r) * ld + at;
+            update_tile(u, l->vw + i, NULL, n4, l->ux + at, NULL, ld, l->ub, n);
+            if (l->last) l->norm2 += square_tile(u, n);
         }
         for (size_t r = 0; l->db && r < l->b4; r += 4) {
             const float *a[4], *b[4];
-            for (int k = 0; k < 4; k++)
-                a[k] = row_or_zero(l->Yt, l->dt0, r + k, l->db, m, c0, l->zero);
+            for (int k = 0; k < 4; k++) a[k] = row_or_zero(l->sy + at, r + k, l->db, ld, l->zero);
             for (size_t i = 0; l->with_p && i < n4; i += 4) {
                 for (int k = 0; k < 4; k++) b[k] = l->U + (i + k) * m + c0;
                 dot_tile(a, b, n, l->P + r * n4 + i, n4);
             }
             for (size_t s = 0; s <= r; s += 4) {
                 for (int k = 0; k < 4; k++)
-                    b[k] = row_or_zero(l->Xt, l->dt0, s + k, l->db, m, c0, l->zero);
+                    b[k] = row_or_zero(l->sx + at, s + k, l->db, ld, l->zero);
                 dot_tile(a, b, n, l->G + r * l->b4 + s, l->b4);
-                if (l->Xt == l->Yt) continue; /* H would be G: the caller takes G's sums */
+                if (l->same) continue; /* H would be G: the caller takes G's sums */
                 for (int k = 0; k < 4; k++)
-                    b[k] = row_or_zero(l->Yt, l->dt0, s + k, l->db, m, c0, l->zero);
+                    b[k] = row_or_zero(l->sy + at, s + k, l->db, ld, l->zero);
                 dot_tile(a, b, n, l->H + r * l->b4 + s, l->b4);
             }
         }
