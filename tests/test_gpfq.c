@@ -1411,39 +1411,44 @@ static void test_gathered(void) {
 }
 
 /* lenet5's conv2 (unpadded, ublock on gpfq's kernels) through the driver, its patches gathered
- * against unfolded: the same codes, error and corrected bias to the bit, relative error 1e-6. */
+ * against unfolded, with the defaults and with the reference's unfolding (stride = kernel: m =
+ * 2048 from 1024 images): the driver takes the path once per run, and the codes, errors and
+ * corrected biases are the same to the bit. */
 static void test_gathered_driver(const char *fixtures) {
     gpfq_model *m = load_fixture(fixtures, "../../data/models/lenet5_fashion.h5");
     if (!m) return;
-    gpfq_dataset train = random_images(m->input_shape, 300, 5);
-    gpfq_quant_options o;
-    gpfq_quant_options_default(&o);
-    o.bias_correction = 1;
-    gpfq_quant_result rg, ru;
-    const int ran = gpfq_quantize_model(m, &train, &o, &rg, NULL, NULL) == GPFQ_OK;
-    gpfq_layer_gather_allow(0);
-    const int ran2 = gpfq_quantize_model(m, &train, &o, &ru, NULL, NULL) == GPFQ_OK;
-    gpfq_layer_gather_allow(1);
-    CHECK(ran && ran2, "%s", gpfq_last_error());
-    if (ran && ran2) {
-        const gpfq_layer_report *g = &rg.layers[1], *u = &ru.layers[1];
-        const gpfq_node *conv = &m->nodes[g->node];
-        const int gathered = gpfq_layer_gathers(g->rows, g->cols, g->samples, o.form, o.block);
-        CHECK(conv->op == GPFQ_OP_CONV2D && conv->padding[0] == 0 &&
-                  (gathered || gpfq_conv_get_kernel() != GPFQ_CONV_AVX512),
-              "lenet5's conv2 (%zu x %zu, m %zu) is not gathered", g->rows, g->cols, g->samples);
-        int same_bias = 1;
+    gpfq_dataset train = random_images(m->input_shape, 1100, 5);
+    const int own = gpfq_conv_get_kernel() == GPFQ_CONV_AVX512;
+    for (int variant = 0; variant < 2; variant++) {
+        gpfq_quant_options o;
+        gpfq_quant_options_default(&o);
+        o.bias_correction = 1;
+        if (variant) o.unfold_stride_kernel = 1, o.calib_images = 1024;
+        gpfq_quant_result rg, ru;
+        const size_t calls0 = gpfq_layer_patches_calls();
+        const int ran = gpfq_quantize_model(m, &train, &o, &rg, NULL, NULL) == GPFQ_OK;
+        const size_t calls1 = gpfq_layer_patches_calls();
+        gpfq_layer_gather_allow(0);
+        const int ran2 = gpfq_quantize_model(m, &train, &o, &ru, NULL, NULL) == GPFQ_OK;
+        gpfq_layer_gather_allow(1);
+        CHECK(ran && ran2, "%s", gpfq_last_error());
+        CHECK(calls1 - calls0 == (size_t)own && gpfq_layer_patches_calls() == calls1,
+              "lenet5, variant %d: the driver gathered %zu layers, %zu with gathering off", variant,
+              calls1 - calls0, gpfq_layer_patches_calls() - calls1);
+        if (!ran || !ran2) continue;
+        int same = 1;
         for (int l = 0; l < rg.n_layers; l++) {
-            const gpfq_node *a = &rg.model->nodes[rg.layers[l].node],
-                            *b = &ru.model->nodes[rg.layers[l].node];
-            same_bias &= !a->bias == !b->bias &&
-                         (!a->bias || !memcmp(a->bias, b->bias, (size_t)a->weight_dims[0] * 4));
+            const gpfq_layer_report *g = &rg.layers[l], *u = &ru.layers[l];
+            const gpfq_node *a = &rg.model->nodes[g->node], *b = &ru.model->nodes[g->node];
+            same &= g->error == u->error && g->relative_error == u->relative_error &&
+                    g->samples == u->samples && !a->bias == !b->bias &&
+                    (!a->bias || !memcmp(a->bias, b->bias, (size_t)a->weight_dims[0] * 4));
         }
-        CHECK(gpfq_codes_hash(&rg) == gpfq_codes_hash(&ru) && g->error == u->error &&
-                  fabs(g->relative_error - u->relative_error) <= 1e-6 * u->relative_error &&
-                  g->samples == u->samples && same_bias,
-              "conv2 gathered: other codes, bias or error (%.9g / %.9g, relative %.9g / %.9g)",
-              g->error, u->error, g->relative_error, u->relative_error);
+        CHECK(same && gpfq_codes_hash(&rg) == gpfq_codes_hash(&ru),
+              "lenet5, variant %d, gathered against unfolded: other codes, bias or errors (conv2 "
+              "%.17g / %.17g, relative %.17g / %.17g)",
+              variant, rg.layers[1].error, ru.layers[1].error, rg.layers[1].relative_error,
+              ru.layers[1].relative_error);
         gpfq_quant_result_free(&rg);
         gpfq_quant_result_free(&ru);
     }

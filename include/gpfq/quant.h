@@ -135,20 +135,22 @@ int gpfq_layer_gram_only(size_t N, size_t d, size_t m, gpfq_form form, size_t bl
  * Element (t, k) is x[base[k] + off[t]] where the tap lies inside the plane, else 0 (padding):
  * with the patch's corner at (y0, x0) (from -pad) and the tap at (dy, dx) from it, inside means
  * 0 <= y0 + dy < h and 0 <= x0 + dx < w. corner[k] packs y0 << 16 | (x0 & 0xffff), tap[t]
- * dy << 16 | dx. Where x is y, both networks read the same inputs (X = Y). */
+ * dy << 16 | dx (each of y0, x0, dy, dx in [-32768, 32767]; base + off below 2^31). Where x is
+ * y, both networks read the same inputs (X = Y). */
 typedef struct {
     const float *x, *y;
     const int32_t *base, *corner; /* (m) */
     const int32_t *off, *tap;     /* (d) */
     int h, w;
-    int inside; /* 1: every tap lies inside the planes (no padding), corner and tap unread */
+    int inside; /* 1: every tap lies inside the planes (no padding): whole vectors skip the test */
 } gpfq_patches;
 
 /* 1 where gpfq_gpfq_layer on these arguments runs the ublock form on gpfq's own kernels, which
  * gpfq_gpfq_layer_patches can run on patches it gathers as it goes. */
 int gpfq_layer_gathers(size_t N, size_t d, size_t m, gpfq_form form, size_t block);
 /* gpfq_gpfq_layer on the patches P describes, gathered a block of rows and a chunk of columns at a
- * time into buffers of 2 x 2 x block rows, never unfolded whole (lenet5's conv2: 8 MB of Xt and
+ * time into buffers of 2 x 2 x block rows (and V = W Xt, N rows, for the reference norm), never
+ * unfolded whole (lenet5's conv2: 8 MB of Xt and
  * Yt a fresh process would first have to touch). Only where gpfq_layer_gathers says so; elsewhere
  * GPFQ_ERR_ARG. The codes and values are those of gpfq_gpfq_layer on the unfolded patches, to the
  * bit; stats->error too, and ->relative_error up to the order of its sums. */

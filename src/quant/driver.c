@@ -779,6 +779,22 @@ static gpfq_status quantize_from_gram(driver *dr, const gpfq_node *fnode, gpfq_n
     return GPFQ_OK;
 }
 
+/* A group's squared error and squared reference norm (from its relative error) into the layer's
+ * sums, and the layer's error and relative error from them: the report is the same number
+ * whichever path quantized the layer. */
+static void add_group(const gpfq_layer_stats *s, double *err2, double *ref2) {
+    *err2 += s->error * s->error;
+    const double ref = isnan(s->relative_error) ? NAN
+                       : s->relative_error > 0  ? s->error / s->relative_error
+                                                : 0;
+    *ref2 += ref * ref;
+}
+
+static void report_errors(gpfq_layer_report *rep, double err2, double ref2) {
+    rep->error = sqrt(err2);
+    rep->relative_error = isnan(ref2) ? NAN : ref2 > 0 ? sqrt(err2 / ref2) : 0.0;
+}
+
 /* ---- a conv layer from its patches gathered as the GPFQ passes go ---- */
 
 /* 1 where the patches of p are gathered, not unfolded: ungrouped, without padding, planes under
@@ -852,7 +868,8 @@ static gpfq_status quantize_gathered(driver *dr, const gpfq_node *fnode, gpfq_no
     GPFQ_TRY(conv_patches_draw(fnode, layer, dr->n, o, &p));
     int32_t *cols = gpfq_malloc(2 * p.m * sizeof(int32_t), "the patches' corners");
     int32_t *rows = gpfq_malloc(2 * p.d * sizeof(int32_t), "the patches' taps");
-    double *means = o->bias_correction ? malloc(2 * p.d * sizeof(double)) : NULL;
+    double *means =
+        o->bias_correction ? gpfq_malloc(2 * p.d * sizeof(double), "the patches' means") : NULL;
     gpfq_status st = cols && rows && (means || !o->bias_correction) ? GPFQ_OK : GPFQ_ERR_NOMEM;
     gpfq_patches P;
     gpfq_layer_stats stats;
@@ -870,12 +887,12 @@ static gpfq_status quantize_gathered(driver *dr, const gpfq_node *fnode, gpfq_no
         shift_bias(qnode->bias, fnode->weight, qnode->weight, 0, N, p.d, means, means + p.d);
     }
     free(cols), free(rows), free(means);
-    if (st == GPFQ_ERR_NOMEM)
-        return gpfq_fail(st, "out of memory gathering the patches of layer '%s'", fnode->name);
-    GPFQ_TRY(st);
+    if (st != GPFQ_OK)
+        return gpfq_fail_context(st, "layer '%s', its gathered patches: ", fnode->name);
     rep->samples = p.m;
-    rep->error = stats.error;
-    rep->relative_error = stats.relative_error;
+    double err2 = 0, ref2 = 0;
+    add_group(&stats, &err2, &ref2);
+    report_errors(rep, err2, ref2);
     return GPFQ_OK;
 }
 
@@ -950,16 +967,11 @@ static gpfq_status quantize_node(driver *dr, int j, int layer, const float *x, c
                                        &a, o->form, o->block, codes + offset,
                                        qnode->weight + offset, &stats);
             *residual = stats.residual; /* only ever 1 where R was given */
-            err2 += stats.error * stats.error;
-            double ref = isnan(stats.relative_error) ? NAN
-                         : stats.relative_error > 0  ? stats.error / stats.relative_error
-                                                     : 0;
-            ref2 += ref * ref;
+            add_group(&stats, &err2, &ref2);
         }
         if (st == GPFQ_OK && o->bias_correction) st = correct_bias(qnode, fnode->weight, &L);
         GPFQ_TRY(st);
-        rep->error = sqrt(err2);
-        rep->relative_error = isnan(ref2) ? NAN : ref2 > 0 ? sqrt(err2 / ref2) : 0.0;
+        report_errors(rep, err2, ref2);
     }
     rep->seconds = gpfq_now() - start;
     uint32_t nonfinite = 0;

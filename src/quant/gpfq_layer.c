@@ -797,9 +797,14 @@ gpfq_status gpfq_gpfq_layer_rows(const float *weight, size_t N, size_t d, const 
 }
 
 static int gather_allowed = 1;
+static size_t patches_calls;
 
 void gpfq_layer_gather_allow(int allow) {
     gather_allowed = allow;
+}
+
+size_t gpfq_layer_patches_calls(void) {
+    return patches_calls;
 }
 
 int gpfq_layer_gathers(size_t N, size_t d, size_t m, gpfq_form form, size_t block) {
@@ -818,6 +823,7 @@ gpfq_status gpfq_gpfq_layer_patches(const float *weight, size_t N, size_t d, con
                          "(gpfq_gpfq_layer)",
                          N, d, m);
     resolve_form(N, d, m, form, &block);
+    patches_calls++;
     float *values = quantized ? quantized : gpfq_malloc(N * d * sizeof(float), "quantized weights");
     if (!values) return GPFQ_ERR_NOMEM;
     double err2 = 0.0, ref2 = 0.0;

@@ -79,5 +79,8 @@ void gpfq_sweep_allow_avx512(int allow);
 /* 0: gpfq_layer_gathers says 0 everywhere, so the driver unfolds every conv's patches; 1 (the
  * default): back. For tests, which compare the two. */
 void gpfq_layer_gather_allow(int allow);
+/* The calls of gpfq_gpfq_layer_patches that passed its check, so far (not thread-safe; for tests,
+ * which ask whether the driver took the path). */
+size_t gpfq_layer_patches_calls(void);
 
 #endif
