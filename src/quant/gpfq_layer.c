@@ -513,7 +513,9 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t 
     /* gathered rows: per lane, two blocks (the sums' and the update's) of each side, and V */
     const size_t ld = src ? (m - half + 15) / 16 * 16 : m;
     const size_t rows_floats = src ? (4 * b4 + (ref2 ? n4 : 0)) * ld : 0;
-    float *U = gpfq_calloc(n4 * m, sizeof(float), "the GPFQ residual U");
+    /* U and the rows are zeroed by the lanes (ublock_lane.clear); gathered rows are read only
+     * where a gather wrote them */
+    float *U = gpfq_malloc(n4 * m * sizeof(float), "the GPFQ residual U");
     float *sums = gpfq_malloc(UBLOCK_LANES * lane_floats * sizeof(float), "the block sums");
     float *wt4 = gpfq_calloc(d * n4, sizeof(float), "the padded weights");
     float *cq = gpfq_calloc(block * n4, sizeof(float), "the update's codes");
@@ -522,7 +524,7 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t 
     float *Gb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
     float *Hb = gpfq_malloc(block * block * sizeof(float), "a block Gram");
     float *rows_buf =
-        src ? gpfq_calloc(UBLOCK_LANES * rows_floats, sizeof(float), "the gathered rows") : NULL;
+        src ? gpfq_malloc(UBLOCK_LANES * rows_floats * sizeof(float), "the gathered rows") : NULL;
     block_rows rows = {0};
     if (!U || !sums || !wt4 || !cq || !zero || !P || !Gb || !Hb || (src && !rows_buf) ||
         block_rows_alloc(&rows, block, N, 0) != GPFQ_OK) {
@@ -579,6 +581,7 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t 
             l->nw = p == 0 && own_norm ? wt4 : NULL;
             l->vw = wt4 + ut0 * n4;
             l->last = p == blocks;
+            l->clear = p == 0;
             if (src) { /* block p into the buffers of block p - 2 */
                 float *buf = rows_buf + k * rows_floats, *now = buf + (p & 1) * 2 * b4 * ld;
                 const float *before = buf + (~p & 1) * 2 * b4 * ld;

@@ -12,6 +12,7 @@
 #include "ublock.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 #define AVX512 __attribute__((target("avx512f")))
 
@@ -189,6 +190,11 @@ void gpfq_ublock_lane_avx512(ublock_lane *l) {
     const size_t m = l->m, n4 = l->n4, ld = l->ld;
     const size_t col0 = l->src ? l->c0 : 0; /* the column at 0 of the rows' buffers */
     l->norm2 = 0.0;
+    if (l->clear) {
+        for (size_t i = 0; i < n4; i++)
+            memset(l->U + i * m + l->c0, 0, (l->c1 - l->c0) * sizeof(float));
+        if (l->V) memset(l->V, 0, n4 * ld * sizeof(float));
+    }
     for (size_t c0 = l->c0; c0 < l->c1; c0 += UBLOCK_CHUNK) {
         const size_t n = l->c1 - c0 < UBLOCK_CHUNK ? l->c1 - c0 : UBLOCK_CHUNK, at = c0 - col0;
         if (l->src && l->db) {
