@@ -510,9 +510,10 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t 
     const int same = src ? src->x == src->y : Xt == Yt;
     /* lane 0 ends on a multiple of 16 columns, so only the last lane has a short vector */
     const size_t half = m / UBLOCK_LANES / 16 * 16;
-    /* gathered rows: per lane, two blocks (the sums' and the update's) of each side, and V */
+    /* gathered rows: per lane, a block of each side, and V. A chunk's rows of block p - 1 are
+     * read by pass p's update before its gather writes block p's over them. */
     const size_t ld = src ? (m - half + 15) / 16 * 16 : m;
-    const size_t rows_floats = src ? (4 * b4 + (ref2 ? n4 : 0)) * ld : 0;
+    const size_t rows_floats = src ? (2 * b4 + (ref2 ? n4 : 0)) * ld : 0;
     /* U and the rows are zeroed by the lanes (ublock_lane.clear); gathered rows are read only
      * where a gather wrote them */
     float *U = gpfq_malloc(n4 * m * sizeof(float), "the GPFQ residual U");
@@ -544,7 +545,7 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t 
                                  .same = same,
                                  .src = src,
                                  .ld = ld,
-                                 .V = src && ref2 ? rows_buf + k * rows_floats + 4 * b4 * ld : NULL,
+                                 .V = src && ref2 ? rows_buf + k * rows_floats + 2 * b4 * ld : NULL,
                                  .cq = cq,
                                  .b4 = b4,
                                  .P = sums + k * lane_floats,
@@ -582,12 +583,11 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t 
             l->vw = wt4 + ut0 * n4;
             l->last = p == blocks;
             l->clear = p == 0;
-            if (src) { /* block p into the buffers of block p - 2 */
-                float *buf = rows_buf + k * rows_floats, *now = buf + (p & 1) * 2 * b4 * ld;
-                const float *before = buf + (~p & 1) * 2 * b4 * ld;
-                l->gx = now, l->gy = same ? now : now + b4 * ld;
+            if (src) { /* block p over block p - 1, chunk by chunk */
+                float *buf = rows_buf + k * rows_floats;
+                l->gx = buf, l->gy = same ? buf : buf + b4 * ld;
                 l->sx = l->gx, l->sy = l->gy;
-                l->ux = before, l->uy = same ? before : before + b4 * ld;
+                l->ux = l->gx, l->uy = l->gy;
             } else {
                 l->ux = Xt + ut0 * m, l->uy = Yt + ut0 * m;
                 l->sx = Xt + t0 * m, l->sy = Yt + t0 * m;

@@ -33,8 +33,9 @@ typedef struct {
     /* The rows of the update's block (ux, uy) and of the sums' block (sx, sy), each pointing at
      * the block's first row, a row every ld floats. Held rows: into Xt and Yt (ld = m, column 0
      * at 0). Gathered rows: src describes the patches, and each chunk's rows of the sums' block
-     * are gathered into gx, gy (= sx, sy; the lane's first column at 0) before its sums, where
-     * the next pass's update finds them as ux, uy. */
+     * are gathered into gx, gy (= sx, sy; the lane's first column at 0) after the chunk's update
+     * and before its sums, where the next pass's update finds them as ux, uy (gx may be ux: the
+     * update reads a chunk's rows before the gather writes over them). */
     const gpfq_patches *src;
     const float *ux, *uy, *sx, *sy;
     float *gx, *gy;

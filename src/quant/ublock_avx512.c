@@ -197,11 +197,6 @@ void gpfq_ublock_lane_avx512(ublock_lane *l) {
     }
     for (size_t c0 = l->c0; c0 < l->c1; c0 += UBLOCK_CHUNK) {
         const size_t n = l->c1 - c0 < UBLOCK_CHUNK ? l->c1 - c0 : UBLOCK_CHUNK, at = c0 - col0;
-        if (l->src && l->db) {
-            gpfq_ublock_gather_avx512(l->src, l->src->x, l->dt0, l->db, c0, n, l->gx + at, ld);
-            if (!l->same)
-                gpfq_ublock_gather_avx512(l->src, l->src->y, l->dt0, l->db, c0, n, l->gy + at, ld);
-        }
         for (size_t i = 0; l->nw && i < n4; i += 4)
             l->norm2 += update_tile(NULL, l->nw + i, NULL, n4, l->Xt + c0, NULL, m, l->nd, n);
         for (size_t i = 0; l->ub && i < n4; i += 4) {
@@ -213,6 +208,11 @@ void gpfq_ublock_lane_avx512(ublock_lane *l) {
             for (int r = 0; r < 4; r++) u[r] = l->V + (i + r) * ld + at;
             update_tile(u, l->vw + i, NULL, n4, l->ux + at, NULL, ld, l->ub, n);
             if (l->last) l->norm2 += square_tile(u, n);
+        }
+        if (l->src && l->db) { /* after the update, which may read the same rows */
+            gpfq_ublock_gather_avx512(l->src, l->src->x, l->dt0, l->db, c0, n, l->gx + at, ld);
+            if (!l->same)
+                gpfq_ublock_gather_avx512(l->src, l->src->y, l->dt0, l->db, c0, n, l->gy + at, ld);
         }
         for (size_t r = 0; l->db && r < l->b4; r += 4) {
             const float *a[4], *b[4];
