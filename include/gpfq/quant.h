@@ -149,11 +149,11 @@ typedef struct {
  * gpfq_gpfq_layer_patches can run on patches it gathers as it goes. */
 int gpfq_layer_gathers(size_t N, size_t d, size_t m, gpfq_form form, size_t block);
 /* gpfq_gpfq_layer on the patches P describes, gathered a block of rows and a chunk of columns at a
- * time into buffers of 2 x 2 x block rows (and V = W Xt, N rows, for the reference norm), never
- * unfolded whole (lenet5's conv2: 8 MB of Xt and Yt a fresh process would first have to touch).
- * Only where gpfq_layer_gathers says so; elsewhere GPFQ_ERR_ARG. The codes and values are those of
- * gpfq_gpfq_layer on the unfolded patches, to the bit; stats->error too, and ->relative_error up to
- * the order of its sums. */
+ * time into buffers of 2 x block rows, X's and Y's (and V = W Xt, N rows, for the reference norm),
+ * never unfolded whole (lenet5's conv2: 8 MB of Xt and Yt a fresh process would first have to
+ * touch). Only where gpfq_layer_gathers says so; elsewhere GPFQ_ERR_ARG. The codes and values are
+ * those of gpfq_gpfq_layer on the unfolded patches, to the bit; stats->error too, and
+ * ->relative_error up to the order of its sums. */
 gpfq_status gpfq_gpfq_layer_patches(const float *weight, size_t N, size_t d, const gpfq_patches *P,
                                     size_t m, const gpfq_alphabet *a, gpfq_form form, size_t block,
                                     int32_t *codes, float *quantized, gpfq_layer_stats *stats);

@@ -514,8 +514,8 @@ static gpfq_status layer_ublock_own(gpfq_helper *h, const float *weight, size_t 
      * read by pass p's update before its gather writes block p's over them. */
     const size_t ld = src ? (m - half + 15) / 16 * 16 : m;
     const size_t rows_floats = src ? (2 * b4 + (ref2 ? n4 : 0)) * ld : 0;
-    /* U and the rows are zeroed by the lanes (ublock_lane.clear); gathered rows are read only
-     * where a gather wrote them */
+    /* U and V are zeroed by the lanes (ublock_lane.clear); the gathered rows are not: they are
+     * read only where a gather wrote them */
     float *U = gpfq_malloc(n4 * m * sizeof(float), "the GPFQ residual U");
     float *sums = gpfq_malloc(UBLOCK_LANES * lane_floats * sizeof(float), "the block sums");
     float *wt4 = gpfq_calloc(d * n4, sizeof(float), "the padded weights");

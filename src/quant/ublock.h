@@ -63,9 +63,9 @@ typedef struct {
     size_t nd;
     double norm2;
     size_t c0, c1; /* the lane's columns */
-    /* 1 in the first pass: the lane first zeroes its columns of U and its V, on its own thread
-     * (the caller leaves them as allocated, so that their pages are first touched by the two
-     * lanes at once) */
+    /* 1 in the first pass: the lane first zeroes its columns of U and its V (the caller leaves
+     * them as allocated, so that with two threads their pages are first touched by the two lanes
+     * at once) */
     int clear;
     const float *zero; /* UBLOCK_CHUNK zeros: the rows past the block's end */
 } ublock_lane;
