@@ -267,6 +267,32 @@ gpfq_status __real_gpfq_gpfq_layer_rows(const float *weight, size_t N, size_t d,
                                         float *quantized, float *residual, gpfq_layer_stats *stats,
                                         int want_norm);
 
+/* The current layer's observation, counted as a call of an N x d layer on m columns */
+static layer_obs *observe(size_t N, size_t d, size_t m) {
+    layer_obs *o = &W.cur;
+    o->calls++;
+    o->N = N, o->d = d, o->m = m;
+    return o;
+}
+
+/* A timed span on this thread: BLAS calls inside it are accounted, and its page faults added to
+ * o's. span_start gives the start time, span_end the seconds since. */
+static double span_start(struct rusage *ru0) {
+    getrusage(RUSAGE_SELF, ru0);
+    W.main = pthread_self();
+    W.in_gpfq = 1;
+    return bench_now();
+}
+
+static double span_end(layer_obs *o, double t0, const struct rusage *ru0) {
+    const double t = bench_now() - t0;
+    W.in_gpfq = 0;
+    struct rusage ru1;
+    getrusage(RUSAGE_SELF, &ru1);
+    o->faults += ru1.ru_minflt - ru0->ru_minflt;
+    return t;
+}
+
 /* The wrappers' timed call: the real gpfq_gpfq_layer, or with rows gpfq_gpfq_layer_rows on X and
  * Y (m, d), without stats; the stats then from gpfq_layer_error (on transposed copies of X and
  * Y, made outside the timed span). */
@@ -274,9 +300,7 @@ static gpfq_status timed_layer(const float *weight, size_t N, size_t d, const fl
                                const float *Yt, size_t m, int rows, const gpfq_alphabet *a,
                                gpfq_form form, size_t block, int32_t *codes, float *quantized,
                                gpfq_layer_stats *stats) {
-    layer_obs *o = &W.cur;
-    o->calls++;
-    o->N = N, o->d = d, o->m = m;
+    layer_obs *o = observe(N, d, m);
     double predicted = -1.0;
     if (form == GPFQ_FORM_REF && W.max_ref_seconds > 0) {
         size_t k = (d + PROBE_PARTS - 1) / PROBE_PARTS;
@@ -292,19 +316,13 @@ static gpfq_status timed_layer(const float *weight, size_t N, size_t d, const fl
     }
     float *values = quantized ? quantized : malloc(N * d * sizeof(float));
     if (!values) return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for quantized weights");
-    struct rusage ru0, ru1;
-    getrusage(RUSAGE_SELF, &ru0);
-    W.main = pthread_self();
-    W.in_gpfq = 1;
-    double t = bench_now();
+    struct rusage ru0;
+    const double t0 = span_start(&ru0);
     gpfq_status st =
         rows ? __real_gpfq_gpfq_layer_rows(weight, N, d, Xt, Yt, m, a, form, block, codes, values,
                                            NULL, NULL, 0)
              : __real_gpfq_gpfq_layer(weight, N, d, Xt, Yt, m, a, form, block, codes, values, NULL);
-    t = bench_now() - t;
-    W.in_gpfq = 0;
-    getrusage(RUSAGE_SELF, &ru1);
-    o->faults += ru1.ru_minflt - ru0.ru_minflt;
+    const double t = span_end(o, t0, &ru0);
     const gpfq_form ran = gpfq_layer_form(N, d, m, form, block);
     o->ran = ran;
     if (o->est) {
@@ -400,20 +418,12 @@ gpfq_status __wrap_gpfq_gpfq_layer_gram(const float *weight, size_t N, size_t d,
                                         int32_t *codes, float *quantized, gpfq_layer_stats *stats) {
     if (!W.active)
         return __real_gpfq_gpfq_layer_gram(weight, N, d, G, m, a, block, codes, quantized, stats);
-    layer_obs *o = &W.cur;
-    o->calls++;
-    o->N = N, o->d = d, o->m = m;
-    struct rusage ru0, ru1;
-    getrusage(RUSAGE_SELF, &ru0);
-    W.main = pthread_self();
-    W.in_gpfq = 1;
-    double t = bench_now();
+    layer_obs *o = observe(N, d, m);
+    struct rusage ru0;
+    const double t0 = span_start(&ru0);
     const gpfq_status st =
         __real_gpfq_gpfq_layer_gram(weight, N, d, G, m, a, block, codes, quantized, stats);
-    t = bench_now() - t;
-    W.in_gpfq = 0;
-    getrusage(RUSAGE_SELF, &ru1);
-    o->faults += ru1.ru_minflt - ru0.ru_minflt;
+    const double t = span_end(o, t0, &ru0);
     o->ran = GPFQ_FORM_GRAM;
     o->gram_only = 1;
     o->seconds += t;
