@@ -1558,6 +1558,68 @@ static void test_driver(const char *fixtures) {
 }
 
 /* Evaluation workers and the stoppable forward pass. */
+/* lenet5's plan allocates a buffer when a pass first writes it, and none for conv1's and conv2's
+ * unpooled outputs where the kernel pools them: a range that stops inside a conv's folded nodes,
+ * and a hooked pass after a plain one, still find room for them, with the plain pass's values. */
+typedef struct {
+    const float *want;
+    size_t floats;
+    int seen, same;
+} conv1_hook;
+
+static void on_node(void *ctx, int index, const float *output, size_t n) {
+    conv1_hook *h = ctx;
+    (void)n;
+    if (index != 0) return;
+    h->seen = 1;
+    h->same = memcmp(output, h->want, h->floats * sizeof(float)) == 0;
+}
+
+static void test_plan_buffers(const char *fixtures) {
+    gpfq_model *m = load_fixture(fixtures, "../../data/models/lenet5_fashion.h5");
+    if (!m) return;
+    enum { N = 20 };
+    const size_t in = gpfq_shape_size(m->input_shape),
+                 out1 = gpfq_shape_size(m->nodes[0].out_shape);
+    const size_t classes = (size_t)m->num_classes;
+    float *x = malloc(N * in * sizeof(float)), *conv1 = malloc(N * out1 * sizeof(float));
+    float *scratch = malloc((gpfq_node_scratch(&m->nodes[0], N) + 1) * sizeof(float));
+    float *logits = malloc(N * classes * sizeof(float));
+    unsigned long long state = 11;
+    for (size_t i = 0; i < N * in; i++) x[i] = check_rand(&state);
+    const float *inputs[2] = {x, NULL};
+    gpfq_node_forward(&m->nodes[0], inputs, N, conv1, scratch); /* conv1 alone, outside a plan */
+    gpfq_forward *plain = NULL, *cut = NULL;
+    const float *out = NULL;
+    CHECK(gpfq_forward_create(m, N, &plain) == GPFQ_OK &&
+              gpfq_forward_create(m, N, &cut) == GPFQ_OK,
+          "%s", gpfq_last_error());
+    CHECK(gpfq_forward_fused(plain) >= 4, "lenet5: %d nodes folded into its convs, 4 expected",
+          gpfq_forward_fused(plain));
+    CHECK(gpfq_forward_run(plain, x, N, &out) == GPFQ_OK, "%s", gpfq_last_error());
+    memcpy(logits, out, N * classes * sizeof(float));
+    /* conv1 alone (its ReLU and pool left to the next range), then the rest */
+    CHECK(gpfq_forward_range(cut, x, N, 0, 1) == GPFQ_OK, "%s", gpfq_last_error());
+    CHECK(memcmp(gpfq_forward_output(cut, 0), conv1, N * out1 * sizeof(float)) == 0,
+          "a range that ends at conv1: its unpooled outputs as conv1 alone gives them");
+    CHECK(gpfq_forward_range(cut, x, N, 1, m->n_nodes) == GPFQ_OK, "%s", gpfq_last_error());
+    CHECK(memcmp(gpfq_forward_output(cut, m->n_nodes - 1), logits, N * classes * sizeof(float)) ==
+              0,
+          "conv1 alone, then the rest: the whole pass's logits");
+    /* a hooked pass on the plan that ran without hooks: each node's own output, the same logits */
+    conv1_hook h = {conv1, N * out1, 0, 0};
+    CHECK(gpfq_forward_run_hooked(plain, x, N, &out, on_node, &h) == GPFQ_OK, "%s",
+          gpfq_last_error());
+    CHECK(h.seen && h.same, "a hooked pass after a plain one: conv1's outputs seen %d, the same %d",
+          h.seen, h.same);
+    CHECK(memcmp(out, logits, N * classes * sizeof(float)) == 0,
+          "a hooked pass after a plain one: the same logits");
+    gpfq_forward_free(plain);
+    gpfq_forward_free(cut);
+    free(x), free(conv1), free(scratch), free(logits);
+    gpfq_model_free(m);
+}
+
 static void test_eval_and_ranges(const char *fixtures) {
     gpfq_model *m = load_fixture(fixtures, "model_lenet_small.h5");
     if (!m) return;
@@ -1701,6 +1763,7 @@ int main(int argc, char **argv) {
     test_unfold();
     test_driver(argc > 1 ? argv[1] : "tests/fixtures");
     test_eval_and_ranges(argc > 1 ? argv[1] : "tests/fixtures");
+    test_plan_buffers(argc > 1 ? argv[1] : "tests/fixtures");
     test_fold_batchnorm(argc > 1 ? argv[1] : "tests/fixtures");
     test_later_convs(argc > 1 ? argv[1] : "tests/fixtures");
     test_gathered();

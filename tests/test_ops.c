@@ -226,6 +226,12 @@ static void check_conv_against_ref(gpfq_conv_geom g, size_t n, unsigned long lon
           : gpfq_conv_winograd_fits(&g) ? ", Winograd"
                                         : "",
           max_abs);
+    /* without a scratch from the caller (a plan expecting a direct kernel), the conv makes one:
+     * the same bits */
+    gpfq_conv2d(&g, x, w, b, n, yr, NULL);
+    CHECK(memcmp(y, yr, ys * 4) == 0,
+          "conv %dx%dx%d->%d k%dx%d s%d g%d n%zu: no scratch given, other values", g.in_c, g.in_h,
+          g.in_w, g.out_c, g.kernel_h, g.kernel_w, g.stride_h, g.groups, n);
     free(x), free(w), free(b), free(y), free(yr), free(scratch);
 }
 
@@ -388,7 +394,17 @@ static void check_interleaved(const gpfq_conv_geom *cases, size_t n_cases,
                                         pool,
                                         unpooled};
                 gpfq_conv_set_interleave(GPFQ_INTERLEAVE_OFF);
+                /* no pooling kernel, and no room for the unpooled outputs given: the conv
+                 * makes its own */
+                gpfq_conv_epilogue bare = e;
+                bare.unpooled = NULL;
+                gpfq_conv2d_fused(&g, x, w, NULL, bias, &bare, n, p_fall, NULL);
+                memcpy(p_il, p_fall, ps * 4);
                 gpfq_conv2d_fused(&g, x, w, NULL, bias, &e, n, p_fall, scratch); /* no pooling */
+                CHECK(memcmp(p_il, p_fall, ps * 4) == 0,
+                      "conv case %zu, %zu images, epilogue %d: no room for the unpooled outputs "
+                      "given, other values",
+                      k, n, v);
                 gpfq_conv2d(&g, x, w, bias, n, y_flat, scratch);
                 for (size_t i = 0; i < n; i++)
                     for (int c = 0; c < g.out_c; c++) {

@@ -61,11 +61,19 @@ gpfq_status gpfq_forward_range(gpfq_forward *fwd, const float *input, size_t n, 
  * is the last pass's input itself. */
 const float *gpfq_forward_output(const gpfq_forward *fwd, int index);
 
+/* One past the last node that reads the pass's input, itself or through an alias (a Flatten of
+ * it): once a range has run up to there, the input is not read again. */
+int gpfq_forward_input_readers_end(const gpfq_forward *fwd);
+
 /* The buffer node `index` writes its output to, for a caller that computes that output itself
  * and then goes on with gpfq_forward_range from index + 1 on the same input (the quantization
  * driver's Linear layers); NULL where the node writes none of its own (an alias of the pass's
- * input). */
+ * input), or where its buffer, allocated here if no pass has yet, could not be. */
 float *gpfq_forward_output_buffer(gpfq_forward *fwd, int index);
+/* Allocates the buffers nodes [from, upto) write, where a pass has not yet (a pass allocates each
+ * buffer when it first reaches a node that writes it): a caller that runs the pass on another
+ * thread can take the memory on its own. */
+gpfq_status gpfq_forward_reserve(gpfq_forward *fwd, int from, int upto);
 /* Runs one node the plain way, outside any plan: reads `inputs` (n, in_shape),
  * writes output (n, out_shape); `scratch` holds gpfq_node_scratch() floats. */
 void gpfq_node_forward(const gpfq_node *node, const float *const *inputs, size_t n, float *output,
@@ -92,7 +100,7 @@ void gpfq_forward_pack(gpfq_forward *fwd);
  * threads. gpfq_forward_weights_changed(fwd, ...) ends the sharing: fwd packs its own again. */
 void gpfq_forward_share_packed(gpfq_forward *fwd, const gpfq_forward *owner);
 
-/* Bytes of activation, scratch and packed-weight memory the plan holds. */
+/* Bytes of activation, scratch and packed-weight memory the plan holds once every node has run. */
 size_t gpfq_forward_bytes(const gpfq_forward *fwd);
 
 #ifdef __cplusplus

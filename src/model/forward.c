@@ -13,12 +13,14 @@ struct gpfq_forward {
     size_t max_batch;
     size_t micro_batch; /* images per slice of a pass (see run_range) */
     int n_buffers;
-    float **buffers; /* (n_buffers) each (max_batch * buffer_floats[b]) */
-    size_t *buffer_floats;
-    int *node_buffer;  /* (n_nodes) buffer holding each node's output; -1: the pass's input */
-    int *node_inplace; /* (n_nodes) 1 when the node writes over its input */
-    int *node_fused;   /* (n_nodes) for a conv: the nodes after it it runs too (0..3) */
-    float *fold;       /* scale and shift of a folded BatchNorm: 2 * fold_channels */
+    float **buffers;       /* (n_buffers) each (max_batch * buffer_floats[b]) */
+    size_t *buffer_floats; /* per image, for any pass */
+    size_t *slim_floats;   /* per image, for a pass without hooks: no conv's unpooled outputs */
+    size_t *buffer_have;   /* floats allocated in buffers[b] */
+    int *node_buffer;      /* (n_nodes) buffer holding each node's output; -1: the pass's input */
+    int *node_inplace;     /* (n_nodes) 1 when the node writes over its input */
+    int *node_fused;       /* (n_nodes) for a conv: the nodes after it it runs too (0..3) */
+    float *fold;           /* scale and shift of a folded BatchNorm: 2 * fold_channels */
     int fold_channels;
     float *scratch; /* (max over conv nodes of gpfq_node_scratch) */
     size_t scratch_floats;
@@ -216,6 +218,30 @@ static gpfq_status plan_buffers(gpfq_forward *fwd) {
     return GPFQ_OK;
 }
 
+static int pools_itself(const gpfq_forward *fwd, int i, int fused);
+
+/* The buffers' sizes for a pass without hooks, where a conv that pools its own outputs
+ * (pools_itself) writes none to its buffer: lenet5's first buffer holds conv1's 6 x 28 x 28
+ * unpooled values in a hooked pass, and otherwise only fc1's 120. */
+static gpfq_status plan_slim(gpfq_forward *fwd) {
+    const gpfq_model *m = fwd->model;
+    fwd->slim_floats = calloc((size_t)fwd->n_buffers + 1, sizeof(size_t));
+    fwd->buffer_have = calloc((size_t)fwd->n_buffers + 1, sizeof(size_t));
+    if (!fwd->slim_floats || !fwd->buffer_have)
+        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory planning a forward pass");
+    for (int i = 0; i < m->n_nodes; i++) {
+        const int fused = fwd->node_fused[i];
+        if (fused && pools_itself(fwd, i, fused)) {
+            i += fused - 1; /* the conv and the in-place nodes on its buffer: not written */
+            continue;
+        }
+        const int b = fwd->node_buffer[i];
+        const size_t need = gpfq_shape_size(m->nodes[i].out_shape);
+        if (b >= 0 && need > fwd->slim_floats[b]) fwd->slim_floats[b] = need;
+    }
+    return GPFQ_OK;
+}
+
 /* A slice's widest value stays within SLICE_BYTES, about an L2 cache, so that a conv's output
  * is still there when the next node reads it, in whole chunks of the interleaved conv
  * kernel's 16 images (lenet5: 55 -> 48, resnet20: 20 -> 16); but every conv gets at least
@@ -249,27 +275,21 @@ gpfq_status gpfq_forward_create(const gpfq_model *model, size_t max_batch, gpfq_
     fwd->model = model;
     fwd->max_batch = max_batch;
     gpfq_status st = plan_buffers(fwd);
+    if (st == GPFQ_OK) st = plan_slim(fwd);
     fwd->micro_batch = gpfq_forward_slice(model);
     if (fwd->micro_batch > max_batch) fwd->micro_batch = max_batch;
     if (st == GPFQ_OK &&
         !(fwd->buffers = gpfq_calloc((size_t)fwd->n_buffers, sizeof(float *), "buffers")))
         st = GPFQ_ERR_NOMEM;
-    for (int b = 0; st == GPFQ_OK && b < fwd->n_buffers; b++) {
-        size_t floats;
-        if (!gpfq_mul_size(fwd->buffer_floats[b], max_batch, &floats))
-            st = GPFQ_ERR_ARG;
-        else if (!(fwd->buffers[b] = gpfq_malloc(floats * sizeof(float), "activations")))
-            st = GPFQ_ERR_NOMEM;
-    }
+    size_t floats;
+    for (int b = 0; st == GPFQ_OK && b < fwd->n_buffers; b++)
+        if (!gpfq_mul_size(fwd->buffer_floats[b], max_batch, &floats)) st = GPFQ_ERR_ARG;
     for (int i = 0; st == GPFQ_OK && i < model->n_nodes; i++) {
         size_t need = gpfq_node_scratch(&model->nodes[i], max_batch);
         if (need > fwd->scratch_floats) fwd->scratch_floats = need;
     }
     if (st == GPFQ_OK && fwd->fold_channels &&
         !(fwd->fold = gpfq_malloc(2 * (size_t)fwd->fold_channels * sizeof(float), "BatchNorm")))
-        st = GPFQ_ERR_NOMEM;
-    if (st == GPFQ_OK && fwd->scratch_floats &&
-        !(fwd->scratch = gpfq_malloc(fwd->scratch_floats * sizeof(float), "conv scratch")))
         st = GPFQ_ERR_NOMEM;
     if (st == GPFQ_OK &&
         (!(fwd->packed = gpfq_calloc((size_t)model->n_nodes, sizeof(float *), "packed weights")) ||
@@ -290,6 +310,8 @@ void gpfq_forward_free(gpfq_forward *fwd) {
     for (int b = 0; fwd->buffers && b < fwd->n_buffers; b++) free(fwd->buffers[b]);
     free(fwd->buffers);
     free(fwd->buffer_floats);
+    free(fwd->slim_floats);
+    free(fwd->buffer_have);
     free(fwd->node_buffer);
     free(fwd->node_inplace);
     free(fwd->node_fused);
@@ -392,7 +414,10 @@ static gpfq_conv_epilogue plan_epilogue(gpfq_forward *fwd, int i, int fused, con
             e.relu = 1;
         } else if (node->op == GPFQ_OP_MAXPOOL2D) {
             e.pool = 1;
-            e.unpooled = fwd->buffers[fwd->node_buffer[i]] + first * value_floats(m, i);
+            /* none where the kernel pools (reserve): gpfq_conv2d_fused makes one if it must */
+            e.unpooled = pools_itself(fwd, i, fused)
+                             ? NULL
+                             : fwd->buffers[fwd->node_buffer[i]] + first * value_floats(m, i);
         }
     }
     return e;
@@ -433,6 +458,74 @@ void gpfq_forward_pack(gpfq_forward *fwd) {
 
 void gpfq_forward_share_packed(gpfq_forward *fwd, const gpfq_forward *owner) {
     fwd->shared = owner && owner->model == fwd->model ? owner : NULL;
+}
+
+/* 1 where conv i, run with the `fused` nodes after it, writes nothing to its own buffer: they end
+ * in a 2x2 max pool, which the interleaved kernel runs itself (a conv that cannot pool after all
+ * writes its outputs to a buffer it makes for the call, gpfq_conv2d_fused). */
+static int pools_itself(const gpfq_forward *fwd, int i, int fused) {
+    const gpfq_model *m = fwd->model;
+    if (m->nodes[i + fused].op != GPFQ_OP_MAXPOOL2D) return 0;
+    for (int k = i + 1; k < i + fused; k++)
+        if (m->nodes[k].op == GPFQ_OP_ADD) return 0;
+    const gpfq_conv_geom g = node_geom(&m->nodes[i]);
+    return gpfq_conv_interleaved_fits(&g);
+}
+
+/* 1 where a conv runs as im2col + GEMM (gpfq_conv2d_fused), on the plan's scratch; the convs on a
+ * direct kernel get none, and a direct kernel short of memory falls back on a scratch of its own */
+static int needs_scratch(const gpfq_node *node) {
+    if (gpfq_node_scratch(node, 1) == 0) return 0;
+    const gpfq_conv_geom g = node_geom(node);
+    return !gpfq_conv_direct_fits(&g);
+}
+
+/* Node `node`'s buffer, at its slim size or (full) at the size of any value the plan puts in
+ * it. A slim buffer grows where a conv must write its unpooled outputs after all (a hooked pass,
+ * a range that stops inside its folded nodes); its values so far are kept. */
+static gpfq_status allocate(gpfq_forward *fwd, int node, int full) {
+    const int b = fwd->node_buffer[node];
+    if (b < 0) return GPFQ_OK;
+    /* gpfq_forward_create checked buffer_floats[b] * max_batch for overflow */
+    const size_t floats = (full ? fwd->buffer_floats[b] : fwd->slim_floats[b]) * fwd->max_batch;
+    if (fwd->buffers[b] && fwd->buffer_have[b] >= floats) return GPFQ_OK;
+    float *p = fwd->buffers[b] ? realloc(fwd->buffers[b], floats * sizeof(float))
+                               : gpfq_malloc((floats ? floats : 1) * sizeof(float), "activations");
+    if (!p)
+        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory allocating %zu bytes for activations",
+                         floats * sizeof(float));
+    fwd->buffers[b] = p;
+    fwd->buffer_have[b] = floats;
+    return GPFQ_OK;
+}
+
+/*
+ * A buffer is allocated when a pass first reaches a node that writes it, not when the plan is
+ * made: memory freed in between (the quantization driver's per-layer buffers, its calibration
+ * images once no node reads them) is then there to take, where buffers made up front would
+ * each be first-touched in turn (lenet5's conv2 outputs came as fresh pages while conv2's GPFQ
+ * buffers lay freed). A conv that pools its own outputs gets no buffer for the unpooled ones
+ * (lenet5: 4.8 MB per network, never written, which took freed memory from the buffers after).
+ * The nodes folded into a conv are run as run_slice runs them.
+ */
+static gpfq_status reserve(gpfq_forward *fwd, int from, int upto, int hooked) {
+    const gpfq_model *m = fwd->model;
+    for (int i = from < 0 ? 0 : from; i < upto && i < m->n_nodes; i++) {
+        int fused = hooked || m->nodes[i].op != GPFQ_OP_CONV2D ? 0 : fwd->node_fused[i];
+        const int cut = fused && i + fused >= upto; /* the conv runs alone (run_slice) */
+        if (cut) fused = 0;
+        if (!fused || !pools_itself(fwd, i, fused)) GPFQ_TRY(allocate(fwd, i, hooked || cut));
+        if (needs_scratch(&m->nodes[i]) && !fwd->scratch &&
+            !(fwd->scratch = gpfq_malloc(fwd->scratch_floats * sizeof(float), "conv scratch")))
+            return GPFQ_ERR_NOMEM;
+        if (fused) GPFQ_TRY(allocate(fwd, i + fused, hooked));
+        i += fused;
+    }
+    return GPFQ_OK;
+}
+
+gpfq_status gpfq_forward_reserve(gpfq_forward *fwd, int from, int upto) {
+    return reserve(fwd, from, upto, 0);
 }
 
 /* Runs nodes [from, upto) on images first .. first + n - 1 of the batch: each value's slice
@@ -486,6 +579,7 @@ static gpfq_status run_range(gpfq_forward *fwd, const float *input, size_t n, in
     if (from < 0 || upto > m->n_nodes || from > upto)
         return gpfq_fail(GPFQ_ERR_ARG, "nodes %d..%d are not a range of the model's %d nodes", from,
                          upto, m->n_nodes);
+    GPFQ_TRY(reserve(fwd, from, upto, hook != NULL));
     const size_t step = hook ? n : fwd->micro_batch;
     fwd->input = input;
     for (size_t first = 0; first < n; first += step)
@@ -510,11 +604,23 @@ gpfq_status gpfq_forward_range(gpfq_forward *fwd, const float *input, size_t n, 
     return run_range(fwd, input, n, from, upto, NULL, NULL);
 }
 
+int gpfq_forward_input_readers_end(const gpfq_forward *fwd) {
+    const gpfq_model *m = fwd->model;
+    int end = 0;
+    for (int i = 0; i < m->n_nodes; i++)
+        for (int k = 0; k < m->nodes[i].n_inputs; k++) {
+            const int src = m->nodes[i].inputs[k];
+            if (src < 0 || fwd->node_buffer[src] < 0) end = i + 1;
+        }
+    return end;
+}
+
 const float *gpfq_forward_output(const gpfq_forward *fwd, int index) {
     return value_at(fwd, fwd->input, index);
 }
 
 float *gpfq_forward_output_buffer(gpfq_forward *fwd, int index) {
     if (index < 0 || index >= fwd->model->n_nodes || fwd->node_buffer[index] < 0) return NULL;
+    if (gpfq_forward_reserve(fwd, index, index + 1) != GPFQ_OK) return NULL;
     return fwd->buffers[fwd->node_buffer[index]];
 }

@@ -5,13 +5,14 @@
  * are unfolded side by side into one column matrix (a chunk of `images_per_gemm`
  * images at a time) and the product is scattered back to NCHW. A 1x1, stride-1,
  * unpadded conv needs no unfolding: the image already is the column matrix. The convs a
- * direct kernel covers (gpfq_conv_direct_fits) go to conv_direct.c; their scratch stays reserved
- * so that a direct kernel short of memory can fall back to this path.
+ * direct kernel covers (gpfq_conv_direct_fits) go to conv_direct.c; where one is short of memory
+ * it falls back to this path, on the caller's scratch or, given none, on one of its own.
  */
 #include "gpfq/ops.h"
 #include "gpfq/status.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Aim for at least this many GEMM columns per product. */
@@ -119,15 +120,19 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
         if (gpfq_conv_direct_fits(g) &&
             gpfq_conv2d_direct(g, x, weight, packed, bias, epilogue, n, y) == 0)
             return;
-        /* a kernel that cannot pool: the output into `unpooled`, then the pool */
-        GPFQ_ASSERT(epilogue->unpooled);
+        /* a kernel that cannot pool: the output into `unpooled` (or, where the caller gave
+         * none, expecting the direct kernel to pool, a buffer of this call's), then the pool */
         gpfq_conv_epilogue e = *epilogue;
         e.pool = 0;
+        float *own = e.unpooled ? NULL : malloc(n * out_size * sizeof(float));
+        if (!e.unpooled) e.unpooled = own;
+        GPFQ_ASSERT(e.unpooled);
         gpfq_conv2d_fused(g, x, weight, packed, bias, &e, n, e.unpooled, scratch);
         const gpfq_conv_geom pg = {
             g->out_c, g->out_h, g->out_w, g->out_c, g->out_h / 2, g->out_w / 2, 2, 2, 2, 2, 0,
             0,        1,        1,        1};
         gpfq_maxpool2d(&pg, e.unpooled, n, y);
+        free(own);
         return;
     }
 
@@ -152,6 +157,10 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
     const int alias = gpfq_residual_aliases(epilogue, y, n * out_size);
     GPFQ_ASSERT(!alias || epilogue->residual == y); /* the same elements, or none */
     const size_t chunk = images_per_gemm(g, n);
+    /* no scratch from the caller (a plan expecting the direct kernel): one for this call */
+    float *own = scratch ? NULL : malloc(gpfq_conv2d_scratch(g, n) * sizeof(float));
+    if (!scratch) scratch = own;
+    GPFQ_ASSERT(scratch);
     float *col = scratch;
     float *staging = scratch + (size_t)rows * pixels * chunk;
     for (size_t first = 0; first < n; first += chunk) {
@@ -183,6 +192,7 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
         }
     }
     if (!alias) finish(bias, epilogue, n, g->out_c, pixels, y);
+    free(own);
 }
 
 void gpfq_conv2d_ref(const gpfq_conv_geom *g, const float *x, const float *weight,
