@@ -186,6 +186,9 @@ static gpfq_status advance_both(stepper *fs, stepper *qs, int upto) {
         if (fs->fwd) GPFQ_TRY(stepper_advance(fs, upto));
         return stepper_advance(qs, upto);
     }
+    /* the buffers from this thread's heap, where the layers' freed buffers lie */
+    GPFQ_TRY(gpfq_forward_reserve(fs->fwd, fs->next, upto));
+    GPFQ_TRY(gpfq_forward_reserve(qs->fwd, qs->next, upto));
     advance_job jobs[2] = {{.s = fs, .upto = upto}, {.s = qs, .upto = upto}};
     openblas_set_num_threads(1);
     gpfq_helper_pair(advance_run, &jobs[0], &jobs[1], 1);
@@ -1061,6 +1064,17 @@ static gpfq_status linear_outputs(const driver *dr, int j, const float *x, float
     return GPFQ_OK;
 }
 
+/* With one calibration set, the images are freed once both passes are past their last reader,
+ * for the next layers' buffers to take (lenet5: 0.8 MB, which conv2's GPFQ then reuses). */
+static void release_images(driver *dr, stepper *fs, stepper *qs) {
+    if (!dr->images || dr->o->calib_mode != GPFQ_CALIB_SHARED || !qs->fwd) return;
+    const int end = gpfq_forward_input_readers_end(qs->fwd);
+    if (qs->next < end || (fs->fwd && fs->next < end)) return;
+    free(dr->images);
+    dr->images = NULL;
+    fs->input = qs->input = NULL;
+}
+
 static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn on_layer,
                               void *ctx) {
     const gpfq_quant_options *o = dr->o;
@@ -1104,6 +1118,7 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
                 if (st == GPFQ_OK) st = stepper_start(&qs, dr->qmodel, dr->images, dr->n);
             }
             if (st == GPFQ_OK && need_data) st = advance_both(&fs, &qs, j);
+            release_images(dr, &fs, &qs);
             if (st == GPFQ_OK && need_data) {
                 x = run_float ? stepper_value(&fs, node->inputs[0])
                               : dr->source(dr->source_ctx, layer, j, dr->n);
