@@ -932,7 +932,29 @@ static void check_gemm_tri(unsigned long long *state) {
     gpfq_gemm_set_kernel(initial);
 }
 
+/* A thread's kept conv buffer: the same one again for a call of the same or a smaller size,
+ * 64-byte aligned, a larger one for a larger call; a nested call gets one of its own. */
+static void check_work_buffers(void) {
+    float *a = gpfq_work_take(GPFQ_WORK_CONV, 1000);
+    CHECK(a && (uintptr_t)a % 64 == 0, "a kept buffer, 64-byte aligned: %p", (void *)a);
+    float *nested = gpfq_work_take(GPFQ_WORK_CONV, 100);
+    CHECK(nested && nested != a, "a nested call: a buffer of its own");
+    for (int i = 0; i < 250; i++) a[i] = (float)i, nested[i % 25] = -1.0f;
+    gpfq_work_give(GPFQ_WORK_CONV, nested);
+    gpfq_work_give(GPFQ_WORK_CONV, a);
+    float *again = gpfq_work_take(GPFQ_WORK_CONV, 800);
+    CHECK(again == a && again[249] == 249.0f, "a smaller call: the same buffer, its contents kept");
+    gpfq_work_give(GPFQ_WORK_CONV, again);
+    float *grown = gpfq_work_take(GPFQ_WORK_CONV, 1 << 20);
+    CHECK(grown && (uintptr_t)grown % 64 == 0, "a larger call: a buffer of 1 MB");
+    memset(grown, 0, 1 << 20);
+    gpfq_work_give(GPFQ_WORK_CONV, grown);
+    CHECK(gpfq_work_take(GPFQ_WORK_CONV, 4096) == grown, "after it, the grown buffer");
+    gpfq_work_give(GPFQ_WORK_CONV, grown);
+}
+
 int main(int argc, char **argv) {
+    check_work_buffers();
     check_transpose();
     unsigned long long pool_state = 5;
     check_maxpool_2x2(&pool_state);

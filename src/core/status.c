@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,51 @@ void gpfq_heap_setup(void) {
     const uintptr_t hi = (uintptr_t)sbrk(0) & ~(uintptr_t)(HUGE_PAGE - 1);
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE); /* advice only */
     free(grow);
+}
+
+static _Thread_local struct {
+    void *p;
+    size_t bytes;
+    int taken;
+} work[GPFQ_WORK_SLOTS];
+
+/* a thread's buffers go when it ends (the main thread's stay until exit, still reachable) */
+static pthread_key_t work_key;
+static pthread_once_t work_once = PTHREAD_ONCE_INIT;
+
+static void work_release(void *unused) {
+    (void)unused;
+    for (int k = 0; k < GPFQ_WORK_SLOTS; k++) {
+        free(work[k].p);
+        work[k].p = NULL;
+        work[k].bytes = 0;
+    }
+}
+
+static void work_key_make(void) {
+    pthread_key_create(&work_key, work_release);
+}
+
+void *gpfq_work_take(int slot, size_t bytes) {
+    bytes = (bytes ? bytes + 63 : 64) / 64 * 64;
+    if (work[slot].taken) return aligned_alloc(64, bytes);
+    if (work[slot].bytes < bytes) {
+        pthread_once(&work_once, work_key_make);
+        pthread_setspecific(work_key, &work); /* any non-NULL value: the destructor runs */
+        free(work[slot].p);
+        work[slot].p = aligned_alloc(64, bytes);
+        work[slot].bytes = work[slot].p ? bytes : 0;
+        if (!work[slot].p) return NULL;
+    }
+    work[slot].taken = 1;
+    return work[slot].p;
+}
+
+void gpfq_work_give(int slot, void *p) {
+    if (p && p == work[slot].p)
+        work[slot].taken = 0;
+    else
+        free(p);
 }
 
 void *gpfq_calloc(size_t count, size_t size, const char *what) {

@@ -1017,7 +1017,8 @@ static int wino_conv(const gpfq_conv_geom *g, const float *x, const float *weigh
     const size_t v_floats = (size_t)w.points * w.v_point;
     const size_t m_floats = (size_t)w.points * w.m_point;
     const size_t per_thread = plane_floats + v_floats + m_floats;
-    float *own = malloc(sizeof(float) * (packed_floats + threads * per_thread));
+    float *own =
+        gpfq_work_take(GPFQ_WORK_CONV, sizeof(float) * (packed_floats + threads * per_thread));
     if (!own) return -1;
     if (!prepacked) wino_pack(g, weight, own);
     wino_worker workers[64];
@@ -1036,7 +1037,7 @@ static int wino_conv(const gpfq_conv_geom *g, const float *x, const float *weigh
                                    next + plane_floats,
                                    next + plane_floats + v_floats};
     run_workers(run_wino_worker, workers, sizeof workers[0], threads);
-    free(own);
+    gpfq_work_give(GPFQ_WORK_CONV, own);
     return 0;
 }
 
@@ -1327,7 +1328,8 @@ static int il_conv(const gpfq_conv_geom *g, const float *x, const float *weight,
     /* from this thread's heap, as the direct kernel's buffers (gpfq_conv2d_direct) */
     const size_t packed_floats = prepacked ? 0 : round_up(gpfq_conv2d_packed_floats(g), 16);
     const size_t per_thread = round_up(l.in_floats, 16) + round_up(l.out_floats, 16);
-    float *own = aligned_alloc(64, sizeof(float) * (packed_floats + threads * per_thread));
+    float *own =
+        gpfq_work_take(GPFQ_WORK_CONV, sizeof(float) * (packed_floats + threads * per_thread));
     if (!own) return -1;
     if (!prepacked) gpfq_conv2d_pack(g, weight, own);
     const float *packed = prepacked ? prepacked : own;
@@ -1346,7 +1348,7 @@ static int il_conv(const gpfq_conv_geom *g, const float *x, const float *weight,
                                  next,
                                  next + round_up(l.in_floats, 16)};
     run_workers(run_il_worker, workers, sizeof workers[0], threads);
-    free(own);
+    gpfq_work_give(GPFQ_WORK_CONV, own);
     return 0;
 }
 
@@ -1422,7 +1424,8 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
     const size_t in_floats = l.plane * g->in_c, out_floats = l.q_len * l.co_blocks * CO_BLOCK;
     const size_t tmp_floats = epilogue && epilogue->residual ? (size_t)g->out_h * g->out_w : 0;
     const size_t per_thread = in_floats + out_floats + tmp_floats;
-    float *own = malloc(sizeof(float) * (packed_floats + threads * per_thread));
+    float *own =
+        gpfq_work_take(GPFQ_WORK_CONV, sizeof(float) * (packed_floats + threads * per_thread));
     if (!own) return -1;
     if (!prepacked) gpfq_conv2d_pack(g, weight, own);
     const float *packed = prepacked ? prepacked : own;
@@ -1444,6 +1447,6 @@ int gpfq_conv2d_direct(const gpfq_conv_geom *g, const float *x, const float *wei
                               next + in_floats,
                               tmp_floats ? next + in_floats + out_floats : NULL};
     run_workers(run_worker, workers, sizeof workers[0], threads);
-    free(own);
+    gpfq_work_give(GPFQ_WORK_CONV, own);
     return 0;
 }
