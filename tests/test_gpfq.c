@@ -1596,6 +1596,10 @@ static void test_plan_buffers(const char *fixtures) {
           "%s", gpfq_last_error());
     CHECK(gpfq_forward_fused(plain) >= 4, "lenet5: %d nodes folded into its convs, 4 expected",
           gpfq_forward_fused(plain));
+    const gpfq_conv_geom g1 = {1, 28, 28, 6, 28, 28, 5, 5, 1, 1, 2, 2, 1, 1, 1};
+    if (!gpfq_conv_interleaved_fits(&g1))
+        printf("test_gpfq: no interleaved kernel on this CPU: plans keep conv1's unpooled "
+               "outputs, the slim buffers are not exercised\n");
     CHECK(gpfq_forward_run(plain, x, N, &out) == GPFQ_OK, "%s", gpfq_last_error());
     memcpy(logits, out, N * classes * sizeof(float));
     /* conv1 alone (its ReLU and pool left to the next range), then the rest */
@@ -1614,6 +1618,23 @@ static void test_plan_buffers(const char *fixtures) {
           h.seen, h.same);
     CHECK(memcmp(out, logits, N * classes * sizeof(float)) == 0,
           "a hooked pass after a plain one: the same logits");
+    /* the buffer of conv1's ReLU, asked for before any pass: room for its unpooled values */
+    gpfq_forward *fresh = NULL;
+    CHECK(gpfq_forward_create(m, N, &fresh) == GPFQ_OK, "%s", gpfq_last_error());
+    float *relu1 = gpfq_forward_output_buffer(fresh, 1);
+    CHECK(relu1 != NULL, "%s", gpfq_last_error());
+    if (relu1) memcpy(relu1, conv1, N * out1 * sizeof(float)); /* out of bounds if too small */
+    gpfq_forward_free(fresh);
+    /* a kernel that does not pool after the plan was made (the interleaved kernel turned off):
+     * the conv makes room for its unpooled values itself, the logits are the same bits (the
+     * direct kernels agree, test_ops) */
+    CHECK(gpfq_forward_create(m, N, &fresh) == GPFQ_OK, "%s", gpfq_last_error());
+    const gpfq_interleave_mode mode = gpfq_conv_set_interleave(GPFQ_INTERLEAVE_OFF);
+    CHECK(gpfq_forward_run(fresh, x, N, &out) == GPFQ_OK, "%s", gpfq_last_error());
+    CHECK(memcmp(out, logits, N * classes * sizeof(float)) == 0,
+          "the interleaved kernel off after the plan was made: the same logits");
+    gpfq_conv_set_interleave(mode);
+    gpfq_forward_free(fresh);
     gpfq_forward_free(plain);
     gpfq_forward_free(cut);
     free(x), free(conv1), free(scratch), free(logits);

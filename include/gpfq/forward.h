@@ -6,8 +6,9 @@
  * run), element-wise ops run in place when their input dies with them (an Add over
  * its second operand, e.g. a ResNet block's input, when it is that value's last
  * reader), and identity/dropout/flatten are free aliases. One scratch area serves
- * every conv. A conv followed by the BatchNorm, residual Add and/or ReLU only it
- * feeds runs them on its output chunk by chunk, while it is in cache. A pass runs its images in
+ * every conv on im2col. A buffer is allocated when a pass first writes it. A conv
+ * followed by the BatchNorm, residual Add and/or ReLU only it feeds runs them on its
+ * output chunk by chunk, while it is in cache. A pass runs its images in
  * slices of gpfq_forward_slice(), each through every node before the next, so that activations go
  * from node to node through the cache rather than through memory.
  */
@@ -100,7 +101,9 @@ void gpfq_forward_pack(gpfq_forward *fwd);
  * threads. gpfq_forward_weights_changed(fwd, ...) ends the sharing: fwd packs its own again. */
 void gpfq_forward_share_packed(gpfq_forward *fwd, const gpfq_forward *owner);
 
-/* Bytes of activation, scratch and packed-weight memory the plan holds once every node has run. */
+/* Bytes of activation, scratch and packed-weight memory the plan may hold: an upper bound (a
+ * buffer is sized for a plain pass until a hooked one needs more, the scratch only made for
+ * convs on im2col). */
 size_t gpfq_forward_bytes(const gpfq_forward *fwd);
 
 #ifdef __cplusplus

@@ -145,6 +145,7 @@ static _Thread_local struct {
 /* a thread's buffers go when it ends (the main thread's stay until exit, still reachable) */
 static pthread_key_t work_key;
 static pthread_once_t work_once = PTHREAD_ONCE_INIT;
+static int work_keyed; /* 0: no key, so nothing is kept (it could not be freed) */
 
 static void work_release(void *unused) {
     (void)unused;
@@ -156,14 +157,14 @@ static void work_release(void *unused) {
 }
 
 static void work_key_make(void) {
-    pthread_key_create(&work_key, work_release);
+    work_keyed = pthread_key_create(&work_key, work_release) == 0;
 }
 
 void *gpfq_work_take(int slot, size_t bytes) {
     bytes = (bytes ? bytes + 63 : 64) / 64 * 64;
-    if (work[slot].taken) return aligned_alloc(64, bytes);
+    pthread_once(&work_once, work_key_make);
+    if (work[slot].taken || !work_keyed) return aligned_alloc(64, bytes);
     if (work[slot].bytes < bytes) {
-        pthread_once(&work_once, work_key_make);
         pthread_setspecific(work_key, &work); /* any non-NULL value: the destructor runs */
         free(work[slot].p);
         work[slot].p = aligned_alloc(64, bytes);

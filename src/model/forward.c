@@ -13,14 +13,16 @@ struct gpfq_forward {
     size_t max_batch;
     size_t micro_batch; /* images per slice of a pass (see run_range) */
     int n_buffers;
-    float **buffers;       /* (n_buffers) each (max_batch * buffer_floats[b]) */
+    float **buffers;       /* (n_buffers) NULL until a pass writes it, then buffer_have[b] floats */
     size_t *buffer_floats; /* per image, for any pass */
     size_t *slim_floats;   /* per image, for a pass without hooks: no conv's unpooled outputs */
     size_t *buffer_have;   /* floats allocated in buffers[b] */
     int *node_buffer;      /* (n_nodes) buffer holding each node's output; -1: the pass's input */
     int *node_inplace;     /* (n_nodes) 1 when the node writes over its input */
     int *node_fused;       /* (n_nodes) for a conv: the nodes after it it runs too (0..3) */
-    float *fold;           /* scale and shift of a folded BatchNorm: 2 * fold_channels */
+    int *node_pools; /* (n_nodes) 1 for a conv whose kernel pools its folded nodes' outputs itself
+                      * (decided when the plan is made: its buffer is sized without them) */
+    float *fold;     /* scale and shift of a folded BatchNorm: 2 * fold_channels */
     int fold_channels;
     float *scratch; /* (max over conv nodes of gpfq_node_scratch) */
     size_t scratch_floats;
@@ -227,11 +229,13 @@ static gpfq_status plan_slim(gpfq_forward *fwd) {
     const gpfq_model *m = fwd->model;
     fwd->slim_floats = calloc((size_t)fwd->n_buffers + 1, sizeof(size_t));
     fwd->buffer_have = calloc((size_t)fwd->n_buffers + 1, sizeof(size_t));
-    if (!fwd->slim_floats || !fwd->buffer_have)
+    fwd->node_pools = calloc((size_t)m->n_nodes + 1, sizeof(int));
+    if (!fwd->slim_floats || !fwd->buffer_have || !fwd->node_pools)
         return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory planning a forward pass");
     for (int i = 0; i < m->n_nodes; i++) {
         const int fused = fwd->node_fused[i];
-        if (fused && pools_itself(fwd, i, fused)) {
+        fwd->node_pools[i] = fused && pools_itself(fwd, i, fused);
+        if (fwd->node_pools[i]) {
             i += fused - 1; /* the conv and the in-place nodes on its buffer: not written */
             continue;
         }
@@ -311,6 +315,7 @@ void gpfq_forward_free(gpfq_forward *fwd) {
     free(fwd->buffers);
     free(fwd->buffer_floats);
     free(fwd->slim_floats);
+    free(fwd->node_pools);
     free(fwd->buffer_have);
     free(fwd->node_buffer);
     free(fwd->node_inplace);
@@ -415,7 +420,7 @@ static gpfq_conv_epilogue plan_epilogue(gpfq_forward *fwd, int i, int fused, con
         } else if (node->op == GPFQ_OP_MAXPOOL2D) {
             e.pool = 1;
             /* none where the kernel pools (reserve): gpfq_conv2d_fused makes one if it must */
-            e.unpooled = pools_itself(fwd, i, fused)
+            e.unpooled = fwd->node_pools[i]
                              ? NULL
                              : fwd->buffers[fwd->node_buffer[i]] + first * value_floats(m, i);
         }
@@ -486,8 +491,13 @@ static int needs_scratch(const gpfq_node *node) {
 static gpfq_status allocate(gpfq_forward *fwd, int node, int full) {
     const int b = fwd->node_buffer[node];
     if (b < 0) return GPFQ_OK;
-    /* gpfq_forward_create checked buffer_floats[b] * max_batch for overflow */
-    const size_t floats = (full ? fwd->buffer_floats[b] : fwd->slim_floats[b]) * fwd->max_batch;
+    /* at least the node's own output: a node run in place on the buffer of a conv that pools
+     * itself (its ReLU) writes its unpooled values when a range starts at it or a caller asks
+     * for its buffer (gpfq_forward_output_buffer); gpfq_forward_create checked
+     * buffer_floats[b] * max_batch for overflow */
+    size_t per_image = full ? fwd->buffer_floats[b] : fwd->slim_floats[b];
+    if (per_image < value_floats(fwd->model, node)) per_image = value_floats(fwd->model, node);
+    const size_t floats = per_image * fwd->max_batch;
     if (fwd->buffers[b] && fwd->buffer_have[b] >= floats) return GPFQ_OK;
     float *p = fwd->buffers[b] ? realloc(fwd->buffers[b], floats * sizeof(float))
                                : gpfq_malloc((floats ? floats : 1) * sizeof(float), "activations");
@@ -514,7 +524,7 @@ static gpfq_status reserve(gpfq_forward *fwd, int from, int upto, int hooked) {
         int fused = hooked || m->nodes[i].op != GPFQ_OP_CONV2D ? 0 : fwd->node_fused[i];
         const int cut = fused && i + fused >= upto; /* the conv runs alone (run_slice) */
         if (cut) fused = 0;
-        if (!fused || !pools_itself(fwd, i, fused)) GPFQ_TRY(allocate(fwd, i, hooked || cut));
+        if (!fused || !fwd->node_pools[i]) GPFQ_TRY(allocate(fwd, i, hooked || cut));
         if (needs_scratch(&m->nodes[i]) && !fwd->scratch &&
             !(fwd->scratch = gpfq_malloc(fwd->scratch_floats * sizeof(float), "conv scratch")))
             return GPFQ_ERR_NOMEM;

@@ -1143,7 +1143,8 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
                 double norm2 = NAN;
                 st = F && out
                          ? linear_outputs(dr, j, x, F, out, residual ? dr->residual : NULL, &norm2)
-                         : gpfq_fail(GPFQ_ERR_STATE, "layer '%s' has no output buffer", node->name);
+                         : gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for the outputs of layer '%s'",
+                                     node->name); /* a Linear node always has a buffer */
                 rep->relative_error = relative_to(rep->error, norm2);
                 if (st == GPFQ_OK && residual) { /* both passes are past the layer */
                     qs.next = j + 1;
