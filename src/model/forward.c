@@ -485,17 +485,15 @@ static int needs_scratch(const gpfq_node *node) {
     return !gpfq_conv_direct_fits(&g);
 }
 
-/* Node `node`'s buffer, at its slim size or (full) at the size of any value the plan puts in
- * it. A slim buffer grows where a conv must write its unpooled outputs after all (a hooked pass,
- * a range that stops inside its folded nodes); its values so far are kept. */
-static gpfq_status allocate(gpfq_forward *fwd, int node, int full) {
+/* Node `node`'s buffer, at its slim size and at least the node's own output. A slim buffer grows,
+ * its values kept, where a node writes a value the slim size left out: a conv's unpooled outputs
+ * in a hooked pass or a range that stops inside its folded nodes, the ReLU after it where a range
+ * starts there or a caller asks for its buffer (gpfq_forward_output_buffer).
+ * gpfq_forward_create checked buffer_floats[b] * max_batch, the largest, for overflow. */
+static gpfq_status allocate(gpfq_forward *fwd, int node) {
     const int b = fwd->node_buffer[node];
     if (b < 0) return GPFQ_OK;
-    /* at least the node's own output: a node run in place on the buffer of a conv that pools
-     * itself (its ReLU) writes its unpooled values when a range starts at it or a caller asks
-     * for its buffer (gpfq_forward_output_buffer); gpfq_forward_create checked
-     * buffer_floats[b] * max_batch for overflow */
-    size_t per_image = full ? fwd->buffer_floats[b] : fwd->slim_floats[b];
+    size_t per_image = fwd->slim_floats[b];
     if (per_image < value_floats(fwd->model, node)) per_image = value_floats(fwd->model, node);
     const size_t floats = per_image * fwd->max_batch;
     if (fwd->buffers[b] && fwd->buffer_have[b] >= floats) return GPFQ_OK;
@@ -522,13 +520,12 @@ static gpfq_status reserve(gpfq_forward *fwd, int from, int upto, int hooked) {
     const gpfq_model *m = fwd->model;
     for (int i = from < 0 ? 0 : from; i < upto && i < m->n_nodes; i++) {
         int fused = hooked || m->nodes[i].op != GPFQ_OP_CONV2D ? 0 : fwd->node_fused[i];
-        const int cut = fused && i + fused >= upto; /* the conv runs alone (run_slice) */
-        if (cut) fused = 0;
-        if (!fused || !fwd->node_pools[i]) GPFQ_TRY(allocate(fwd, i, hooked || cut));
+        if (i + fused >= upto) fused = 0; /* the conv runs alone (run_slice) */
+        if (!fused || !fwd->node_pools[i]) GPFQ_TRY(allocate(fwd, i));
         if (needs_scratch(&m->nodes[i]) && !fwd->scratch &&
             !(fwd->scratch = gpfq_malloc(fwd->scratch_floats * sizeof(float), "conv scratch")))
             return GPFQ_ERR_NOMEM;
-        if (fused) GPFQ_TRY(allocate(fwd, i + fused, hooked));
+        if (fused) GPFQ_TRY(allocate(fwd, i + fused));
         i += fused;
     }
     return GPFQ_OK;

@@ -550,11 +550,17 @@ static void shift_bias(float *bias, const float *weight, const float *quantized,
     }
 }
 
+/* A bias of N zeros for a quantized node that has none, for the bias correction to shift */
+static gpfq_status own_bias(gpfq_node *qnode, size_t N) {
+    if (!qnode->bias && !(qnode->bias = gpfq_calloc(N, sizeof(float), "a bias")))
+        return GPFQ_ERR_NOMEM;
+    return GPFQ_OK;
+}
+
 /* bias += mean over columns of (W Xt - Q Yt), per neuron of each group */
 static gpfq_status correct_bias(gpfq_node *qnode, const float *weight, const layer_data *L) {
     const size_t N = L->groups * L->rows_per_group;
-    if (!qnode->bias && !(qnode->bias = gpfq_calloc(N, sizeof(float), "a bias")))
-        return GPFQ_ERR_NOMEM;
+    GPFQ_TRY(own_bias(qnode, N));
     double *mx = calloc(L->d, sizeof(double)), *my = calloc(L->d, sizeof(double));
     if (!mx || !my) {
         free(mx), free(my);
@@ -769,9 +775,7 @@ static gpfq_status quantize_from_gram(driver *dr, const gpfq_node *fnode, gpfq_n
     if (st == GPFQ_OK)
         st = gpfq_gpfq_layer_gram(fnode->weight, N, p.d, G, p.m, a, o->block, codes, qnode->weight,
                                   &stats);
-    if (st == GPFQ_OK && o->bias_correction && !qnode->bias &&
-        !(qnode->bias = gpfq_calloc(N, sizeof(float), "a bias")))
-        st = GPFQ_ERR_NOMEM;
+    if (st == GPFQ_OK && o->bias_correction) st = own_bias(qnode, N);
     if (st == GPFQ_OK && o->bias_correction)
         shift_bias(qnode->bias, fnode->weight, qnode->weight, 0, N, p.d, means, means);
     free(G), free(means);
@@ -881,9 +885,7 @@ static gpfq_status quantize_gathered(driver *dr, const gpfq_node *fnode, gpfq_no
     if (st == GPFQ_OK)
         st = gpfq_gpfq_layer_patches(fnode->weight, N, p.d, &P, p.m, a, o->form, o->block, codes,
                                      qnode->weight, &stats);
-    if (st == GPFQ_OK && o->bias_correction && !qnode->bias &&
-        !(qnode->bias = gpfq_calloc(N, sizeof(float), "a bias")))
-        st = GPFQ_ERR_NOMEM;
+    if (st == GPFQ_OK && o->bias_correction) st = own_bias(qnode, N);
     if (st == GPFQ_OK && o->bias_correction) {
         patch_means(&P, x, p.d, p.m, means);
         patch_means(&P, y, p.d, p.m, means + p.d);
