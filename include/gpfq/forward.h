@@ -76,9 +76,10 @@ float *gpfq_forward_output_buffer(gpfq_forward *fwd, int index);
  * thread can take the memory on its own. */
 gpfq_status gpfq_forward_reserve(gpfq_forward *fwd, int from, int upto);
 /* Runs one node the plain way, outside any plan: reads `inputs` (n, in_shape),
- * writes output (n, out_shape); `scratch` holds gpfq_node_scratch() floats. */
-void gpfq_node_forward(const gpfq_node *node, const float *const *inputs, size_t n, float *output,
-                       float *scratch);
+ * writes output (n, out_shape); `scratch` holds gpfq_node_scratch() floats (NULL: a conv that
+ * needs it allocates its own). GPFQ_ERR_NOMEM where a conv could not get a buffer. */
+gpfq_status gpfq_node_forward(const gpfq_node *node, const float *const *inputs, size_t n,
+                              float *output, float *scratch);
 size_t gpfq_node_scratch(const gpfq_node *node, size_t n);
 
 /* How many BatchNorm, Add, ReLU and 2x2 max-pool nodes the plan runs inside the conv before

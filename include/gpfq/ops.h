@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gpfq/status.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -38,9 +40,11 @@ void gpfq_linear_ref(const float *x, const float *weight, const float *bias, siz
 size_t gpfq_conv2d_scratch(const gpfq_conv_geom *g, size_t n);
 /* x (n, in_c, in_h, in_w), weight (out_c, in_c/groups, kh, kw), bias (out_c) or NULL,
  * y (n, out_c, out_h, out_w). A direct kernel where one fits (below), else im2col + sgemm;
- * 1x1 stride-1 unpadded convs skip im2col. */
-void gpfq_conv2d(const gpfq_conv_geom *g, const float *x, const float *weight, const float *bias,
-                 size_t n, float *y, float *scratch);
+ * 1x1 stride-1 unpadded convs skip im2col. `scratch` holds gpfq_conv2d_scratch() floats, or is
+ * NULL: a call that needs it then allocates its own. GPFQ_ERR_NOMEM (with the message set) where
+ * a buffer the call needed could not be allocated; y is then undefined. */
+gpfq_status gpfq_conv2d(const gpfq_conv_geom *g, const float *x, const float *weight,
+                        const float *bias, size_t n, float *y, float *scratch);
 /* What a conv's outputs go through before they are stored when the BatchNorm (and the ReLU)
  * that only it feeds are folded into it: y = relu?((conv + bias) * scale + shift), the same
  * float operations as the separate ops, so the results are identical. */
@@ -58,9 +62,10 @@ typedef struct {
 } gpfq_conv_epilogue;
 /* As gpfq_conv2d, then the epilogue (NULL: none) on every output. `packed` is the weights
  * as gpfq_conv2d_pack left them for a direct kernel, or NULL: packed on every call. */
-void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *weight,
-                       const float *packed, const float *bias, const gpfq_conv_epilogue *epilogue,
-                       size_t n, float *y, float *scratch);
+gpfq_status gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *weight,
+                              const float *packed, const float *bias,
+                              const gpfq_conv_epilogue *epilogue, size_t n, float *y,
+                              float *scratch);
 
 /* The kernel gpfq_conv2d runs for the convolutions a direct kernel covers (no dilation or
  * groups, larger than 1x1; stride 1 with padding up to k - 1, or stride 2 with an odd kernel

@@ -72,8 +72,8 @@ size_t gpfq_node_scratch(const gpfq_node *node, size_t n) {
     return gpfq_conv2d_scratch(&g, n);
 }
 
-void gpfq_node_forward(const gpfq_node *node, const float *const *inputs, size_t n, float *output,
-                       float *scratch) {
+gpfq_status gpfq_node_forward(const gpfq_node *node, const float *const *inputs, size_t n,
+                              float *output, float *scratch) {
     const float *x = inputs[0];
     const size_t in_count = n * gpfq_shape_size(node->in_shape);
     gpfq_conv_geom g = node_geom(node);
@@ -81,40 +81,40 @@ void gpfq_node_forward(const gpfq_node *node, const float *const *inputs, size_t
     case GPFQ_OP_LINEAR:
         gpfq_linear(x, node->weight, node->bias, n, gpfq_shape_size(node->in_shape),
                     (size_t)node->out_shape.c, output);
-        return;
+        return GPFQ_OK;
     case GPFQ_OP_CONV2D:
-        gpfq_conv2d(&g, x, node->weight, node->bias, n, output, scratch);
-        return;
+        return gpfq_conv2d(&g, x, node->weight, node->bias, n, output, scratch);
     case GPFQ_OP_BATCHNORM2D:
         gpfq_batchnorm2d(x, node->weight, node->bias, node->running_mean, node->running_var,
                          node->eps, n, node->in_shape.c,
                          (size_t)node->in_shape.h * node->in_shape.w, output);
-        return;
+        return GPFQ_OK;
     case GPFQ_OP_RELU:
         gpfq_relu(x, in_count, output);
-        return;
+        return GPFQ_OK;
     case GPFQ_OP_MAXPOOL2D:
         gpfq_maxpool2d(&g, x, n, output);
-        return;
+        return GPFQ_OK;
     case GPFQ_OP_AVGPOOL2D:
         gpfq_avgpool2d(&g, node->count_include_pad, x, n, output);
-        return;
+        return GPFQ_OK;
     case GPFQ_OP_ADAPTIVE_AVGPOOL2D:
         gpfq_adaptive_avgpool2d(x, n, node->in_shape.c, node->in_shape.h, node->in_shape.w,
                                 node->out_shape.h, node->out_shape.w, output);
-        return;
+        return GPFQ_OK;
     case GPFQ_OP_ADD:
         gpfq_add(x, inputs[1], in_count, output);
-        return;
+        return GPFQ_OK;
     case GPFQ_OP_FLATTEN:
     case GPFQ_OP_IDENTITY:
     case GPFQ_OP_DROPOUT:
         if (output != x) memmove(output, x, in_count * sizeof(float));
-        return;
+        return GPFQ_OK;
     case GPFQ_OP_COUNT:
         break;
     }
     GPFQ_ASSERT(!"unknown op");
+    return GPFQ_ERR_STATE;
 }
 
 static int is_alias(gpfq_op op) {
@@ -537,8 +537,8 @@ gpfq_status gpfq_forward_reserve(gpfq_forward *fwd, int from, int upto) {
 
 /* Runs nodes [from, upto) on images first .. first + n - 1 of the batch: each value's slice
  * starts `first` images into its buffer. */
-static void run_slice(gpfq_forward *fwd, const float *input, size_t first, size_t n, int from,
-                      int upto, gpfq_node_hook hook, void *ctx) {
+static gpfq_status run_slice(gpfq_forward *fwd, const float *input, size_t first, size_t n,
+                             int from, int upto, gpfq_node_hook hook, void *ctx) {
     const gpfq_model *m = fwd->model;
     for (int i = from; i < upto; i++) {
         const gpfq_node *node = &m->nodes[i];
@@ -556,16 +556,17 @@ static void run_slice(gpfq_forward *fwd, const float *input, size_t first, size_
             output = fwd->buffers[fwd->node_buffer[i + fused]] + first * value_floats(m, i + fused);
             gpfq_conv_geom g = node_geom(node);
             gpfq_conv_epilogue e = plan_epilogue(fwd, i, fused, input, first);
-            gpfq_conv2d_fused(&g, inputs[0], node->weight, packed_weights(fwd, i, &g), node->bias,
-                              fused ? &e : NULL, n, output, fwd->scratch);
+            GPFQ_TRY(gpfq_conv2d_fused(&g, inputs[0], node->weight, packed_weights(fwd, i, &g),
+                                       node->bias, fused ? &e : NULL, n, output, fwd->scratch));
             if (hook) hook(ctx, i, output, n);
             i += fused;
             continue;
         }
         if (!(is_alias(node->op) && fwd->node_inplace[i]))
-            gpfq_node_forward(node, inputs, n, output, fwd->scratch);
+            GPFQ_TRY(gpfq_node_forward(node, inputs, n, output, fwd->scratch));
         if (hook) hook(ctx, i, output, n);
     }
+    return GPFQ_OK;
 }
 
 /*
@@ -590,7 +591,8 @@ static gpfq_status run_range(gpfq_forward *fwd, const float *input, size_t n, in
     const size_t step = hook ? n : fwd->micro_batch;
     fwd->input = input;
     for (size_t first = 0; first < n; first += step)
-        run_slice(fwd, input, first, n - first < step ? n - first : step, from, upto, hook, ctx);
+        GPFQ_TRY(run_slice(fwd, input, first, n - first < step ? n - first : step, from, upto, hook,
+                           ctx));
     return GPFQ_OK;
 }
 

@@ -101,14 +101,24 @@ static void finish(const float *bias, const gpfq_conv_epilogue *e, size_t n, int
         }
 }
 
-void gpfq_conv2d(const gpfq_conv_geom *g, const float *x, const float *weight, const float *bias,
-                 size_t n, float *y, float *scratch) {
-    gpfq_conv2d_fused(g, x, weight, NULL, bias, NULL, n, y, scratch);
+/* A kernel's fallback path could not get the buffer it needed for this call. */
+static gpfq_status out_of_memory(const gpfq_conv_geom *g, size_t floats) {
+    return gpfq_fail(GPFQ_ERR_NOMEM,
+                     "out of memory allocating %.1f MB for a %dx%d convolution (%d -> %d channels, "
+                     "%dx%d input)",
+                     (double)floats * sizeof(float) / (1 << 20), g->kernel_h, g->kernel_w, g->in_c,
+                     g->out_c, g->in_h, g->in_w);
 }
 
-void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *weight,
-                       const float *packed, const float *bias, const gpfq_conv_epilogue *epilogue,
-                       size_t n, float *y, float *scratch) {
+gpfq_status gpfq_conv2d(const gpfq_conv_geom *g, const float *x, const float *weight,
+                        const float *bias, size_t n, float *y, float *scratch) {
+    return gpfq_conv2d_fused(g, x, weight, NULL, bias, NULL, n, y, scratch);
+}
+
+gpfq_status gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *weight,
+                              const float *packed, const float *bias,
+                              const gpfq_conv_epilogue *epilogue, size_t n, float *y,
+                              float *scratch) {
     const size_t pixels = (size_t)g->out_h * g->out_w;
     const size_t in_size = (size_t)g->in_c * g->in_h * g->in_w;
     const size_t out_size = (size_t)g->out_c * pixels;
@@ -119,21 +129,26 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
         /* the direct kernel refuses a pool it cannot run (gpfq_conv2d_direct) */
         if (gpfq_conv_direct_fits(g) &&
             gpfq_conv2d_direct(g, x, weight, packed, bias, epilogue, n, y) == 0)
-            return;
+            return GPFQ_OK;
         /* a kernel that cannot pool: the output into `unpooled` (or, where the caller gave
          * none, expecting the direct kernel to pool, a buffer of this call's), then the pool */
         gpfq_conv_epilogue e = *epilogue;
         e.pool = 0;
         float *own = e.unpooled ? NULL : malloc(n * out_size * sizeof(float));
         if (!e.unpooled) e.unpooled = own;
-        GPFQ_ASSERT(e.unpooled);
-        gpfq_conv2d_fused(g, x, weight, packed, bias, &e, n, e.unpooled, scratch);
+        if (!e.unpooled) return out_of_memory(g, n * out_size);
+        const gpfq_status st =
+            gpfq_conv2d_fused(g, x, weight, packed, bias, &e, n, e.unpooled, scratch);
+        if (st != GPFQ_OK) {
+            free(own);
+            return st;
+        }
         const gpfq_conv_geom pg = {
             g->out_c, g->out_h, g->out_w, g->out_c, g->out_h / 2, g->out_w / 2, 2, 2, 2, 2, 0,
             0,        1,        1,        1};
         gpfq_maxpool2d(&pg, e.unpooled, n, y);
         free(own);
-        return;
+        return GPFQ_OK;
     }
 
     if (is_pointwise(g)) {
@@ -143,12 +158,12 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
             gpfq_sgemm(0, 0, (size_t)g->out_c, pixels, (size_t)g->in_c, 1.0f, weight,
                        (size_t)g->in_c, x + i * in_size, pixels, 0.0f, y + i * out_size, pixels);
         finish(bias, epilogue, n, g->out_c, pixels, y);
-        return;
+        return GPFQ_OK;
     }
 
     if (gpfq_conv_direct_fits(g) &&
         gpfq_conv2d_direct(g, x, weight, packed, bias, epilogue, n, y) == 0)
-        return;
+        return GPFQ_OK;
 
     /* where the residual is y itself (an Add writing over its other operand, which the
      * direct kernel handles, but it may have had no memory), the GEMM's outputs go through
@@ -160,7 +175,7 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
     /* no scratch from the caller (a plan expecting the direct kernel): one for this call */
     float *own = scratch ? NULL : malloc(gpfq_conv2d_scratch(g, n) * sizeof(float));
     if (!scratch) scratch = own;
-    GPFQ_ASSERT(scratch);
+    if (!scratch) return out_of_memory(g, gpfq_conv2d_scratch(g, n));
     float *col = scratch;
     float *staging = scratch + (size_t)rows * pixels * chunk;
     for (size_t first = 0; first < n; first += chunk) {
@@ -193,6 +208,7 @@ void gpfq_conv2d_fused(const gpfq_conv_geom *g, const float *x, const float *wei
     }
     if (!alias) finish(bias, epilogue, n, g->out_c, pixels, y);
     free(own);
+    return GPFQ_OK;
 }
 
 void gpfq_conv2d_ref(const gpfq_conv_geom *g, const float *x, const float *weight,
