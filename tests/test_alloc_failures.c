@@ -9,9 +9,12 @@
  *
  *  1. A conv on im2col, or one that must pool after a kernel that cannot, given no scratch and
  *     no room for its unpooled outputs: the buffers it makes for the call.
- *  2. A forward pass of model_lenet_small (plan, buffers, packed weights, the kernels' buffers)
+ *  2. A forward pass of a model (plan, buffers, packed weights, the kernels' buffers)
  *     with its k-th allocation failing, for every k.
- *  3. gpfq_quantize_model on the same model, with its k-th allocation failing, for every k.
+ *  3. gpfq_quantize_model on the same model, with its k-th allocation failing, for every k,
+ *     with the defaults and with the reference's options.
+ * Both models: model_lenet_small (pooling convs, Linear layers) and model_resnet_small
+ * (BatchNorm, residual Adds).
  *
  *     test_alloc_failures FIXTURES_DIR
  */
@@ -183,13 +186,17 @@ static void test_forward(const gpfq_model *m) {
 
 /* ---- 3. a quantization ---- */
 
-static void test_quantize(const gpfq_model *m) {
-    const size_t images = 200;
-    gpfq_dataset train = {.n = images, .c = 1, .h = 28, .w = 28, .num_classes = 10};
-    train.images = malloc(images * 784);
+static void test_quantize(const gpfq_model *m, int reference) {
+    const size_t images = 200, size = gpfq_shape_size(m->input_shape);
+    gpfq_dataset train = {.n = images,
+                          .c = m->input_shape.c,
+                          .h = m->input_shape.h,
+                          .w = m->input_shape.w,
+                          .num_classes = 10};
+    train.images = malloc(images * size);
     train.labels = malloc(images);
     unsigned long long state = 5;
-    for (size_t i = 0; i < images * 784; i++)
+    for (size_t i = 0; i < images * size; i++)
         train.images[i] = (uint8_t)((check_rand(&state) + 1) * 127);
     for (size_t i = 0; i < images; i++) train.labels[i] = (uint8_t)(i % 10);
 
@@ -197,6 +204,11 @@ static void test_quantize(const gpfq_model *m) {
     gpfq_quant_options_default(&o);
     o.calib_images = 48;
     o.bits = 3;
+    if (reference) { /* --reference */
+        o.calib_mode = GPFQ_CALIB_PER_LAYER;
+        o.with_replacement = 1;
+        o.unfold_stride_kernel = 1;
+    }
     gpfq_quant_result want;
     CHECK(gpfq_quantize_model(m, &train, &o, &want, NULL, NULL) == GPFQ_OK, "%s",
           gpfq_last_error());
@@ -230,9 +242,9 @@ static void test_quantize(const gpfq_model *m) {
                   "allocation %ld failing: status %d, message '%s'", k, (int)st, gpfq_last_error());
         }
     }
-    printf("quantization: %ld allocations; a failure of %d of them ends it with GPFQ_ERR_NOMEM, "
+    printf("quantization%s: %ld allocations; a failure of %d of them ends it with GPFQ_ERR_NOMEM, "
            "%d take a fallback with the same codes, %d with other codes\n",
-           k, failed, same, other);
+           reference ? " (--reference)" : "", k, failed, same, other);
     CHECK(failed > 0 && k > 20, "%ld allocations, %d failed quantizations", k, failed);
     gpfq_dataset_free(&train);
 }
@@ -243,10 +255,14 @@ int main(int argc, char **argv) {
         return 2;
     }
     test_conv_fallbacks();
-    gpfq_model *m = load(argv[1], "model_lenet_small.h5");
-    if (m) {
+    const char *models[] = {"model_lenet_small.h5", "model_resnet_small.h5"};
+    for (int k = 0; k < 2; k++) {
+        gpfq_model *m = load(argv[1], models[k]);
+        if (!m) continue;
+        printf("%s\n", models[k]);
         test_forward(m);
-        test_quantize(m);
+        test_quantize(m, 0);
+        test_quantize(m, 1);
         gpfq_model_free(m);
     }
     return check_report("test_alloc_failures");
