@@ -85,11 +85,11 @@ with a message that says what could not be allocated; it does not abort.
 `tests/test_alloc_failures.c` (ctest's `alloc_failures`) fails the library's
 allocations one at a time, each in a run of its own: every allocation of a
 conv's fallback path, and of a forward pass and of a whole quantization (with
-the defaults and with `--reference`) of the small LeNet and ResNet fixtures. Each run must end with GPFQ_ERR_NOMEM and a message, or finish on
-a fallback (a GEMM without its packs runs on OpenBLAS, a direct conv kernel
-without its buffer on im2col; a forward pass's logits within 1e-4 of those
-without a failure). Under AddressSanitizer no such run may leak or touch freed
-memory.
+the defaults and with `--reference`) of the small LeNet and ResNet fixtures.
+Each run must end with GPFQ_ERR_NOMEM and a message, or finish on a fallback (a
+GEMM without its packs runs on OpenBLAS, a direct conv kernel without its buffer
+on im2col; a forward pass's logits within 1e-4 of those without a failure).
+Under AddressSanitizer no such run may leak or touch freed memory.
 
 | bad input | command | exit | message |
 |---|---|---|---|
