@@ -80,16 +80,17 @@ committed broken model files.
 An existing results file is never modified by a run that fails validation:
 `tests/sweep_test.sh` checks that byte for byte.
 
-Out of memory in a forward pass or a quantization is a runtime error (exit 1)
-with a message that says what could not be allocated; it does not abort.
-`tests/test_alloc_failures.c` (ctest's `alloc_failures`) fails the library's
-allocations one at a time, each in a run of its own: every allocation of a
-conv's fallback path, and of a forward pass and of a whole quantization (with
-the defaults and with `--reference`) of the small LeNet and ResNet fixtures.
-Each run must end with GPFQ_ERR_NOMEM and a message, or finish on a fallback (a
-GEMM without its packs runs on OpenBLAS, a direct conv kernel without its buffer
-on im2col; a forward pass's logits within 1e-4 of those without a failure).
-Under AddressSanitizer no such run may leak or touch freed memory.
+Out of memory in a forward pass, a quantization or an evaluation is a runtime
+error (exit 1) with a message that says what could not be allocated; it does not
+abort. `tests/test_alloc_failures.c` (ctest's `alloc_failures`) fails the
+library's allocations one at a time, each in a run of its own: every allocation
+of a conv's fallback path, and of a forward pass, a whole quantization (with the
+defaults and with `--reference`) and an evaluation on two workers of the small
+LeNet and ResNet fixtures. Each run must end with GPFQ_ERR_NOMEM and a message,
+or finish on a fallback (a GEMM without its packs runs on OpenBLAS, a direct
+conv kernel without its buffer on im2col; a forward pass's logits within 1e-4 of
+those without a failure). Under AddressSanitizer no such run may leak or touch
+freed memory.
 
 | bad input | command | exit | message |
 |---|---|---|---|

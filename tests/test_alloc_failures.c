@@ -13,6 +13,7 @@
  *     with its k-th allocation failing, for every k.
  *  3. gpfq_quantize_model on the same model, with its k-th allocation failing, for every k,
  *     with the defaults and with the reference's options.
+ *  4. gpfq_evaluate_with on two workers, with its k-th allocation failing, for every k.
  * Both models: model_lenet_small (pooling convs, Linear layers) and model_resnet_small
  * (BatchNorm, residual Adds).
  *
@@ -186,20 +187,24 @@ static void test_forward(const gpfq_model *m) {
 
 /* ---- 3. a quantization ---- */
 
-static void test_quantize(const gpfq_model *m, int reference) {
-    const size_t images = 200, size = gpfq_shape_size(m->input_shape);
-    gpfq_dataset train = {.n = images,
-                          .c = m->input_shape.c,
-                          .h = m->input_shape.h,
-                          .w = m->input_shape.w,
-                          .num_classes = 10};
-    train.images = malloc(images * size);
-    train.labels = malloc(images);
-    unsigned long long state = 5;
-    for (size_t i = 0; i < images * size; i++)
-        train.images[i] = (uint8_t)((check_rand(&state) + 1) * 127);
-    for (size_t i = 0; i < images; i++) train.labels[i] = (uint8_t)(i % 10);
+/* n random images of the model's input shape, labels 0..9 in turn */
+static gpfq_dataset random_data(const gpfq_model *m, size_t n, unsigned long long state) {
+    const size_t size = gpfq_shape_size(m->input_shape);
+    gpfq_dataset data = {.n = n,
+                         .c = m->input_shape.c,
+                         .h = m->input_shape.h,
+                         .w = m->input_shape.w,
+                         .num_classes = 10};
+    data.images = malloc(n * size);
+    data.labels = malloc(n);
+    for (size_t i = 0; i < n * size; i++)
+        data.images[i] = (uint8_t)((check_rand(&state) + 1) * 127);
+    for (size_t i = 0; i < n; i++) data.labels[i] = (uint8_t)(i % 10);
+    return data;
+}
 
+static void test_quantize(const gpfq_model *m, int reference) {
+    gpfq_dataset train = random_data(m, 200, 5);
     gpfq_quant_options o;
     gpfq_quant_options_default(&o);
     o.calib_images = 48;
@@ -249,6 +254,48 @@ static void test_quantize(const gpfq_model *m, int reference) {
     gpfq_dataset_free(&train);
 }
 
+/* ---- 4. an evaluation on two workers ---- */
+
+static void test_evaluate(const gpfq_model *m) {
+    gpfq_dataset test = random_data(m, 120, 9);
+    gpfq_eval_options o;
+    gpfq_eval_options_default(&o);
+    o.workers = 2;
+    o.batch = 32;
+    gpfq_eval_result want, r;
+    CHECK(gpfq_evaluate_with(m, &test, &o, &want) == GPFQ_OK, "%s", gpfq_last_error());
+    int failed = 0, fell_back = 0;
+    long k = 0;
+    for (;; k++) {
+        gpfq_clear_error();
+        fail_in(k);
+        const gpfq_status st = gpfq_evaluate_with(m, &test, &o, &r);
+        const int met = failure_met();
+        fail_in(-1);
+        if (!met) {
+            CHECK(st == GPFQ_OK, "an evaluation without a failure: %s", gpfq_last_error());
+            break;
+        }
+        if (st == GPFQ_OK) {
+            fell_back++;
+            /* a fallback's rounding may move an image whose two best logits are a hair apart */
+            CHECK(r.images == want.images && labs((long)r.top1 - (long)want.top1) <= 1 &&
+                      labs((long)r.top5 - (long)want.top5) <= 1,
+                  "allocation %ld failing: top-1 %zu, top-5 %zu of %zu against %zu, %zu", k, r.top1,
+                  r.top5, r.images, want.top1, want.top5);
+        } else {
+            failed++;
+            CHECK(st == GPFQ_ERR_NOMEM && has_message(),
+                  "allocation %ld failing: status %d, message '%s'", k, (int)st, gpfq_last_error());
+        }
+    }
+    printf("evaluation: %ld allocations; a failure of %d of them ends it with GPFQ_ERR_NOMEM, "
+           "%d take a fallback\n",
+           k, failed, fell_back);
+    CHECK(failed > 0, "%ld allocations, %d failed evaluations", k, failed);
+    gpfq_dataset_free(&test);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: test_alloc_failures FIXTURES_DIR\n");
@@ -263,6 +310,7 @@ int main(int argc, char **argv) {
         test_forward(m);
         test_quantize(m, 0);
         test_quantize(m, 1);
+        test_evaluate(m);
         gpfq_model_free(m);
     }
     return check_report("test_alloc_failures");
