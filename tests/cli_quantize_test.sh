@@ -215,6 +215,11 @@ expect 0 "\"method\": \"msq\"" -- "$gpfq" info "$tmp/msq.h5"
 check "MSQ model marks 5 layers (q)" [ "$(grep -c ' (q) ' <<<"$out")" -eq 5 ]
 
 # ---- the reference's choices ----
+# more calibration images than the data set has (100 training images): a warning, and all of
+# them calibrate (a Linear layer's m is the image count)
+expect 0 "warning: -bs 128 is more than the 100 training images; all of them calibrate" -- \
+  "${q[@]}" "${base[@]}" -bs 128 --no-save
+check "-bs 128 of 100 images calibrates on 100" grep -Eq "fc1 .* m 100 " <<<"$out"
 expect 0 "per-layer calibration" -- "${q[@]}" "${base[@]}" -bs 16 --reference --no-save
 check "--reference quantized 5 layers" grep -q '^quantized 5 layers' <<<"$out"
 

@@ -32,7 +32,8 @@ static const char quantize_usage[] =
     "  --data-dir DIR              data directory (default for fashion-mnist:\n"
     "                              " GPFQ_FASHION_MNIST_DIR ")\n"
     "  -b, --bits N                bits per weight, 1..16 (default 4)\n"
-    "  -bs, --batch-size N         calibration images (default 256)\n"
+    "  -bs, --batch-size N         calibration images (default 256; more than the\n"
+    "                              training set has: all of them, with a warning)\n"
     "  -s, --scalar C              alphabet scalar for every layer (default 1.16)\n"
     "  --mlp-scalar C              alphabet scalar of Linear layers\n"
     "  --cnn-scalar C              alphabet scalar of Conv2d layers\n"
@@ -525,6 +526,11 @@ int cmd_quantize(int argc, char **argv) {
            a.q.reg_lambda > 0 ? " lambda" : "", a.q.calib_images,
            a.q.calib_mode == GPFQ_CALIB_SHARED ? "shared" : "per-layer", a.q.retain_rate,
            (unsigned long long)a.q.seed);
+    if (a.q.method == GPFQ_METHOD_GPFQ && gpfq_calib_count(&a.q, &train) < a.q.calib_images)
+        fprintf(stderr,
+                "gpfq quantize: warning: -bs %zu is more than the %zu training images; all of "
+                "them calibrate\n",
+                a.q.calib_images, gpfq_calib_count(&a.q, &train));
     gpfq_eval_result float_eval, quant_eval;
     if ((rc = evaluate("float", model, &test, &a, &float_eval))) goto done;
     printf("quantizing\n");
