@@ -204,10 +204,10 @@ static gpfq_dataset random_data(const gpfq_model *m, size_t n, unsigned long lon
 }
 
 static void test_quantize(const gpfq_model *m, int reference) {
-    gpfq_dataset train = random_data(m, 200, 5);
+    gpfq_dataset train = random_data(m, 64, 5);
     gpfq_quant_options o;
     gpfq_quant_options_default(&o);
-    o.calib_images = 48;
+    o.calib_images = 16;
     o.bits = 3;
     if (reference) { /* --reference */
         o.calib_mode = GPFQ_CALIB_PER_LAYER;
@@ -257,11 +257,11 @@ static void test_quantize(const gpfq_model *m, int reference) {
 /* ---- 4. an evaluation on two workers ---- */
 
 static void test_evaluate(const gpfq_model *m) {
-    gpfq_dataset test = random_data(m, 120, 9);
+    gpfq_dataset test = random_data(m, 64, 9);
     gpfq_eval_options o;
     gpfq_eval_options_default(&o);
     o.workers = 2;
-    o.batch = 32;
+    o.batch = 16;
     gpfq_eval_result want, r;
     CHECK(gpfq_evaluate_with(m, &test, &o, &want) == GPFQ_OK, "%s", gpfq_last_error());
     int failed = 0, fell_back = 0;
