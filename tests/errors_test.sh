@@ -82,15 +82,22 @@ An existing results file is never modified by a run that fails validation:
 
 Out of memory in a forward pass, a quantization or an evaluation is a runtime
 error (exit 1) with a message that says what could not be allocated; it does not
-abort. `tests/test_alloc_failures.c` (ctest's `alloc_failures`) fails the
-library's allocations one at a time, each in a run of its own: every allocation
-of a conv's fallback path, and of a forward pass, a whole quantization (with the
-defaults and with `--reference`) and an evaluation on two workers of the small
-LeNet and ResNet fixtures. Each run must end with GPFQ_ERR_NOMEM and a message,
-or finish on a fallback (a GEMM without its packs runs on OpenBLAS, a direct
-conv kernel without its buffer on im2col; a forward pass's logits within 1e-4 of
-those without a failure). Under AddressSanitizer no such run may leak or touch
-freed memory.
+abort. `tests/test_alloc_failures.c` (ctest's `alloc_failures`) makes the
+library's allocations fail (malloc, calloc, realloc, aligned_alloc,
+posix_memalign and strdup, wrapped at link time), in runs of a conv's fallback
+path, a forward pass, a whole quantization (with the defaults and with
+`--reference`) and an evaluation on two workers, of the small LeNet and ResNet
+fixtures. For each k, one run fails the k-th allocation alone and another every
+allocation from the k-th on; where helper threads allocate at the same time,
+which allocation is the k-th can vary between runs. Each run must end with
+GPFQ_ERR_NOMEM and a message, or finish on a fallback (a GEMM without its packs
+runs on OpenBLAS, a direct conv kernel without its buffer on im2col) with the
+same results: a forward pass's logits within 1e-4, an evaluation's counts within
+one image (a quantization's codes are counted, not compared: a product on
+OpenBLAS may round differently). New blocks are filled with NaNs, so a buffer
+read before it is written shows. Under AddressSanitizer no run may leak or touch
+freed memory. Allocations made inside other libraries (threads, OpenBLAS, HDF5)
+are not failed.
 
 | bad input | command | exit | message |
 |---|---|---|---|

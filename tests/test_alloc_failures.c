@@ -22,11 +22,16 @@
 #include "check.h"
 #include "gpfq/gpfq.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
-/* ---- the wrappers: call number `fail_at` (counted from 0 over all threads) fails ---- */
+/* ---- the wrappers: call number `fail_at` (counted from 0 over all threads) fails, and in the
+ * sticky mode every call after it too, as memory that has run out stays out. With helper
+ * threads allocating at the same time, which allocation is the k-th may vary from run to run.
+ * What they hand out is filled with 0xff bytes (NaN as floats), so that a buffer read before
+ * it is written shows, where a freed block could have held the last run's right values. ---- */
 
 void *__real_malloc(size_t bytes);
 void *__real_calloc(size_t count, size_t size);
@@ -36,13 +41,20 @@ int __real_posix_memalign(void **p, size_t align, size_t bytes);
 
 static atomic_long calls;
 static atomic_long fail_at = LONG_MAX;
+static atomic_int sticky;
 
 static int failing(void) {
-    return atomic_fetch_add(&calls, 1) == atomic_load(&fail_at);
+    const long call = atomic_fetch_add(&calls, 1), at = atomic_load(&fail_at);
+    return atomic_load(&sticky) ? call >= at : call == at;
+}
+
+static void *poisoned(void *p, size_t bytes) {
+    if (p) memset(p, 0xff, bytes);
+    return p;
 }
 
 void *__wrap_malloc(size_t bytes) {
-    return failing() ? NULL : __real_malloc(bytes);
+    return failing() ? NULL : poisoned(__real_malloc(bytes), bytes);
 }
 void *__wrap_calloc(size_t count, size_t size) {
     return failing() ? NULL : __real_calloc(count, size);
@@ -51,10 +63,19 @@ void *__wrap_realloc(void *p, size_t bytes) {
     return failing() ? NULL : __real_realloc(p, bytes);
 }
 void *__wrap_aligned_alloc(size_t align, size_t bytes) {
-    return failing() ? NULL : __real_aligned_alloc(align, bytes);
+    return failing() ? NULL : poisoned(__real_aligned_alloc(align, bytes), bytes);
 }
 int __wrap_posix_memalign(void **p, size_t align, size_t bytes) {
-    return failing() ? 12 /* ENOMEM */ : __real_posix_memalign(p, align, bytes);
+    if (failing()) return ENOMEM;
+    const int st = __real_posix_memalign(p, align, bytes);
+    if (st == 0) poisoned(*p, bytes);
+    return st;
+}
+/* strdup allocates inside libc, out of the wrappers' reach: the copy is made here */
+char *__wrap_strdup(const char *s) {
+    const size_t bytes = strlen(s) + 1;
+    char *p = failing() ? NULL : __real_malloc(bytes);
+    return p ? memcpy(p, s, bytes) : NULL;
 }
 
 /* The k-th allocation from now fails (k >= 0), or none (k < 0). */
@@ -301,17 +322,22 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: test_alloc_failures FIXTURES_DIR\n");
         return 2;
     }
-    test_conv_fallbacks();
     const char *models[] = {"model_lenet_small.h5", "model_resnet_small.h5"};
-    for (int k = 0; k < 2; k++) {
-        gpfq_model *m = load(argv[1], models[k]);
-        if (!m) continue;
-        printf("%s\n", models[k]);
-        test_forward(m);
-        test_quantize(m, 0);
-        test_quantize(m, 1);
-        test_evaluate(m);
-        gpfq_model_free(m);
+    for (int mode = 0; mode < 2; mode++) {
+        atomic_store(&sticky, mode);
+        printf("%s\n",
+               mode ? "every allocation from the k-th on fails" : "the k-th allocation fails");
+        test_conv_fallbacks();
+        for (int k = 0; k < 2; k++) {
+            gpfq_model *m = load(argv[1], models[k]);
+            if (!m) continue;
+            printf("%s\n", models[k]);
+            test_forward(m);
+            test_quantize(m, 0);
+            test_quantize(m, 1);
+            test_evaluate(m);
+            gpfq_model_free(m);
+        }
     }
     return check_report("test_alloc_failures");
 }

@@ -51,7 +51,9 @@ gpfq_status gpfq_forward_run_hooked(gpfq_forward *fwd, const float *input, size_
 
 /* Runs nodes [from, upto) on input (n, C, H, W): a pass may stop after any node
  * and go on later from there, as long as `input` and n stay the same (the
- * quantization driver walks the network one layer at a time this way). */
+ * quantization driver walks the network one layer at a time this way). After an error
+ * (out of memory), run again from node 0: the range may have written over a value it reads
+ * (an Add in place). */
 gpfq_status gpfq_forward_range(gpfq_forward *fwd, const float *input, size_t n, int from, int upto);
 
 /* The output of node `index` (n, out_shape) once it has run. It stays valid until

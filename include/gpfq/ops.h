@@ -56,7 +56,8 @@ typedef struct {
      * (n, out_c, out_h / 2, out_w / 2), the result of gpfq_maxpool2d on the epilogue's output.
      * `unpooled` is room for that output, (n, out_c, out_h, out_w), where a kernel that cannot
      * pool (gpfq_conv_interleaved_fits says which can, and none with a residual) writes it
-     * before pooling. */
+     * before pooling; NULL: such a kernel allocates it for the call (or the call returns
+     * GPFQ_ERR_NOMEM). */
     int pool;
     float *unpooled;
 } gpfq_conv_epilogue;

@@ -104,10 +104,10 @@ static void finish(const float *bias, const gpfq_conv_epilogue *e, size_t n, int
 /* A kernel's fallback path could not get the buffer it needed for this call. */
 static gpfq_status out_of_memory(const gpfq_conv_geom *g, size_t floats) {
     return gpfq_fail(GPFQ_ERR_NOMEM,
-                     "out of memory allocating %.1f MB for a %dx%d convolution (%d -> %d channels, "
-                     "%dx%d input)",
-                     (double)floats * sizeof(float) / (1 << 20), g->kernel_h, g->kernel_w, g->in_c,
-                     g->out_c, g->in_h, g->in_w);
+                     "out of memory allocating %zu bytes for a %dx%d convolution (%d -> %d "
+                     "channels, %dx%d input)",
+                     floats * sizeof(float), g->kernel_h, g->kernel_w, g->in_c, g->out_c, g->in_h,
+                     g->in_w);
 }
 
 gpfq_status gpfq_conv2d(const gpfq_conv_geom *g, const float *x, const float *weight,
