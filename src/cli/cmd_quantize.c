@@ -526,11 +526,13 @@ int cmd_quantize(int argc, char **argv) {
            a.q.reg_lambda > 0 ? " lambda" : "", a.q.calib_images,
            a.q.calib_mode == GPFQ_CALIB_SHARED ? "shared" : "per-layer", a.q.retain_rate,
            (unsigned long long)a.q.seed);
-    if (a.q.method == GPFQ_METHOD_GPFQ && gpfq_calib_count(&a.q, &train) < a.q.calib_images)
+    if (a.q.method == GPFQ_METHOD_GPFQ && gpfq_calib_count(&a.q, &train) < a.q.calib_images) {
+        fflush(stdout); /* after the config line, also where stdout is a pipe */
         fprintf(stderr,
                 "gpfq quantize: warning: -bs %zu is more than the %zu training images; all of "
                 "them calibrate\n",
                 a.q.calib_images, gpfq_calib_count(&a.q, &train));
+    }
     gpfq_eval_result float_eval, quant_eval;
     if ((rc = evaluate("float", model, &test, &a, &float_eval))) goto done;
     printf("quantizing\n");
