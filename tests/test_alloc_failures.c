@@ -146,6 +146,56 @@ static void test_conv_fallbacks(void) {
     free(x), free(w), free(b), free(y), free(want), free(pooled), free(pooled_want);
 }
 
+/* ---- the runs: one per k, the k-th allocation failing ---- */
+
+/* A kind of run: `run` does it once; `outcome`, after a run that returned GPFQ_OK, frees what
+ * it made and says whether its results are those of a run without a failure. Where
+ * `must_match`, a fallback's results must be; otherwise they are only counted. */
+typedef struct {
+    const char *what;
+    gpfq_status (*run)(void *ctx);
+    int (*outcome)(void *ctx);
+    int must_match;
+    long min_allocations; /* fewer than this many: the run is not what the test means */
+    void *ctx;
+} trial;
+
+/* Runs t with its k-th allocation failing for k = 0, 1, ... until a run meets no failure. Each
+ * run must end with GPFQ_ERR_NOMEM and a message, or finish on a fallback. */
+static void fail_each(const trial *t) {
+    int failed = 0, same = 0, other = 0;
+    long k = 0;
+    for (;; k++) {
+        gpfq_clear_error();
+        fail_in(k);
+        const gpfq_status st = t->run(t->ctx);
+        const int met = failure_met();
+        fail_in(-1);
+        if (!met) { /* the run makes fewer than k + 1 allocations */
+            CHECK(st == GPFQ_OK, "%s without a failure: %s", t->what, gpfq_last_error());
+            if (st == GPFQ_OK) t->outcome(t->ctx);
+            break;
+        }
+        if (st == GPFQ_OK) {
+            const int match = t->outcome(t->ctx);
+            match ? same++ : other++;
+            if (t->must_match)
+                CHECK(match, "%s, allocation %ld failing: the fallback changed the results",
+                      t->what, k);
+        } else {
+            failed++;
+            CHECK(st == GPFQ_ERR_NOMEM && has_message(),
+                  "%s, allocation %ld failing: status %d, message '%s'", t->what, k, (int)st,
+                  gpfq_last_error());
+        }
+    }
+    printf("%s: %ld allocations; a failure of %d of them ends it with GPFQ_ERR_NOMEM, %d take a "
+           "fallback with the same results, %d with other results\n",
+           t->what, k, failed, same, other);
+    CHECK(failed > 0 && k >= t->min_allocations, "%s: %ld allocations, %d failed runs", t->what, k,
+          failed);
+}
+
 /* ---- 2. a forward pass ---- */
 
 static gpfq_model *load(const char *fixtures, const char *name) {
@@ -168,6 +218,25 @@ static gpfq_status forward(const gpfq_model *m, const float *input, size_t n, fl
     return st;
 }
 
+typedef struct {
+    const gpfq_model *m;
+    const float *x;
+    size_t n, classes;
+    const float *want;
+    float *got;
+} forward_trial;
+
+static gpfq_status forward_run(void *ctx) {
+    forward_trial *f = ctx;
+    memset(f->got, 0, f->n * f->classes * sizeof(float));
+    return forward(f->m, f->x, f->n, f->got, f->classes);
+}
+
+static int forward_outcome(void *ctx) {
+    const forward_trial *f = ctx;
+    return check_excess(f->got, f->want, f->n * f->classes, 1e-4, 1e-4, &max_abs) <= 0;
+}
+
 static void test_forward(const gpfq_model *m) {
     const size_t n = 40, in = gpfq_shape_size(m->input_shape);
     const size_t classes = gpfq_shape_size(m->nodes[m->n_nodes - 1].out_shape);
@@ -175,34 +244,8 @@ static void test_forward(const gpfq_model *m) {
     float *x = malloc(n * in * 4), *want = malloc(n * classes * 4), *got = malloc(n * classes * 4);
     for (size_t i = 0; i < n * in; i++) x[i] = (float)check_rand(&state);
     CHECK(forward(m, x, n, want, classes) == GPFQ_OK, "%s", gpfq_last_error());
-
-    int failed = 0, fell_back = 0;
-    long k = 0;
-    for (;; k++) {
-        gpfq_clear_error();
-        memset(got, 0, n * classes * 4);
-        fail_in(k);
-        const gpfq_status st = forward(m, x, n, got, classes);
-        const int met = failure_met();
-        fail_in(-1);
-        if (!met) { /* the pass makes fewer than k + 1 allocations */
-            CHECK(st == GPFQ_OK, "a pass without a failure: %s", gpfq_last_error());
-            break;
-        }
-        if (st == GPFQ_OK) {
-            fell_back++;
-            CHECK(check_excess(got, want, n * classes, 1e-4, 1e-4, &max_abs) <= 0,
-                  "allocation %ld failing, the pass's fallback changed the logits", k);
-        } else {
-            failed++;
-            CHECK(st == GPFQ_ERR_NOMEM && has_message(),
-                  "allocation %ld failing: status %d, message '%s'", k, (int)st, gpfq_last_error());
-        }
-    }
-    printf("forward pass: %ld allocations; a failure of %d of them ends the pass with "
-           "GPFQ_ERR_NOMEM, %d take a fallback\n",
-           k, failed, fell_back);
-    CHECK(failed > 0 && k > 4, "%ld allocations, %d failed passes", k, failed);
+    forward_trial f = {m, x, n, classes, want, got};
+    fail_each(&(trial){"forward pass", forward_run, forward_outcome, 1, 5, &f});
     free(x), free(want), free(got);
 }
 
@@ -224,6 +267,26 @@ static gpfq_dataset random_data(const gpfq_model *m, size_t n, unsigned long lon
     return data;
 }
 
+typedef struct {
+    const gpfq_model *m;
+    const gpfq_dataset *train;
+    const gpfq_quant_options *o;
+    uint64_t hash;
+    gpfq_quant_result r;
+} quantize_trial;
+
+static gpfq_status quantize_run(void *ctx) {
+    quantize_trial *q = ctx;
+    return gpfq_quantize_model(q->m, q->train, q->o, &q->r, NULL, NULL);
+}
+
+static int quantize_outcome(void *ctx) {
+    quantize_trial *q = ctx;
+    const int same = gpfq_codes_hash(&q->r) == q->hash;
+    gpfq_quant_result_free(&q->r);
+    return same;
+}
+
 static void test_quantize(const gpfq_model *m, int reference) {
     gpfq_dataset train = random_data(m, 64, 5);
     gpfq_quant_options o;
@@ -235,47 +298,37 @@ static void test_quantize(const gpfq_model *m, int reference) {
         o.with_replacement = 1;
         o.unfold_stride_kernel = 1;
     }
-    gpfq_quant_result want;
-    CHECK(gpfq_quantize_model(m, &train, &o, &want, NULL, NULL) == GPFQ_OK, "%s",
-          gpfq_last_error());
-    const uint64_t hash = gpfq_codes_hash(&want);
-    gpfq_quant_result_free(&want);
-
-    int failed = 0, same = 0, other = 0;
-    long k = 0;
-    for (;; k++) {
-        gpfq_clear_error();
-        gpfq_quant_result r;
-        fail_in(k);
-        const gpfq_status st = gpfq_quantize_model(m, &train, &o, &r, NULL, NULL);
-        const int met = failure_met();
-        fail_in(-1);
-        if (!met) { /* the quantization makes fewer than k + 1 allocations */
-            CHECK(st == GPFQ_OK, "a quantization without a failure: %s", gpfq_last_error());
-            if (st == GPFQ_OK) gpfq_quant_result_free(&r);
-            break;
-        }
-        if (st == GPFQ_OK) {
-            /* a fallback onto OpenBLAS may round a product differently, and codes can follow */
-            if (gpfq_codes_hash(&r) == hash)
-                same++;
-            else
-                other++;
-            gpfq_quant_result_free(&r);
-        } else {
-            failed++;
-            CHECK(st == GPFQ_ERR_NOMEM && has_message(),
-                  "allocation %ld failing: status %d, message '%s'", k, (int)st, gpfq_last_error());
-        }
-    }
-    printf("quantization%s: %ld allocations; a failure of %d of them ends it with GPFQ_ERR_NOMEM, "
-           "%d take a fallback with the same codes, %d with other codes\n",
-           reference ? " (--reference)" : "", k, failed, same, other);
-    CHECK(failed > 0 && k > 20, "%ld allocations, %d failed quantizations", k, failed);
+    quantize_trial q = {m, &train, &o, 0, {0}};
+    CHECK(quantize_run(&q) == GPFQ_OK, "%s", gpfq_last_error());
+    q.hash = gpfq_codes_hash(&q.r);
+    gpfq_quant_result_free(&q.r);
+    /* a fallback onto OpenBLAS may round a product differently, and codes can follow: the
+     * codes are counted, not compared */
+    fail_each(&(trial){reference ? "quantization (--reference)" : "quantization", quantize_run,
+                       quantize_outcome, 0, 21, &q});
     gpfq_dataset_free(&train);
 }
 
 /* ---- 4. an evaluation on two workers ---- */
+
+typedef struct {
+    const gpfq_model *m;
+    const gpfq_dataset *test;
+    const gpfq_eval_options *o;
+    gpfq_eval_result want, r;
+} evaluate_trial;
+
+static gpfq_status evaluate_run(void *ctx) {
+    evaluate_trial *e = ctx;
+    return gpfq_evaluate_with(e->m, e->test, e->o, &e->r);
+}
+
+/* a fallback's rounding may move an image whose two best logits are a hair apart */
+static int evaluate_outcome(void *ctx) {
+    const evaluate_trial *e = ctx;
+    return e->r.images == e->want.images && labs((long)e->r.top1 - (long)e->want.top1) <= 1 &&
+           labs((long)e->r.top5 - (long)e->want.top5) <= 1;
+}
 
 static void test_evaluate(const gpfq_model *m) {
     gpfq_dataset test = random_data(m, 64, 9);
@@ -283,37 +336,9 @@ static void test_evaluate(const gpfq_model *m) {
     gpfq_eval_options_default(&o);
     o.workers = 2;
     o.batch = 16;
-    gpfq_eval_result want, r;
-    CHECK(gpfq_evaluate_with(m, &test, &o, &want) == GPFQ_OK, "%s", gpfq_last_error());
-    int failed = 0, fell_back = 0;
-    long k = 0;
-    for (;; k++) {
-        gpfq_clear_error();
-        fail_in(k);
-        const gpfq_status st = gpfq_evaluate_with(m, &test, &o, &r);
-        const int met = failure_met();
-        fail_in(-1);
-        if (!met) {
-            CHECK(st == GPFQ_OK, "an evaluation without a failure: %s", gpfq_last_error());
-            break;
-        }
-        if (st == GPFQ_OK) {
-            fell_back++;
-            /* a fallback's rounding may move an image whose two best logits are a hair apart */
-            CHECK(r.images == want.images && labs((long)r.top1 - (long)want.top1) <= 1 &&
-                      labs((long)r.top5 - (long)want.top5) <= 1,
-                  "allocation %ld failing: top-1 %zu, top-5 %zu of %zu against %zu, %zu", k, r.top1,
-                  r.top5, r.images, want.top1, want.top5);
-        } else {
-            failed++;
-            CHECK(st == GPFQ_ERR_NOMEM && has_message(),
-                  "allocation %ld failing: status %d, message '%s'", k, (int)st, gpfq_last_error());
-        }
-    }
-    printf("evaluation: %ld allocations; a failure of %d of them ends it with GPFQ_ERR_NOMEM, "
-           "%d take a fallback\n",
-           k, failed, fell_back);
-    CHECK(failed > 0, "%ld allocations, %d failed evaluations", k, failed);
+    evaluate_trial e = {.m = m, .test = &test, .o = &o};
+    CHECK(gpfq_evaluate_with(m, &test, &o, &e.want) == GPFQ_OK, "%s", gpfq_last_error());
+    fail_each(&(trial){"evaluation", evaluate_run, evaluate_outcome, 1, 0, &e});
     gpfq_dataset_free(&test);
 }
 
