@@ -67,6 +67,7 @@ part_ranks() {
 part_resume() {
   expect 0 "12 tasks, 0 already done, 12 to run on 1 rank" -- sweep 0 "$grid"
   check "12 rows" [ "$(rows results.h5)" -eq 12 ]
+  check "images 32 of 1200 training images: no warning" lacks "warning" "$out"
   task_ids "$grid" >ids12
   check "the 12 tasks of the dry run, each once, all done" \
     "$python" "$rows_py" check results.h5 ids12
@@ -94,6 +95,12 @@ part_resume() {
   check "-b 2,3,4,5: the 16 tasks of the dry run, each once, all done" \
     "$python" "$rows_py" check results.h5 ids16
   expect 0 "16 tasks, 16 already done, 0 to run" -- sweep 0 -b 2:5:1 "$grid"
+
+  # more calibration images than the training set: said, and all of them calibrate
+  sed 's/^  images: 32$/  images: 2000/' "$grid" >many_images.yaml
+  expect 0 "warning: many_images.yaml: images 2000 is more than the 1200 training images; all of them calibrate" -- \
+    sweep 0 --output many.h5 -b 4 -s 1.0 many_images.yaml
+  check "images 2000: the warning printed once" matches 1 "warning" "$out"
 
   # a second job file of the same job context into the same file
   expect 0 "3 tasks, 1 already done, 2 to run" -- sweep 0 "$extra"

@@ -770,6 +770,12 @@ int sweep_main(const sweep_args *a) {
         fprintf(stderr, "gpfq sweep: rank %d on %s: error: %s\n", s->rank, s->host,
                 gpfq_last_error());
     if ((code = fail_everywhere(s, ok, EXIT_ERROR))) goto out;
+    if (s->rank == 0 && any_gpfq &&
+        gpfq_calib_count(&s->job.base, &s->train) < s->job.base.calib_images)
+        fprintf(stderr,
+                "gpfq sweep: warning: %s: images %zu is more than the %zu training images; all "
+                "of them calibrate\n",
+                a->job_path, s->job.base.calib_images, gpfq_calib_count(&s->job.base, &s->train));
 
     /* what is left to do: decided from the results table */
     sweep_results *res = NULL;

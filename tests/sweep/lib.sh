@@ -40,7 +40,7 @@ sweep() {
 }
 
 # setup DIR: a directory with model.h5 (the LeNet fixture) and a tiny data set
-# (200 test, 400 train images), the paths the job files in tests/sweep use.
+# (600 test, 1200 train images), the paths the job files in tests/sweep use.
 setup() {
   mkdir -p "$1"
   ln -s "$fixtures/model_lenet_small.h5" "$1/model.h5"
