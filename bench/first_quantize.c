@@ -2,9 +2,10 @@
  * first_quantize: a model's quantize (the defaults) run R times in one process after the float
  * evaluation, as `gpfq quantize` runs them, with the time and the page faults of each run. The
  * first run is the figure of a fresh process (bench/run.sh's), the later ones reuse the memory
- * the first touched.
+ * the first touched. --reference runs the reference's options instead (`gpfq quantize
+ * --reference`).
  *
- *     OPENBLAS_THREAD_TIMEOUT=4 build/bench/first_quantize MODEL.h5 [--runs R]
+ *     OPENBLAS_THREAD_TIMEOUT=4 build/bench/first_quantize MODEL.h5 [--runs R] [--reference]
  *
  * R defaults to 3. Fashion-MNIST is read as gpfq reads it (README). OPENBLAS_THREAD_TIMEOUT=4
  * (which the gpfq command sets for itself) keeps OpenBLAS's idle threads from spinning.
@@ -24,10 +25,17 @@ static long minor_faults(void) {
 }
 
 int main(int argc, char **argv) {
-    int runs = 3;
-    if (argc < 2 ||
-        (argc > 2 && (argc != 4 || strcmp(argv[2], "--runs") != 0 || (runs = atoi(argv[3])) < 1))) {
-        fprintf(stderr, "usage: first_quantize MODEL.h5 [--runs R]   (R >= 1)\n");
+    int runs = 3, reference = 0, bad = argc < 2;
+    for (int i = 2; i < argc && !bad; i++) {
+        if (!strcmp(argv[i], "--reference"))
+            reference = 1;
+        else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+            bad = (runs = atoi(argv[++i])) < 1;
+        else
+            bad = 1;
+    }
+    if (bad) {
+        fprintf(stderr, "usage: first_quantize MODEL.h5 [--runs R] [--reference]   (R >= 1)\n");
         return 2;
     }
     if (!getenv("OPENBLAS_THREAD_TIMEOUT"))
@@ -59,6 +67,11 @@ int main(int argc, char **argv) {
     openblas_set_num_threads(2);
     gpfq_quant_options o;
     gpfq_quant_options_default(&o);
+    if (reference) { /* gpfq quantize --reference */
+        o.calib_mode = GPFQ_CALIB_PER_LAYER;
+        o.unfold_stride_kernel = 1;
+        o.with_replacement = 1;
+    }
     for (int r = 0; r < runs; r++) {
         gpfq_quant_result res;
         faults = minor_faults();
