@@ -146,7 +146,10 @@ static void bench_conv(const char *model, const gpfq_conv_geom *g, size_t n, dou
         const size_t packed_floats = k == 0 ? 0 : gpfq_conv2d_packed_floats(g);
         float *packed = packed_floats ? malloc(packed_floats * sizeof(float)) : NULL;
         if (packed) gpfq_conv2d_pack(g, w, packed);
-        gpfq_conv2d_fused(g, x, w, packed, NULL, NULL, n, out, scratch);
+        if (gpfq_conv2d_fused(g, x, w, packed, NULL, NULL, n, out, scratch) != GPFQ_OK) {
+            fprintf(stderr, "conv_kernels: %s\n", gpfq_last_error());
+            exit(1);
+        }
         double best = 1e30;
         for (int r = 0; r < 5; r++) {
             double t0 = now();

@@ -1188,7 +1188,7 @@ static void test_flatten_alias(const char *fixtures) {
                                                                         : value[node->inputs[0]]};
             value[i] = malloc(IMAGES * gpfq_shape_size(node->out_shape) * 4);
             float *scratch = malloc((gpfq_node_scratch(node, IMAGES) + 1) * 4);
-            gpfq_node_forward(node, inputs, IMAGES, value[i], scratch);
+            CHECK_OK(gpfq_node_forward(node, inputs, IMAGES, value[i], scratch));
             free(scratch);
         }
         const size_t count = IMAGES * (size_t)m->num_classes;
@@ -1588,7 +1588,8 @@ static void test_plan_buffers(const char *fixtures) {
     unsigned long long state = 11;
     for (size_t i = 0; i < N * in; i++) x[i] = check_rand(&state);
     const float *inputs[2] = {x, NULL};
-    gpfq_node_forward(&m->nodes[0], inputs, N, conv1, scratch); /* conv1 alone, outside a plan */
+    /* conv1 alone, outside a plan */
+    CHECK_OK(gpfq_node_forward(&m->nodes[0], inputs, N, conv1, scratch));
     gpfq_forward *plain = NULL, *cut = NULL;
     const float *out = NULL;
     CHECK(gpfq_forward_create(m, N, &plain) == GPFQ_OK &&

@@ -40,7 +40,7 @@ static float *naive_forward(const gpfq_model *m, const float *input, size_t n) {
         outs[i] = malloc(n * gpfq_shape_size(node->out_shape) * sizeof(float));
         size_t scratch_n = gpfq_node_scratch(node, n);
         float *scratch = scratch_n ? malloc(scratch_n * sizeof(float)) : NULL;
-        gpfq_node_forward(node, ins, n, outs[i], scratch);
+        CHECK_OK(gpfq_node_forward(node, ins, n, outs[i], scratch));
         free(scratch);
     }
     float *result = outs[m->n_nodes - 1];
@@ -214,7 +214,7 @@ static void check_conv_against_ref(gpfq_conv_geom g, size_t n, unsigned long lon
     fill(x, xs, state);
     fill(w, ws, state);
     fill(b, g.out_c, state);
-    gpfq_conv2d(&g, x, w, b, n, y, scratch);
+    CHECK_OK(gpfq_conv2d(&g, x, w, b, n, y, scratch));
     gpfq_conv2d_ref(&g, x, w, b, n, yr);
     double max_abs;
     double excess =
@@ -228,7 +228,7 @@ static void check_conv_against_ref(gpfq_conv_geom g, size_t n, unsigned long lon
           max_abs);
     /* without a scratch from the caller (a plan expecting a direct kernel), the conv makes one:
      * the same bits */
-    gpfq_conv2d(&g, x, w, b, n, yr, NULL);
+    CHECK_OK(gpfq_conv2d(&g, x, w, b, n, yr, NULL));
     CHECK(memcmp(y, yr, ys * 4) == 0,
           "conv %dx%dx%d->%d k%dx%d s%d g%d n%zu: no scratch given, other values", g.in_c, g.in_h,
           g.in_w, g.out_c, g.kernel_h, g.kernel_w, g.stride_h, g.groups, n);
@@ -371,9 +371,9 @@ static void check_interleaved(const gpfq_conv_geom *cases, size_t n_cases,
             float *scale = b + g.out_c, shift[256];
             for (int c = 0; c < g.out_c && c < 256; c++) shift[c] = 0.25f * (float)(c % 5) - 0.5f;
             /* the plain conv: interleaved against the direct kernel */
-            gpfq_conv2d(&g, x, w, b, n, y_il, scratch);
+            CHECK_OK(gpfq_conv2d(&g, x, w, b, n, y_il, scratch));
             gpfq_conv_set_interleave(GPFQ_INTERLEAVE_OFF);
-            gpfq_conv2d(&g, x, w, b, n, y_flat, scratch);
+            CHECK_OK(gpfq_conv2d(&g, x, w, b, n, y_flat, scratch));
             CHECK(memcmp(y_il, y_flat, ys * 4) == 0,
                   "conv case %zu, %zu images: interleaved and direct kernels differ", k, n);
             /* epilogues, fused, against the separate ops, pooled to floor(out/2) when the
@@ -398,14 +398,15 @@ static void check_interleaved(const gpfq_conv_geom *cases, size_t n_cases,
                  * makes its own */
                 gpfq_conv_epilogue bare = e;
                 bare.unpooled = NULL;
-                gpfq_conv2d_fused(&g, x, w, NULL, bias, &bare, n, p_fall, NULL);
+                CHECK_OK(gpfq_conv2d_fused(&g, x, w, NULL, bias, &bare, n, p_fall, NULL));
                 memcpy(p_il, p_fall, ps * 4);
-                gpfq_conv2d_fused(&g, x, w, NULL, bias, &e, n, p_fall, scratch); /* no pooling */
+                /* no pooling */
+                CHECK_OK(gpfq_conv2d_fused(&g, x, w, NULL, bias, &e, n, p_fall, scratch));
                 CHECK(memcmp(p_il, p_fall, ps * 4) == 0,
                       "conv case %zu, %zu images, epilogue %d: no room for the unpooled outputs "
                       "given, other values",
                       k, n, v);
-                gpfq_conv2d(&g, x, w, bias, n, y_flat, scratch);
+                CHECK_OK(gpfq_conv2d(&g, x, w, bias, n, y_flat, scratch));
                 for (size_t i = 0; i < n; i++)
                     for (int c = 0; c < g.out_c; c++) {
                         float *o = y_flat + (i * g.out_c + c) * pixels;
@@ -421,7 +422,7 @@ static void check_interleaved(const gpfq_conv_geom *cases, size_t n_cases,
                 else
                     memcpy(p_sep, y_flat, ys * 4);
                 gpfq_conv_set_interleave(GPFQ_INTERLEAVE_ALL);
-                gpfq_conv2d_fused(&g, x, w, NULL, bias, &e, n, p_il, scratch);
+                CHECK_OK(gpfq_conv2d_fused(&g, x, w, NULL, bias, &e, n, p_il, scratch));
                 CHECK(memcmp(p_il, p_sep, ps * 4) == 0 && memcmp(p_fall, p_sep, ps * 4) == 0,
                       "conv case %zu, %zu images, epilogue %d%s: the interleaved kernel (%d) or "
                       "the direct one then the pool (%d) differs from the separate ops",
@@ -835,10 +836,10 @@ static void check_residual_alias(unsigned long long *state) {
                 fill(b, 3 * (size_t)g->out_c, state);
                 fill(r, ys, state);
                 gpfq_conv_epilogue e = {b + g->out_c, b + 2 * g->out_c, r, 1, 0, NULL};
-                gpfq_conv2d_fused(g, x, w, NULL, b, &e, n, want, scratch);
+                CHECK_OK(gpfq_conv2d_fused(g, x, w, NULL, b, &e, n, want, scratch));
                 memcpy(got, r, ys * 4);
                 e.residual = got;
-                gpfq_conv2d_fused(g, x, w, NULL, b, &e, n, got, scratch);
+                CHECK_OK(gpfq_conv2d_fused(g, x, w, NULL, b, &e, n, got, scratch));
                 CHECK(memcmp(got, want, ys * 4) == 0,
                       "%s, conv %d->%d on %dx%d, stride %d, %zu images: the output over its own "
                       "residual differs from a separate one's",
