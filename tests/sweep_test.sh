@@ -13,10 +13,13 @@
 #           once, a non-zero exit, and an existing results file left byte for
 #           byte
 #   errors_mpi  the same for one case of each kind under mpirun -n 2
+#   no_threads  every thread gpfq starts itself refused (GPFQ_NO_THREADS: the
+#           shim tests/sweep/no_threads.c): quantize, eval and a sweep on 1
+#           and 2 ranks give the results of a run with threads
 #
 #   sweep_test.sh GPFQ_BIN FIXTURES_DIR TEST_DATA_BIN PYTHON MPIEXEC PART
 if [ $# -ne 6 ]; then
-  echo "usage: $0 GPFQ_BIN FIXTURES_DIR TEST_DATA_BIN PYTHON MPIEXEC ranks|resume|errors|errors_mpi"
+  echo "usage: $0 GPFQ_BIN FIXTURES_DIR TEST_DATA_BIN PYTHON MPIEXEC ranks|resume|errors|errors_mpi|no_threads"
   exit 2
 fi
 gpfq=$(realpath "$1") fixtures=$(realpath "$2") test_data=$(realpath "$3")
@@ -226,6 +229,64 @@ EOF
   check "results.h5 unchanged at the end" cmp -s pristine.h5 results.h5
 }
 
+# ---- 4. no threads of gpfq's own ----
+# With the shim of $GPFQ_NO_THREADS (tests/sweep/no_threads.c) preloaded, every thread gpfq
+# starts itself is refused, as under a thread limit: the quantization's helper, an
+# evaluation's workers, rank 0's worker in a sweep. Each has a fallback on the calling thread,
+# and results must be those of a run with threads.
+part_no_threads() {
+  local shim=${GPFQ_NO_THREADS:?set GPFQ_NO_THREADS to the path of the no_threads shim}
+  # the sanitizers' runtime asks to come first in the list of libraries; the shim does
+  local asan="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
+  refused="no_threads: refused [1-9][0-9]* thread"
+  task_ids "$grid" >ids
+
+  # a quantization and an evaluation on two threads
+  local q=(quantize -model model.h5 -ds fashion-mnist --data-dir data -b 3 -bs 64 --threads 2)
+  expect 0 "saved +q_threads.h5" -- "$gpfq" "${q[@]}" --out q_threads.h5
+  local with=$out
+  expect 0 "saved +q_alone.h5" -- env LD_PRELOAD="$shim" ASAN_OPTIONS="$asan" \
+    "$gpfq" "${q[@]}" --out q_alone.h5
+  check "quantize: threads were refused" grep -Eq "$refused" <<<"$out"
+  # the lines of the layers and the accuracies, without their times
+  accuracies() { grep -E "^(  \[|float|quantized top|sparsity)" <<<"$1" | sed 's/ *[0-9.]* s)*$//'; }
+  check "quantize: 5 layers, 2 accuracies and the sparsity compared" \
+    [ "$(accuracies "$with" | wc -l)" -eq 8 ]
+  check "quantize without threads: the same layers and accuracies" \
+    [ "$(accuracies "$with")" = "$(accuracies "$out")" ]
+  check "quantize without threads: the same quantized model" h5diff q_threads.h5 q_alone.h5
+  expect 0 "top-1" -- "$gpfq" eval --model q_threads.h5 --data-dir data \
+    --threads 2
+  with=$(grep "top-1" <<<"$out" | sed 's/ *[0-9.]* s)*$//')
+  expect 0 "top-1" -- env LD_PRELOAD="$shim" ASAN_OPTIONS="$asan" \
+    "$gpfq" eval --model q_threads.h5 --data-dir data --threads 2
+  check "eval: threads were refused" grep -Eq "$refused" <<<"$out"
+  check "eval without threads: the same accuracy" \
+    [ "$with" = "$(grep "top-1" <<<"$out" | sed 's/ *[0-9.]* s)*$//')" ]
+
+  # a sweep alone, then on two ranks, against one with threads
+  expect 0 "12 tasks, 0 already done, 12 to run on 1 rank" -- \
+    sweep 0 --output threads.h5 "$grid"
+  check "with threads: every task once, all done" \
+    "$python" "$rows_py" check threads.h5 ids --results threads.txt
+  expect 0 "cannot start rank 0's worker thread \(Resource temporarily unavailable\); rank 0 runs the tasks itself" -- \
+    timeout 120 env LD_PRELOAD="$shim" ASAN_OPTIONS="$asan" "$gpfq" sweep --output alone.h5 "$grid"
+  check "sweep alone: threads were refused" grep -Eq "$refused" <<<"$out"
+  check "sweep alone without threads: every task once, all done" \
+    "$python" "$rows_py" check alone.h5 ids --results alone.txt
+  check "sweep alone without threads: the results of the sweep with threads" \
+    cmp -s threads.txt alone.txt
+  expect 0 "cannot start rank 0's worker thread .*; the other ranks run the tasks" -- \
+    timeout 120 "$mpiexec" -n 2 --oversubscribe -x LD_PRELOAD="$shim" -x ASAN_OPTIONS="$asan" \
+    "$gpfq" sweep --output two.h5 "$grid"
+  check "sweep on 2 ranks without threads: every task once, all done" \
+    "$python" "$rows_py" check two.h5 ids --results two.txt
+  check "sweep on 2 ranks without threads: the results of the sweep with threads" \
+    cmp -s threads.txt two.txt
+  check "sweep on 2 ranks without threads: rank 1 ran every task" \
+    [ "$("$python" "$rows_py" column two.h5 rank | awk '{ print $2 }' | sort -u)" = 1 ]
+}
+
 case $part in
 ranks) part_ranks ;;
 resume) part_resume ;;
@@ -234,6 +295,7 @@ errors_mpi)
   errors_ranks=2
   part_errors
   ;;
+no_threads) part_no_threads ;;
 *)
   echo "unknown part '$part'"
   exit 2

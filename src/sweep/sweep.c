@@ -507,7 +507,14 @@ static int master_loop(sweep_state *s, sweep_results *res, const int *pending, i
     pthread_mutex_init(&w.lock, NULL);
     pthread_cond_init(&w.wake, NULL);
     pthread_t thread;
-    pthread_create(&thread, NULL, local_worker_main, &w);
+    /* Without a thread for rank 0's worker the other ranks take every task; alone, rank 0 runs
+     * them itself between its looks at signals and results. */
+    const int rc = pthread_create(&thread, NULL, local_worker_main, &w);
+    const int local_thread = rc == 0, local_inline = rc != 0 && s->size == 1;
+    if (rc != 0)
+        fprintf(stderr, "gpfq sweep: warning: cannot start rank 0's worker thread (%s); %s\n",
+                strerror(rc),
+                local_inline ? "rank 0 runs the tasks itself" : "the other ranks run the tasks");
     progress p = {.total = n_pending, .tty = isatty(2), .start = gpfq_now()};
     int next = 0, remote_busy = 0, remote_alive = s->size - 1;
     double stop_at = 0, backoff = 0.001;
@@ -537,9 +544,15 @@ static int master_loop(sweep_state *s, sweep_results *res, const int *pending, i
             save_result(res, &p, msg, write_failed);
         }
         if (!local_busy && !stopping && !*write_failed && next < n_pending) {
-            dispatch_local(&w, pending[next++]);
-            local_busy = 1;
-            activity = 1;
+            if (local_thread) {
+                dispatch_local(&w, pending[next++]);
+                local_busy = 1;
+                activity = 1;
+            } else if (local_inline) {
+                run_task(s, pending[next++], msg);
+                save_result(res, &p, msg, write_failed);
+                activity = 1;
+            }
         }
         /* remote workers */
         int flag = 0;
@@ -587,7 +600,7 @@ static int master_loop(sweep_state *s, sweep_results *res, const int *pending, i
     int abandoned = w.busy;
     pthread_cond_signal(&w.wake);
     pthread_mutex_unlock(&w.lock);
-    if (!abandoned) pthread_join(thread, NULL);
+    if (local_thread && !abandoned) pthread_join(thread, NULL);
     free(msg);
     double elapsed = gpfq_now() - p.start;
     char took[32];
