@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
     openblas_set_num_threads(2);
     gpfq_quant_options o;
     gpfq_quant_options_default(&o);
-    if (reference) { /* gpfq quantize --reference */
+    if (reference) { /* gpfq quantize --reference (src/cli/cmd_quantize.c, OPT_REFERENCE) */
         o.calib_mode = GPFQ_CALIB_PER_LAYER;
         o.unfold_stride_kernel = 1;
         o.with_replacement = 1;

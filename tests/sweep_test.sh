@@ -104,6 +104,8 @@ part_resume() {
   expect 0 "warning: many_images.yaml: images 2000 is more than the 1200 training images; all of them calibrate" -- \
     sweep 0 --output many.h5 -b 4 -s 1.0 many_images.yaml
   check "images 2000: the warning printed once" matches 1 "warning" "$out"
+  check "images 2000: the rows keep the number asked" \
+    [ "$("$python" "$rows_py" column many.h5 calib_images | awk '{ print $2 }' | sort -u)" = 2000 ]
 
   # a second job file of the same job context into the same file
   expect 0 "3 tasks, 1 already done, 2 to run" -- sweep 0 "$extra"
@@ -238,7 +240,7 @@ part_no_threads() {
   local shim=${GPFQ_NO_THREADS:?set GPFQ_NO_THREADS to the path of the no_threads shim}
   # the sanitizers' runtime asks to come first in the list of libraries; the shim does
   local asan="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
-  refused="no_threads: refused [1-9][0-9]* thread"
+  local refused="no_threads: refused [1-9][0-9]* thread"
   task_ids "$grid" >ids
 
   # a quantization and an evaluation on two threads

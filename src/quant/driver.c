@@ -808,7 +808,7 @@ static void report_errors(gpfq_layer_report *rep, double err2, double ref2) {
  * 32768 and inputs under 2^31 floats (the indices gpfq_patches holds). A gather reads each tap
  * on its own, where the unfolding copies a plane into a zero-bordered one and loads a kernel
  * row's taps at once: on resnet20's padded 3x3 convs the gathers were 15% of the quantize's
- * samples against the unfolding's 3.7%, and its quantize 7% slower (docs/performance.md). */
+ * samples against the unfolding's 3.7%, and its quantize 7% slower (docs/performance-notes.md). */
 static int patches_fit(const conv_patches *p, size_t n) {
     const gpfq_conv_geom *g = &p->g;
     return p->groups == 1 && g->pad_h == 0 && g->pad_w == 0 && g->in_h < 32768 && g->in_w < 32768 &&

@@ -865,7 +865,7 @@ static double quadratic_forms(const float *S, const float *A, const float *B, si
 /* Against gram on the held inputs, G alone is less of everything. Against ublock, whose products
  * where X is Y cost 2 N m d, G's sums cost m d^2 / 2 but need no m x d inputs written and read
  * again, which in a fresh process are pages to touch first (about 1.2 us a 4 kB page on this
- * VM, docs/performance.md), and ublock's U (N x m) besides. Measured on lenet5's conv1
+ * VM, docs/performance-notes.md), and ublock's U (N x m) besides. Measured on lenet5's conv1
  * (N = 6, d = 25, m = 50432: m d^2 / 2 about 2 N m d): its quantize in one process, best of 30,
  * 3.04-3.14 ms against 3.11-3.21 before, and its first run 6.2-6.4 ms against 7.9-9.9 (3205 page
  * faults against 3989). G is taken up to twice ublock's multiply-adds, a bound not measured. */

@@ -508,7 +508,8 @@ static int master_loop(sweep_state *s, sweep_results *res, const int *pending, i
     pthread_cond_init(&w.wake, NULL);
     pthread_t thread;
     /* Without a thread for rank 0's worker the other ranks take every task; alone, rank 0 runs
-     * them itself between its looks at signals and results. */
+     * them itself between its looks at signals and results (a signal then waits for the running
+     * task: there is no grace period to cut it short). */
     const int rc = pthread_create(&thread, NULL, local_worker_main, &w);
     const int local_thread = rc == 0, local_inline = rc != 0 && s->size == 1;
     if (rc != 0)
@@ -551,7 +552,7 @@ static int master_loop(sweep_state *s, sweep_results *res, const int *pending, i
             } else if (local_inline) {
                 run_task(s, pending[next++], msg);
                 save_result(res, &p, msg, write_failed);
-                activity = 1;
+                continue; /* a signal during the task is seen before the loop can end */
             }
         }
         /* remote workers */

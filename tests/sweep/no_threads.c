@@ -1,7 +1,7 @@
 /*
  * An LD_PRELOAD shim for the tests: pthread_create fails with EAGAIN, as under a thread limit,
  * for every call made from the main program (gpfq's own threads: the quantization's helper, an
- * evaluation's workers, the conv kernels' workers, rank 0's worker in a sweep). Calls from
+ * evaluation's workers, rank 0's worker in a sweep). Calls from
  * shared libraries (Open MPI's, OpenBLAS's) go through, so that MPI and BLAS still start. At
  * exit it says on stderr how many it refused.
  *
