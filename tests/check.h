@@ -24,10 +24,6 @@ static int check_count;
         }                                                                                          \
     } while (0)
 
-/* Checks that a call of the library returns GPFQ_OK (0), with its error message if not (for
- * tests that include gpfq/gpfq.h). */
-#define CHECK_OK(call) CHECK((call) == 0, "%s", gpfq_last_error())
-
 /* Checks that `haystack` contains `needle`. */
 #define CHECK_CONTAINS(haystack, needle)                                                           \
     CHECK(strstr((haystack), (needle)) != NULL, "message '%s' lacks '%s'", (haystack), (needle))

@@ -19,7 +19,7 @@
  *
  *     test_alloc_failures FIXTURES_DIR
  */
-#include "check.h"
+#include "gpfq_check.h"
 #include "gpfq/gpfq.h"
 
 #include <errno.h>
@@ -198,14 +198,6 @@ static void fail_each(const trial *t) {
 
 /* ---- 2. a forward pass ---- */
 
-static gpfq_model *load(const char *fixtures, const char *name) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", fixtures, name);
-    gpfq_model *m = NULL;
-    CHECK(gpfq_model_load(path, &m) == GPFQ_OK, "%s", gpfq_last_error());
-    return m;
-}
-
 /* A plan for n images of `input` and a pass over them; the logits copied to `logits`. */
 static gpfq_status forward(const gpfq_model *m, const float *input, size_t n, float *logits,
                            size_t classes) {
@@ -354,7 +346,7 @@ int main(int argc, char **argv) {
                mode ? "every allocation from the k-th on fails" : "the k-th allocation fails");
         test_conv_fallbacks();
         for (int k = 0; k < 2; k++) {
-            gpfq_model *m = load(argv[1], models[k]);
+            gpfq_model *m = load_fixture(argv[1], models[k]);
             if (!m) continue;
             printf("%s\n", models[k]);
             test_forward(m);

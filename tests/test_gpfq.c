@@ -15,7 +15,7 @@
  * - The helper thread (core/helper.h): the shared one, a second caller's own, pairs.
  * - The unfolded conv patches (quant/unfold.h) against gpfq_im2col's columns.
  */
-#include "check.h"
+#include "gpfq_check.h"
 
 #include <malloc.h>
 #include <pthread.h>
@@ -1148,16 +1148,6 @@ static void test_sampling(void) {
     CHECK(gpfq_sample_scratch(60000, 256) < 60000 / 4,
           "256 of 60000 take %zu words of scratch, not a small table",
           gpfq_sample_scratch(60000, 256));
-}
-
-/* The model file `name` under the fixtures directory (the shipped models are two levels up:
- * "../../data/models/..."), or NULL after a failed check. */
-static gpfq_model *load_fixture(const char *fixtures, const char *name) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", fixtures, name);
-    gpfq_model *m = NULL;
-    CHECK(gpfq_model_load(path, &m) == GPFQ_OK, "%s", gpfq_last_error());
-    return m;
 }
 
 /* A Flatten of the input (the shipped MLP's first node) is the input itself: the plan copies

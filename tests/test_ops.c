@@ -9,7 +9,7 @@
  * at most a few thousand terms, both sides single precision), and the same
  * against the double-accumulating _ref kernels.
  */
-#include "check.h"
+#include "gpfq_check.h"
 
 #include "gpfq/gpfq.h"
 
