@@ -550,6 +550,11 @@ int cmd_quantize(int argc, char **argv) {
     if (out_path[0]) {
         free(res.model->quantization);
         res.model->quantization = quantization_json(&a, model_path);
+        if (!res.model->quantization) {
+            gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for the settings saved with the model");
+            rc = cli_fail("quantize", NULL);
+            goto done;
+        }
         if (gpfq_model_save(res.model, out_path, (const int32_t *const *)res.codes) != GPFQ_OK) {
             rc = cli_fail("quantize", NULL);
             goto done;

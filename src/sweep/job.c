@@ -45,7 +45,7 @@ static gpfq_status get_string(const parse_ctx *c, const yaml_node_t *node, const
     if (!text || !*text) return job_fail(c, node, key, "expects a text value");
     free(*out);
     *out = strdup(text);
-    return *out ? GPFQ_OK : gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
+    return *out ? GPFQ_OK : job_fail(c, node, key, "out of memory for the text");
 }
 
 static int parse_number(const char *text, double *out) {
@@ -92,7 +92,7 @@ static gpfq_status list_push(sweep_list *l, double v) {
     if (l->count >= SWEEP_MAX_VALUES)
         return gpfq_fail(GPFQ_ERR_ARG, "more than %d values", SWEEP_MAX_VALUES);
     double *grown = realloc(l->values, (size_t)(l->count + 1) * sizeof(double));
-    if (!grown) return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
+    if (!grown) return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for the values");
     l->values = grown;
     for (int i = 0; i < l->count; i++)
         if (l->values[i] == v) return GPFQ_OK; /* a repeated value adds nothing */
@@ -195,13 +195,15 @@ static gpfq_status parse_grid_entry(const parse_ctx *c, const yaml_node_t *node,
     double v;
     if (node->type == YAML_SCALAR_NODE) {
         GPFQ_TRY(grid_value(c, node, k, &v));
-        return list_push(l, v);
+        return list_push(l, v) == GPFQ_OK ? GPFQ_OK
+                                          : job_fail(c, node, k->key, "%s", gpfq_last_error());
     }
     if (node->type == YAML_SEQUENCE_NODE) {
         for (yaml_node_item_t *it = node->data.sequence.items.start;
              it < node->data.sequence.items.top; it++) {
             GPFQ_TRY(grid_value(c, yaml_document_get_node(c->doc, *it), k, &v));
-            GPFQ_TRY(list_push(l, v));
+            if (list_push(l, v) != GPFQ_OK)
+                return job_fail(c, node, k->key, "%s", gpfq_last_error());
         }
         if (l->count == 0) return job_fail(c, node, k->key, "the list is empty");
         return GPFQ_OK;
@@ -228,7 +230,7 @@ static gpfq_status parse_grid_entry(const parse_ctx *c, const yaml_node_t *node,
         return job_fail(c, node, k->key, "a range needs start, stop and step");
     const char *why = NULL;
     gpfq_status st = push_range(l, start, stop, step, &why);
-    if (st != GPFQ_OK) return why ? job_fail(c, node, k->key, "%s", why) : st;
+    if (st != GPFQ_OK) return job_fail(c, node, k->key, "%s", why ? why : gpfq_last_error());
     for (int i = 0; i < l->count; i++)
         if (l->values[i] < k->min || l->values[i] > k->max ||
             (k->whole && l->values[i] != floor(l->values[i])))
@@ -344,14 +346,14 @@ static gpfq_status options_key(const parse_ctx *c, const char *key, yaml_node_t 
         j->n_ignore = 0;
         if (v->type == YAML_SCALAR_NODE) {
             if (!(j->ignore = calloc(1, sizeof(char *))))
-                return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
+                return job_fail(c, v, key, "out of memory for the list");
             j->n_ignore = 1;
             return get_string(c, v, key, &j->ignore[0]);
         }
         if (v->type != YAML_SEQUENCE_NODE) return job_fail(c, v, key, "expects a list of names");
         int n = (int)(v->data.sequence.items.top - v->data.sequence.items.start);
         if (!(j->ignore = calloc((size_t)n + 1, sizeof(char *))))
-            return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
+            return job_fail(c, v, key, "out of memory for the list");
         for (int i = 0; i < n; i++) {
             GPFQ_TRY(get_string(c, yaml_document_get_node(c->doc, v->data.sequence.items.start[i]),
                                 key, &j->ignore[i]));
@@ -497,7 +499,9 @@ gpfq_status sweep_job_override(sweep_job *job, const char *key, const char *text
             return gpfq_fail(GPFQ_ERR_ARG, "%s: a range is START:STOP:STEP, got '%s'", key, text);
         const char *why = NULL;
         gpfq_status st = push_range(l, a, b, s, &why);
-        if (st != GPFQ_OK) return gpfq_fail(st, "%s '%s': %s", key, text, why ? why : "bad range");
+        if (st != GPFQ_OK)
+            return why ? gpfq_fail(st, "%s '%s': %s", key, text, why)
+                       : gpfq_fail_context(st, "%s '%s': ", key, text);
     } else {
         char *save = NULL;
         for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
@@ -505,7 +509,8 @@ gpfq_status sweep_job_override(sweep_job *job, const char *key, const char *text
             if (!(k->is_enum ? enum_value(key, tok, &v) : parse_number(tok, &v)))
                 return gpfq_fail(GPFQ_ERR_ARG, "%s: '%s' is not a valid value%s%s", key, tok,
                                  k->is_enum ? "; use " : "", k->is_enum ? k->choices : "");
-            GPFQ_TRY(list_push(l, v));
+            const gpfq_status pushed = list_push(l, v);
+            if (pushed != GPFQ_OK) return gpfq_fail_context(pushed, "%s: ", key);
         }
     }
     if (l->count == 0) return gpfq_fail(GPFQ_ERR_ARG, "%s: no values in '%s'", key, text);

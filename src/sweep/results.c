@@ -172,16 +172,24 @@ static void now_text(char *buf, size_t size) {
     strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* Room in the index of saved tasks for one more. sweep_results_put takes it before it writes:
+ * a row on disk is then always in the index, and a task reported as not saved is not. */
+static gpfq_status reserve(sweep_results *r) {
+    if (r->n_rows < r->capacity) return GPFQ_OK;
+    size_t cap = r->capacity ? r->capacity * 2 : 256;
+    void *ids = realloc(r->ids, cap * sizeof *r->ids);
+    if (ids) r->ids = ids;
+    int *st = ids ? realloc(r->status, cap * sizeof(int)) : NULL;
+    if (!ids || !st)
+        return gpfq_fail(GPFQ_ERR_NOMEM, "%s: out of memory for the index of %zu saved tasks",
+                         r->path, r->n_rows + 1);
+    r->status = st;
+    r->capacity = cap;
+    return GPFQ_OK;
+}
+
 static gpfq_status remember(sweep_results *r, const char *id, const char *status) {
-    if (r->n_rows >= r->capacity) {
-        size_t cap = r->capacity ? r->capacity * 2 : 256;
-        void *ids = realloc(r->ids, cap * sizeof *r->ids);
-        if (ids) r->ids = ids;
-        int *st = ids ? realloc(r->status, cap * sizeof(int)) : NULL;
-        if (!ids || !st) return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
-        r->status = st;
-        r->capacity = cap;
-    }
+    GPFQ_TRY(reserve(r));
     snprintf(r->ids[r->n_rows], 17, "%s", id);
     r->status[r->n_rows] = strcmp(status, "done") == 0 ? 1 : 2;
     return GPFQ_OK;
@@ -339,8 +347,7 @@ static gpfq_status open_existing(sweep_results *r, const char *context) {
            strcmp(rows[n - 1].status, "failed") != 0)
         n--;
     for (size_t i = 0; st == GPFQ_OK && i < n; i++) {
-        st = remember(r, rows[i].task_id, rows[i].status);
-        r->n_rows++;
+        if ((st = remember(r, rows[i].task_id, rows[i].status)) == GPFQ_OK) r->n_rows++;
     }
     free(rows);
     if (st == GPFQ_OK) st = drop_orphan_layers(r);
@@ -484,6 +491,7 @@ gpfq_status sweep_results_put(sweep_results *r, const sweep_row *row, const swee
     for (size_t i = 0; i < r->n_rows; i++)
         if (strcmp(r->ids[i], row->task_id) == 0) index = i;
     size_t n = r->n_rows;
+    if (index == r->n_rows) GPFQ_TRY(reserve(r)); /* nothing written yet */
     errno = 0;
     /* The layers first, flushed, then the row that records the task: HDF5
      * writes a grown extent even when the chunk behind it could not be written
@@ -510,7 +518,7 @@ gpfq_status sweep_results_put(sweep_results *r, const sweep_row *row, const swee
         return st;
     }
     if (index == r->n_rows) {
-        GPFQ_TRY(remember(r, row->task_id, row->status));
+        GPFQ_TRY(remember(r, row->task_id, row->status)); /* has its room: cannot fail */
         r->n_rows++;
     } else {
         r->status[index] = strcmp(row->status, "done") == 0 ? 1 : 2;
