@@ -31,6 +31,9 @@ void openblas_set_num_threads(int num_threads);
 enum { TAG_READY = 1, TAG_RESULT = 2, TAG_TASK = 3, TAG_STOP = 4 };
 enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_BAD_INPUT = 2, EXIT_STOPPED = 3 };
 enum { MAX_LAYERS = 256 };
+/* a rank's share of what rank 0 gathers: its host's name, or its two memory figures */
+enum { GATHER_SLOT = MPI_MAX_PROCESSOR_NAME };
+_Static_assert(GATHER_SLOT >= 2 * sizeof(long), "a slot holds two memory figures");
 
 static volatile sig_atomic_t stop_signal;
 
@@ -52,6 +55,7 @@ static void install_signals(void) {
 typedef struct {
     int task;
     int n_layers;
+    int no_memory; /* failed for want of memory: not recorded, so that a rerun retries it */
     sweep_row row;
     sweep_layer_row layers[MAX_LAYERS];
 } task_result;
@@ -181,6 +185,7 @@ static void run_task(sweep_state *s, int index, task_result *out) {
         snprintf(row->message, sizeof row->message, "%s", gpfq_last_error());
         out->n_layers = 0;
     }
+    out->no_memory = st == GPFQ_ERR_NOMEM;
 }
 
 /* ---- rank 0's local worker thread ---- */
@@ -205,19 +210,10 @@ static void *local_worker_main(void *arg) {
         int task = w->task;
         w->task = -1;
         pthread_mutex_unlock(&w->lock);
-        task_result *r = malloc(sizeof *r);
-        if (r) run_task(w->s, task, r);
+        task_result r; /* about 40 kB: on the thread's stack, where it cannot fail */
+        run_task(w->s, task, &r);
         pthread_mutex_lock(&w->lock);
-        if (r) {
-            w->result = *r;
-            free(r);
-        } else {
-            memset(&w->result, 0, sizeof w->result);
-            w->result.task = task;
-            fill_config(&w->s->tasks[task], &w->result.row);
-            snprintf(w->result.row.status, 8, "failed");
-            snprintf(w->result.row.message, ROW_MESSAGE, "out of memory");
-        }
+        w->result = r;
         w->has_result = 1;
         w->busy = 0;
     }
@@ -228,7 +224,7 @@ static void *local_worker_main(void *arg) {
 /* ---- progress ---- */
 
 typedef struct {
-    int total, done, failed, unsaved, tty;
+    int total, done, failed, unsaved, no_memory, tty;
     double start;
     double last_draw;
 } progress;
@@ -246,10 +242,12 @@ static void fmt_duration(double seconds, char *buf, size_t size) {
 
 static void report_result(progress *p, const task_result *r) {
     const sweep_row *row = &r->row;
+    const char *unrecorded = r->no_memory ? "; not recorded: a rerun retries it" : "";
     if (strcmp(row->status, "done") == 0)
         p->done++;
     else
         p->failed++;
+    p->no_memory += r->no_memory;
     int finished = p->done + p->failed;
     double elapsed = gpfq_now() - p->start;
     double rate = elapsed > 0 ? finished / elapsed * 60.0 : 0;
@@ -264,7 +262,7 @@ static void report_result(progress *p, const task_result *r) {
                 p->total, p->failed, rate, eta);
         if (finished == p->total) fputc('\n', stderr);
         if (strcmp(row->status, "done") != 0)
-            fprintf(stderr, "\n  task %s failed: %s\n", row->task_id, row->message);
+            fprintf(stderr, "\n  task %s failed: %s%s\n", row->task_id, row->message, unrecorded);
         fflush(stderr);
         return;
     }
@@ -276,8 +274,8 @@ static void report_result(progress *p, const task_result *r) {
                100 * row->quant_top1, 100 * row->quant_top5, row->total_seconds, row->rank, rate,
                eta);
     else
-        printf("[%d/%d] %s FAILED: %s (rank %d)\n", finished, p->total, row->task_id, row->message,
-               row->rank);
+        printf("[%d/%d] %s FAILED: %s (rank %d)%s\n", finished, p->total, row->task_id,
+               row->message, row->rank, unrecorded);
     fflush(stdout);
 }
 
@@ -478,11 +476,15 @@ static int build_cache(sweep_state *s, int verbose) {
 /* ---- master and workers ---- */
 
 /* Writes a result and reports it. After a failed write (a full disk, a file made
- * immutable) nothing more is written, and results that still arrive are
- * reported as not saved: no progress line claims a result the file lacks. */
+ * immutable; *write_failed 1) or no memory to write with (2) nothing more is written, and
+ * results that still arrive are reported as not saved: no progress line claims a result the
+ * file lacks. */
 static void save_result(sweep_results *res, progress *p, const task_result *r, int *write_failed) {
-    if (!*write_failed && sweep_results_put(res, &r->row, r->layers, r->n_layers) != GPFQ_OK) {
-        *write_failed = 1;
+    const gpfq_status st = *write_failed || r->no_memory
+                               ? GPFQ_OK
+                               : sweep_results_put(res, &r->row, r->layers, r->n_layers);
+    if (st != GPFQ_OK) {
+        *write_failed = st == GPFQ_ERR_NOMEM ? 2 : 1;
         fprintf(stderr, "gpfq sweep: error: %s\n", gpfq_last_error());
     }
     if (!*write_failed) {
@@ -502,7 +504,8 @@ static void dispatch_local(local_worker *w, int task) {
 }
 
 static int master_loop(sweep_state *s, sweep_results *res, const int *pending, int n_pending,
-                       double grace, int *write_failed) {
+                       double grace, int *write_failed, int *no_memory) {
+    task_result msg_room, *msg = &msg_room;
     local_worker w = {.s = s, .task = -1};
     pthread_mutex_init(&w.lock, NULL);
     pthread_cond_init(&w.wake, NULL);
@@ -519,7 +522,6 @@ static int master_loop(sweep_state *s, sweep_results *res, const int *pending, i
     progress p = {.total = n_pending, .tty = isatty(2), .start = gpfq_now()};
     int next = 0, remote_busy = 0, remote_alive = s->size - 1;
     double stop_at = 0, backoff = 0.001;
-    task_result *msg = malloc(sizeof *msg);
     int stopping = 0;
     for (;;) {
         if (stop_signal && !stopping) {
@@ -602,20 +604,23 @@ static int master_loop(sweep_state *s, sweep_results *res, const int *pending, i
     pthread_cond_signal(&w.wake);
     pthread_mutex_unlock(&w.lock);
     if (local_thread && !abandoned) pthread_join(thread, NULL);
-    free(msg);
     double elapsed = gpfq_now() - p.start;
     char took[32];
     fmt_duration(elapsed, took, sizeof took);
-    char unsaved[48] = "";
+    char unsaved[96] = "";
     if (p.unsaved) snprintf(unsaved, sizeof unsaved, ", %d not saved", p.unsaved);
+    if (p.no_memory)
+        snprintf(unsaved + strlen(unsaved), sizeof unsaved - strlen(unsaved),
+                 ", %d out of memory (not recorded)", p.no_memory);
     printf("finished  %d done, %d failed%s of %d pending tasks in %s (%.1f tasks/min)\n", p.done,
            p.failed, unsaved, n_pending, took,
            elapsed > 0 ? (p.done + p.failed) / elapsed * 60 : 0);
+    *no_memory = p.no_memory;
     return stopping ? (abandoned || remote_busy > 0 ? -2 : -1) : 0;
 }
 
 static void worker_loop(sweep_state *s) {
-    task_result *r = malloc(sizeof *r);
+    task_result r;
     int task = -1;
     MPI_Send(&task, 1, MPI_INT, 0, TAG_READY, MPI_COMM_WORLD);
     for (;;) {
@@ -624,10 +629,9 @@ static void worker_loop(sweep_state *s) {
          * answer, which it does at once */
         MPI_Recv(&task, 1, MPI_INT, 0, MPI_ANY_TAG, MPI_COMM_WORLD, &status);
         if (status.MPI_TAG == TAG_STOP || task < 0) break;
-        run_task(s, task, r);
-        MPI_Send(r, (int)sizeof *r, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
+        run_task(s, task, &r);
+        MPI_Send(&r, (int)sizeof r, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
     }
-    free(r);
 }
 
 /* ---- memory ---- */
@@ -647,8 +651,9 @@ static void memory_usage(long *peak_rss, long *pss) {
     if (f) fclose(f);
 }
 
-static void report_memory(const sweep_state *s) {
-    long mine[2], *all = s->rank == 0 ? malloc(sizeof(long) * 2 * (size_t)s->size) : NULL;
+/* all: rank 0's room for every rank's two figures (NULL on the others) */
+static void report_memory(const sweep_state *s, long *all) {
+    long mine[2];
     memory_usage(&mine[0], &mine[1]);
     MPI_Gather(mine, 2, MPI_LONG, all, 2, MPI_LONG, 0, MPI_COMM_WORLD);
     if (s->rank != 0) return;
@@ -656,7 +661,6 @@ static void report_memory(const sweep_state *s) {
     for (int r = 0; r < s->size; r++)
         printf(" r%d %.0f/%.0f", r, all[2 * r] / 1024.0, all[2 * r + 1] / 1024.0);
     printf("\n");
-    free(all);
 }
 
 /* ---- summary ---- */
@@ -724,6 +728,16 @@ static gpfq_status check_output(const char *path, const char *context, int fresh
     return sweep_results_check(path, NULL); /* still refuses what is not a results file */
 }
 
+/* Makes every rank agree on a failure any of them may have met alone (out of memory): each
+ * failing rank says why. */
+static int fail_anywhere(sweep_state *s, int ok, int code) {
+    if (!ok && s->rank == 0) fprintf(stderr, "gpfq sweep: error: %s\n", gpfq_last_error());
+    if (!ok && s->rank != 0)
+        fprintf(stderr, "gpfq sweep: rank %d on %s: error: %s\n", s->rank, s->host,
+                gpfq_last_error());
+    return all_agree(ok) ? 0 : code;
+}
+
 /* Prints the error once (rank 0) and makes every rank agree on failure. */
 static int fail_everywhere(sweep_state *s, int ok, int code) {
     if (!ok && s->rank == 0) fprintf(stderr, "gpfq sweep: error: %s\n", gpfq_last_error());
@@ -741,7 +755,7 @@ int sweep_main(const sweep_args *a) {
         fprintf(stderr, "gpfq sweep: error: MPI_Init failed\n");
         return EXIT_ERROR;
     }
-    sweep_state *s = calloc(1, sizeof *s);
+    sweep_state state = {0}, *s = &state;
     MPI_Comm_rank(MPI_COMM_WORLD, &s->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &s->size);
     int len = 0;
@@ -791,9 +805,15 @@ int sweep_main(const sweep_args *a) {
                 "of them calibrate\n",
                 a->job_path, s->job.base.calib_images, gpfq_calib_count(&s->job.base, &s->train));
 
-    /* what is left to do: decided from the results table */
+    /* what is left to do: decided from the results table. The run's room is taken first, so
+     * that no rank runs out of it once the file is open: the pending tasks' list, and rank 0's
+     * for what the ranks gather (their hosts, then their memory figures). */
     sweep_results *res = NULL;
     int *pending = malloc(sizeof(int) * (size_t)s->n_tasks), n_pending = 0, skipped_failed = 0;
+    char *gathered = s->rank == 0 ? malloc((size_t)s->size * GATHER_SLOT) : NULL;
+    ok = pending && (gathered || s->rank != 0);
+    if (!ok) gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for the list of %d tasks", s->n_tasks);
+    if ((code = fail_anywhere(s, ok, EXIT_ERROR))) goto out_res;
     if (s->rank == 0) {
         ok = sweep_results_open(s->job.output, s->context, s->job.text, a->fresh, &res) == GPFQ_OK;
         for (int i = 0; ok && i < s->n_tasks; i++) {
@@ -864,17 +884,21 @@ int sweep_main(const sweep_args *a) {
     }
     if (s->rank == 0) {
         char hosts[4096] = "";
-        char *all = malloc((size_t)s->size * MPI_MAX_PROCESSOR_NAME);
-        MPI_Gather(s->host, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all, MPI_MAX_PROCESSOR_NAME, MPI_CHAR,
-                   0, MPI_COMM_WORLD);
+        MPI_Gather(s->host, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, gathered, MPI_MAX_PROCESSOR_NAME,
+                   MPI_CHAR, 0, MPI_COMM_WORLD);
         for (int r = 0; r < s->size && strlen(hosts) < sizeof hosts - 200; r++)
             snprintf(hosts + strlen(hosts), sizeof hosts - strlen(hosts), "%s%s", r ? "," : "",
-                     all + (size_t)r * MPI_MAX_PROCESSOR_NAME);
-        free(all);
+                     gathered + (size_t)r * GATHER_SLOT);
         sweep_results_provenance(res, s->size, hosts, a->command);
-        int write_failed = 0;
-        int stopped = master_loop(s, res, pending, n_pending, a->grace, &write_failed);
-        if (write_failed) {
+        int write_failed = 0, no_memory = 0;
+        int stopped = master_loop(s, res, pending, n_pending, a->grace, &write_failed, &no_memory);
+        if (write_failed == 2) {
+            fprintf(stderr,
+                    "gpfq sweep: stopped early: no result after that error is saved. Once "
+                    "memory allows (fewer ranks on a node, or a node with more), rerun the same "
+                    "command to resume.\n");
+            code = EXIT_ERROR;
+        } else if (write_failed) {
             fprintf(stderr,
                     "gpfq sweep: stopped early: no result after that error is saved. Once "
                     "%s can be written (make room, or copy it somewhere writable and use "
@@ -887,8 +911,17 @@ int sweep_main(const sweep_args *a) {
                     "command to resume.\n",
                     s->job.output);
             code = EXIT_STOPPED;
-        } else
+        } else {
             print_summary(s->job.output);
+            if (no_memory) {
+                fprintf(stderr,
+                        "gpfq sweep: %d task(s) ran out of memory and are not recorded. Once "
+                        "memory allows (fewer ranks on a node, or a node with more), rerun the "
+                        "same command to run them.\n",
+                        no_memory);
+                code = EXIT_ERROR;
+            }
+        }
         if (stopped == -2) {
             sweep_results_close(res);
             res = NULL;
@@ -899,17 +932,16 @@ int sweep_main(const sweep_args *a) {
         MPI_Gather(s->host, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, NULL, 0, MPI_CHAR, 0, MPI_COMM_WORLD);
         worker_loop(s);
     }
-    report_memory(s);
+    report_memory(s, (long *)(void *)gathered);
     if (s->cache_ready) MPI_Win_free(&s->cache_win);
 out_res:
     if (res && sweep_results_close(res) != GPFQ_OK) {
         fprintf(stderr, "gpfq sweep: error: %s\n", gpfq_last_error());
         code = EXIT_ERROR;
     }
-    free(pending);
+    free(pending), free(gathered);
 out:
     free_state(s);
-    free(s);
     MPI_Finalize();
     return code;
 }
