@@ -99,6 +99,21 @@ read before it is written shows. Under AddressSanitizer no run may leak or touch
 freed memory. Allocations made inside other libraries (threads, OpenBLAS, HDF5)
 are not failed.
 
+The command line and the sweep around the library are checked the same way
+from outside: ctest's `sweep_no_memory` preloads `tests/sweep/no_memory.c`, a
+shim that fails the allocations made by gpfq's own code (not those of the C
+library, Open MPI, HDF5 or OpenBLAS) from the k-th on, or the k-th alone. It
+runs `gpfq sweep` on a results file that already holds 4 of the grid's 12
+tasks, for every k of the set-up and about 120 spread over the tasks (a run
+makes about 1550 allocations), alone and on 2 ranks, and `gpfq quantize` for
+about 55 values of k. Every run must end with exit 0, 1 or 2, never a signal
+or a hang; a failing run must say that memory ran out; the results file must
+read, keep its earlier rows, and hold no row but the results of a run with
+memory; every fourth file is then resumed with memory and must hold exactly
+the results of that run. A quantize that exits 0 must have saved the same
+model, its settings included, and its log row. The shim allocates behind the
+sanitizers' back, so the test is in the plain build only.
+
 | bad input | command | exit | message |
 |---|---|---|---|
 HEAD

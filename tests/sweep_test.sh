@@ -16,10 +16,15 @@
 #   no_threads  every thread gpfq starts itself refused (GPFQ_NO_THREADS: the
 #           shim tests/sweep/no_threads.c): quantize, eval and a sweep on 1
 #           and 2 ranks give the results of a run with threads
+#   no_memory  memory runs out (GPFQ_NO_MEMORY: the shim
+#           tests/sweep/no_memory.c fails gpfq's allocations from the k-th
+#           on, or only the k-th), for k over the whole of a resumed sweep,
+#           alone and on 2 ranks: no crash or hang, a message, the file's
+#           rows kept, no row but the right results, and a rerun completes
 #
 #   sweep_test.sh GPFQ_BIN FIXTURES_DIR TEST_DATA_BIN PYTHON MPIEXEC PART
 if [ $# -ne 6 ]; then
-  echo "usage: $0 GPFQ_BIN FIXTURES_DIR TEST_DATA_BIN PYTHON MPIEXEC ranks|resume|errors|errors_mpi|no_threads"
+  echo "usage: $0 GPFQ_BIN FIXTURES_DIR TEST_DATA_BIN PYTHON MPIEXEC ranks|resume|errors|errors_mpi|no_threads|no_memory"
   exit 2
 fi
 gpfq=$(realpath "$1") fixtures=$(realpath "$2") test_data=$(realpath "$3")
@@ -289,6 +294,149 @@ part_no_threads() {
     [ "$("$python" "$rows_py" column two.h5 rank | awk '{ print $2 }' | sort -u)" = 1 ]
 }
 
+# ---- 7. memory runs out ----
+
+# oom_run FILE K [ONCE] [RANKS]: the grid into FILE (resumed) with gpfq's
+# allocations failing from the K-th on (ONCE=1: only the K-th), alone or on
+# RANKS ranks (every rank counts its own); sets $rc and $out.
+oom_run() {
+  local file=$1 k=$2 once=${3:-0} ranks=${4:-0}
+  if [ "$ranks" -eq 0 ]; then
+    out=$(NO_MEMORY_AT=$k NO_MEMORY_ONCE=$once LD_PRELOAD=$shim timeout 120 \
+      "$gpfq" sweep --output "$file" "$grid" 2>&1)
+  else
+    out=$(timeout 120 "$mpiexec" -n "$ranks" --oversubscribe -x LD_PRELOAD="$shim" \
+      -x NO_MEMORY_AT="$k" -x NO_MEMORY_ONCE="$once" "$gpfq" sweep --output "$file" "$grid" 2>&1)
+  fi
+  rc=$?
+}
+
+# oom_verdict WHAT FILE: what a run out of memory must leave, as lines in the
+# file $problems: an exit of 0, 1 or 2 (no signal, no hang), a message naming
+# the memory when it fails, a file that reads, the base file's rows unchanged,
+# and every row done with the results of the run with memory (a task that ran
+# out of memory is not recorded).
+problems=
+oom_verdict() {
+  local what=$1 file=$2
+  {
+    [ "$rc" -le 2 ] || echo "$what: exit $rc: $(tail -n 3 <<<"$out" | tr '\n' '|')"
+    ! grep -Eq "Segmentation|received signal|Assertion|Aborted|AddressSanitizer" <<<"$out" ||
+      echo "$what: crashed: $(grep -E "signal|Assertion" <<<"$out" | head -n 2 | tr '\n' '|')"
+    [ "$rc" -eq 0 ] || grep -Eq "gpfq sweep: .*(out of memory|memory ran out)" <<<"$out" ||
+      echo "$what: exit $rc without a word of memory: $(grep "gpfq sweep" <<<"$out" | tr '\n' '|')"
+    if "$python" "$rows_py" results "$file" >got.txt 2>/dev/null; then
+      subset base.txt got.txt || echo "$what: rows of the base file changed or lost"
+      subset got.txt ref.txt || echo "$what: a row that is not the result of the run with memory"
+      local id
+      for id in $(sed -n 's/^gpfq sweep: task \([0-9a-f]*\) finished, but its result is not saved$/\1/p' <<<"$out"); do
+        ! grep -q "^$id " got.txt || echo "$what: task $id is in the file, said not to be saved"
+      done
+    else
+      echo "$what: the results file does not read"
+    fi
+  } >>"$problems"
+}
+
+# none_in DESCRIPTION: checks that $problems is empty, and shows it if not
+none_in() {
+  check "$1: $(wc -l <"$problems") problem(s)" [ ! -s "$problems" ]
+  head -n 20 "$problems"
+}
+
+part_no_memory() {
+  shim=${GPFQ_NO_MEMORY:?set GPFQ_NO_MEMORY to the path of the no_memory shim}
+  task_ids "$grid" >ids
+  # the results with memory, and a base file that holds the 2-bit tasks
+  expect 0 "12 tasks, 0 already done" -- sweep 0 --output ref.h5 "$grid"
+  check "with memory: every task once, all done" \
+    "$python" "$rows_py" check ref.h5 ids --results ref.txt
+  expect 0 "4 tasks, 0 already done" -- sweep 0 -b 2 --output base.h5 "$grid"
+  "$python" "$rows_py" results base.h5 >base.txt
+  check "base file: 4 rows" [ "$(wc -l <base.txt)" -eq 4 ]
+
+  # how many allocations gpfq makes when none fails: the shim's count
+  cp base.h5 count.h5
+  expect 0 "12 tasks, 4 already done, 8 to run" -- \
+    env LD_PRELOAD="$shim" "$gpfq" sweep --output count.h5 "$grid"
+  local total
+  total=$(sed -n 's/^no_memory: counted \([0-9]*\) allocation.*/\1/p' <<<"$out" | sort -n | tail -n 1)
+  check "the shim counts gpfq's allocations (${total:-none})" [ "${total:-0}" -gt 100 ]
+  [ "${total:-0}" -gt 100 ] || return
+
+  # memory out from the k-th allocation on: every k of the set-up, then a
+  # spread over the tasks; every fourth file is then resumed with memory
+  problems=sticky.txt
+  : >"$problems"
+  local k n=0 resumed=0 failed_runs=0
+  for k in $(seq 0 59) $(seq 60 "$((total / 120 + 1))" "$((total + 10))"); do
+    cp base.h5 run.h5
+    oom_run run.h5 "$k"
+    oom_verdict "from allocation $k" run.h5
+    n=$((n + 1))
+    [ "$rc" -ne 0 ] && failed_runs=$((failed_runs + 1))
+    [ $((n % 4)) -eq 0 ] || continue
+    resumed=$((resumed + 1))
+    "$gpfq" sweep --output run.h5 "$grid" >/dev/null 2>&1 ||
+      echo "from allocation $k, resumed with memory: exit $?" >>"$problems"
+    "$python" "$rows_py" check run.h5 ids --results got.txt >/dev/null && cmp -s got.txt ref.txt ||
+      echo "from allocation $k, resumed with memory: not the results of the run with memory" \
+        >>"$problems"
+  done
+  none_in "$n sweeps out of memory from an allocation on ($failed_runs failed), $resumed resumed"
+  check "most of them fail" [ "$failed_runs" -gt $((n / 2)) ]
+
+  # one allocation failing, the rest going through: the run takes its
+  # fallback, or fails and leaves the task to a rerun
+  problems=once.txt
+  : >"$problems"
+  n=0
+  for k in $(seq 0 "$((total / 40 + 1))" "$total"); do
+    cp base.h5 run.h5
+    oom_run run.h5 "$k" 1
+    oom_verdict "allocation $k alone" run.h5
+    n=$((n + 1))
+  done
+  none_in "$n sweeps with one failed allocation"
+
+  # on two ranks, each running out at its own k-th allocation
+  problems=ranks.txt
+  : >"$problems"
+  for k in 0 20 40 60 80 100 $((total / 4)) $((total / 2)) $((3 * total / 4)); do
+    cp base.h5 run.h5
+    oom_run run.h5 "$k" 0 2
+    oom_verdict "2 ranks, from allocation $k" run.h5
+  done
+  none_in "9 sweeps on 2 ranks out of memory"
+
+  # gpfq quantize: fails with a message, or saves the model of the run with
+  # memory (its settings included) and its log row
+  problems=quantize.txt
+  : >"$problems"
+  local q=(quantize -model model.h5 -ds fashion-mnist --data-dir data -b 3 -bs 64)
+  expect 0 "saved +q_ref.h5" -- "$gpfq" "${q[@]}" --out q_ref.h5
+  expect 0 "saved +q_count.h5" -- env LD_PRELOAD="$shim" "$gpfq" "${q[@]}" --out q_count.h5
+  total=$(sed -n 's/^no_memory: counted \([0-9]*\) allocation.*/\1/p' <<<"$out" | head -n 1)
+  check "quantize: the shim counts its allocations (${total:-none})" [ "${total:-0}" -gt 100 ]
+  n=0
+  for k in $(seq 0 "$((${total:-0} / 60 + 1))" "$((${total:-0} + 5))"); do
+    rm -f q.h5 q.csv
+    out=$(NO_MEMORY_AT=$k LD_PRELOAD=$shim timeout 120 "$gpfq" "${q[@]}" --out q.h5 --log q.csv 2>&1)
+    rc=$?
+    n=$((n + 1))
+    {
+      [ "$rc" -le 2 ] || echo "quantize from allocation $k: exit $rc"
+      [ "$rc" -eq 0 ] || grep -Eq "gpfq quantize: .*out of memory" <<<"$out" ||
+        echo "quantize from allocation $k: exit $rc without a word of memory"
+      if [ "$rc" -eq 0 ]; then
+        h5diff q_ref.h5 q.h5 >/dev/null || echo "quantize from allocation $k: another model saved"
+        [ -s q.csv ] || echo "quantize from allocation $k: no log row"
+      fi
+    } >>"$problems"
+  done
+  none_in "$n quantize runs out of memory from an allocation on"
+}
+
 case $part in
 ranks) part_ranks ;;
 resume) part_resume ;;
@@ -298,6 +446,7 @@ errors_mpi)
   part_errors
   ;;
 no_threads) part_no_threads ;;
+no_memory) part_no_memory ;;
 *)
   echo "unknown part '$part'"
   exit 2

@@ -10,33 +10,20 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
-#include <link.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 
-static uintptr_t main_lo = UINTPTR_MAX, main_hi;
-static atomic_int refused;
+#include "shim.h"
 
-/* The main program is the first object dl_iterate_phdr reports: its loaded segments' span. */
-static int main_span(struct dl_phdr_info *info, size_t size, void *unused) {
-    (void)size, (void)unused;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD) continue;
-        const uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
-        if (lo < main_lo) main_lo = lo;
-        if (hi > main_hi) main_hi = hi;
-    }
-    return 1;
-}
+static atomic_int refused;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int (*real_create)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 
 static void init(void) {
-    dl_iterate_phdr(main_span, NULL);
+    main_span_find();
     real_create = (int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *))dlsym(
         RTLD_NEXT, "pthread_create");
 }
@@ -44,7 +31,7 @@ static void init(void) {
 int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*fn)(void *), void *arg) {
     pthread_once(&once, init);
     const uintptr_t from = (uintptr_t)__builtin_return_address(0);
-    if (from >= main_lo && from < main_hi) {
+    if (from_main(from)) {
         atomic_fetch_add(&refused, 1);
         return EAGAIN;
     }
