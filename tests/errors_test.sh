@@ -101,18 +101,25 @@ are not failed.
 
 The command line and the sweep around the library are checked the same way
 from outside: ctest's `sweep_no_memory` preloads `tests/sweep/no_memory.c`, a
-shim that fails the allocations made by gpfq's own code (not those of the C
-library, Open MPI, HDF5 or OpenBLAS) from the k-th on, or the k-th alone. It
-runs `gpfq sweep` on a results file that already holds 4 of the grid's 12
-tasks, for every k of the set-up and about 120 spread over the tasks (a run
-makes about 1550 allocations), alone and on 2 ranks, and `gpfq quantize` for
-about 55 values of k. Every run must end with exit 0, 1 or 2, never a signal
-or a hang; a failing run must say that memory ran out; the results file must
-read, keep its earlier rows, and hold no row but the results of a run with
-memory; every fourth file is then resumed with memory and must hold exactly
-the results of that run. A quantize that exits 0 must have saved the same
-model, its settings included, and its log row. The shim allocates behind the
-sanitizers' back, so the test is in the plain build only.
+shim that fails the allocations called from the gpfq executable (malloc,
+calloc, realloc, aligned_alloc, posix_memalign, strdup and strndup; not those
+made inside other libraries: libyaml, zlib, Open MPI, HDF5, OpenBLAS, or the C
+library's other functions) from the k-th on, or the k-th alone. On a results
+file that already holds 4 of the grid's 12 tasks it runs `gpfq sweep` with
+memory out from the k-th allocation on for every k from 0 to 59 (the job, the
+model and the data) and about 115 more spread over the rest of the run (about
+1600 allocations); 40 sweeps with the k-th allocation alone failing; 9 on 2
+ranks that both run out at the same k, and 14 on 2 ranks where one rank alone
+meets a failure around the allocations made before the results file opens;
+and `gpfq quantize` for about 60 values of k. Every run must end with exit 0,
+1 or 2, never a signal or a hang; a failing run must say that memory ran out;
+the results file must read, keep its earlier rows, and hold no row but the
+results of a run with memory, all of them after an exit 0; a run that leaves
+a task unrecorded must exit 1. Every fourth file of the first series is then
+resumed with memory and must hold exactly the results of that run. A quantize
+that exits 0 must have saved the same model, its settings included, and its
+log row. The shim allocates behind the sanitizers' back, so the test is in the
+plain build only.
 
 | bad input | command | exit | message |
 |---|---|---|---|

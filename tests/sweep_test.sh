@@ -296,17 +296,19 @@ part_no_threads() {
 
 # ---- 7. memory runs out ----
 
-# oom_run FILE K [ONCE] [RANKS]: the grid into FILE (resumed) with gpfq's
-# allocations failing from the K-th on (ONCE=1: only the K-th), alone or on
-# RANKS ranks (every rank counts its own); sets $rc and $out.
+# oom_run FILE K [ONCE] [RANKS] [RANK]: the grid into FILE (resumed) with
+# gpfq's allocations failing from the K-th on (ONCE=1: only the K-th), alone
+# or on RANKS ranks (every rank counts its own; with RANK, only that rank's
+# fail); sets $rc and $out.
 oom_run() {
-  local file=$1 k=$2 once=${3:-0} ranks=${4:-0}
+  local file=$1 k=$2 once=${3:-0} ranks=${4:-0} rank=${5:-}
   if [ "$ranks" -eq 0 ]; then
     out=$(NO_MEMORY_AT=$k NO_MEMORY_ONCE=$once LD_PRELOAD=$shim timeout 120 \
       "$gpfq" sweep --output "$file" "$grid" 2>&1)
   else
     out=$(timeout 120 "$mpiexec" -n "$ranks" --oversubscribe -x LD_PRELOAD="$shim" \
-      -x NO_MEMORY_AT="$k" -x NO_MEMORY_ONCE="$once" "$gpfq" sweep --output "$file" "$grid" 2>&1)
+      -x NO_MEMORY_AT="$k" -x NO_MEMORY_ONCE="$once" -x NO_MEMORY_RANK="$rank" \
+      "$gpfq" sweep --output "$file" "$grid" 2>&1)
   fi
   rc=$?
 }
@@ -315,11 +317,16 @@ oom_run() {
 # file $problems: an exit of 0, 1 or 2 (no signal, no hang), a message naming
 # the memory when it fails, a file that reads, the base file's rows unchanged,
 # and every row done with the results of the run with memory (a task that ran
-# out of memory is not recorded).
+# out of memory is not recorded, and the run exits 1); after an exit 0, all of
+# them. Counts the runs in which the shim failed an allocation in $hit.
 problems=
+hit=0
 oom_verdict() {
   local what=$1 file=$2
+  grep -Eq "^no_memory: counted [0-9]+ allocation\(s\), failed [1-9]" <<<"$out" && hit=$((hit + 1))
   {
+    ! grep -q "not recorded: a rerun retries it" <<<"$out" || [ "$rc" -eq 1 ] ||
+      echo "$what: a task not recorded, and exit $rc"
     [ "$rc" -le 2 ] || echo "$what: exit $rc: $(tail -n 3 <<<"$out" | tr '\n' '|')"
     ! grep -Eq "Segmentation|received signal|Assertion|Aborted|AddressSanitizer" <<<"$out" ||
       echo "$what: crashed: $(grep -E "signal|Assertion" <<<"$out" | head -n 2 | tr '\n' '|')"
@@ -328,6 +335,7 @@ oom_verdict() {
     if "$python" "$rows_py" results "$file" >got.txt 2>/dev/null; then
       subset base.txt got.txt || echo "$what: rows of the base file changed or lost"
       subset got.txt ref.txt || echo "$what: a row that is not the result of the run with memory"
+      [ "$rc" -ne 0 ] || cmp -s got.txt ref.txt || echo "$what: exit 0 without every result"
       local id
       for id in $(sed -n 's/^gpfq sweep: task \([0-9a-f]*\) finished, but its result is not saved$/\1/p' <<<"$out"); do
         ! grep -q "^$id " got.txt || echo "$what: task $id is in the file, said not to be saved"
@@ -369,6 +377,7 @@ part_no_memory() {
   problems=sticky.txt
   : >"$problems"
   local k n=0 resumed=0 failed_runs=0
+  hit=0
   for k in $(seq 0 59) $(seq 60 "$((total / 120 + 1))" "$((total + 10))"); do
     cp base.h5 run.h5
     oom_run run.h5 "$k"
@@ -385,12 +394,13 @@ part_no_memory() {
   done
   none_in "$n sweeps out of memory from an allocation on ($failed_runs failed), $resumed resumed"
   check "most of them fail" [ "$failed_runs" -gt $((n / 2)) ]
+  check "the shim failed allocations in $hit of them" [ "$hit" -gt $((n / 2)) ]
 
   # one allocation failing, the rest going through: the run takes its
   # fallback, or fails and leaves the task to a rerun
   problems=once.txt
   : >"$problems"
-  n=0
+  n=0 hit=0
   for k in $(seq 0 "$((total / 40 + 1))" "$total"); do
     cp base.h5 run.h5
     oom_run run.h5 "$k" 1
@@ -398,16 +408,30 @@ part_no_memory() {
     n=$((n + 1))
   done
   none_in "$n sweeps with one failed allocation"
+  check "the shim failed an allocation in $hit of them" [ "$hit" -gt $((n / 2)) ]
 
-  # on two ranks, each running out at its own k-th allocation
+  # on two ranks, each running out at its own k-th allocation; then only one
+  # rank, through the allocations before the file opens (the other ranks must
+  # hear of it rather than wait)
   problems=ranks.txt
   : >"$problems"
+  n=0 hit=0
   for k in 0 20 40 60 80 100 $((total / 4)) $((total / 2)) $((3 * total / 4)); do
     cp base.h5 run.h5
     oom_run run.h5 "$k" 0 2
     oom_verdict "2 ranks, from allocation $k" run.h5
+    n=$((n + 1))
   done
-  none_in "9 sweeps on 2 ranks out of memory"
+  for k in $(seq 26 3 44); do
+    for rank in 0 1; do
+      cp base.h5 run.h5
+      oom_run run.h5 "$k" 1 2 "$rank"
+      oom_verdict "2 ranks, allocation $k of rank $rank alone" run.h5
+      n=$((n + 1))
+    done
+  done
+  none_in "$n sweeps on 2 ranks out of memory"
+  check "the shim failed allocations in $hit of them" [ "$hit" -gt $((n / 2)) ]
 
   # gpfq quantize: fails with a message, or saves the model of the run with
   # memory (its settings included) and its log row

@@ -420,7 +420,8 @@ gpfq_status sweep_job_load(const char *path, sweep_job *job) {
     memset(job, 0, sizeof *job);
     gpfq_quant_options_default(&job->base);
     job->eval_batch = 256;
-    job->path = strdup(path);
+    if (!(job->path = strdup(path)))
+        return gpfq_fail(GPFQ_ERR_NOMEM, "%s: out of memory for its name", path);
     if (!(job->text = read_text(path))) return GPFQ_ERR_IO;
     yaml_parser_t parser;
     yaml_document_t doc;

@@ -206,6 +206,7 @@ static gpfq_status read_all(hid_t ds, hid_t type, size_t n, sweep_row *rows) {
 static gpfq_status check_context(hid_t file, const char *path, const char *context) {
     char *format = NULL, *have = NULL;
     gpfq_status st = gpfq_h5_attr_string(file, "gpfq_format", &format);
+    if (st == GPFQ_ERR_NOMEM) return gpfq_fail_context(st, "%s: ", path);
     if (st != GPFQ_OK || strcmp(format, "gpfq-results") != 0) {
         free(format);
         return gpfq_fail(GPFQ_ERR_FORMAT,
@@ -383,8 +384,10 @@ gpfq_status sweep_results_open(const char *path, const char *context, const char
     gpfq_h5_quiet();
     *out = NULL;
     sweep_results *r = calloc(1, sizeof *r);
-    if (!r) return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory");
-    r->path = strdup(path);
+    if (!r || !(r->path = strdup(path))) {
+        free(r);
+        return gpfq_fail(GPFQ_ERR_NOMEM, "%s: out of memory opening the results", path);
+    }
     r->file = r->results = r->layers = H5I_INVALID_HID;
     r->row_type = make_row_type();
     r->layer_type = make_layer_type();

@@ -297,12 +297,14 @@ static gpfq_status load_job(sweep_state *s, const sweep_args *a) {
     }
     if (a->output) {
         free(s->job.output);
-        s->job.output = strdup(a->output);
+        if (!(s->job.output = strdup(a->output)))
+            return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for the output's name");
     }
     char path[4096];
     if (gpfq_model_resolve(s->job.model, s->job.dataset, path, sizeof path) != GPFQ_OK)
         return gpfq_fail_context(GPFQ_ERR_ARG, "%s: model: ", a->job_path);
-    s->job.model_path = strdup(path);
+    if (!(s->job.model_path = strdup(path)))
+        return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for the model's path");
     gpfq_status st = gpfq_model_load(path, &s->model);
     if (st != GPFQ_OK) return gpfq_fail_context(st, "%s: model: ", a->job_path);
     GPFQ_TRY(sweep_job_context(&s->job, s->context, sizeof s->context));
@@ -323,7 +325,8 @@ static gpfq_status load_job(sweep_state *s, const sweep_args *a) {
             snprintf(sharded, sizeof sharded, "%.*s.shard-%d-of-%d%s", stem, s->job.output,
                      a->shard_index, a->shard_count, s->job.output + stem);
             free(s->job.output);
-            s->job.output = strdup(sharded);
+            if (!(s->job.output = strdup(sharded)))
+                return gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for the output's name");
         }
     }
     return GPFQ_OK;
@@ -608,10 +611,11 @@ static int master_loop(sweep_state *s, sweep_results *res, const int *pending, i
     char took[32];
     fmt_duration(elapsed, took, sizeof took);
     char unsaved[96] = "";
-    if (p.unsaved) snprintf(unsaved, sizeof unsaved, ", %d not saved", p.unsaved);
     if (p.no_memory)
-        snprintf(unsaved + strlen(unsaved), sizeof unsaved - strlen(unsaved),
-                 ", %d out of memory (not recorded)", p.no_memory);
+        snprintf(unsaved, sizeof unsaved, " (%d of them out of memory, not recorded)", p.no_memory);
+    if (p.unsaved)
+        snprintf(unsaved + strlen(unsaved), sizeof unsaved - strlen(unsaved), ", %d not saved",
+                 p.unsaved);
     printf("finished  %d done, %d failed%s of %d pending tasks in %s (%.1f tasks/min)\n", p.done,
            p.failed, unsaved, n_pending, took,
            elapsed > 0 ? (p.done + p.failed) / elapsed * 60 : 0);
@@ -812,7 +816,9 @@ int sweep_main(const sweep_args *a) {
     int *pending = malloc(sizeof(int) * (size_t)s->n_tasks), n_pending = 0, skipped_failed = 0;
     char *gathered = s->rank == 0 ? malloc((size_t)s->size * GATHER_SLOT) : NULL;
     ok = pending && (gathered || s->rank != 0);
-    if (!ok) gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for the list of %d tasks", s->n_tasks);
+    if (!ok)
+        gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for the list of %d tasks and the ranks' reports",
+                  s->n_tasks);
     if ((code = fail_anywhere(s, ok, EXIT_ERROR))) goto out_res;
     if (s->rank == 0) {
         ok = sweep_results_open(s->job.output, s->context, s->job.text, a->fresh, &res) == GPFQ_OK;

@@ -2,7 +2,10 @@
  * An LD_PRELOAD shim for the tests: memory runs out for gpfq. Allocations made from the main
  * program (gpfq's own code: the library, the sweep, the command line) are counted over all
  * threads from 0; call number NO_MEMORY_AT and every one after it fail (return NULL with
- * ENOMEM), as memory that has run out stays out. With NO_MEMORY_ONCE=1 only that call fails.
+ * ENOMEM), as memory that has run out stays out. With NO_MEMORY_ONCE=1 only that call fails;
+ * with NO_MEMORY_RANK=R only MPI rank R's (OMPI_COMM_WORLD_RANK) fail, the others only count.
+ * strdup and strndup are wrapped too: the C library's own malloc calls inside them would
+ * otherwise go through.
  * Calls from shared libraries (the C library's own, Open MPI's, HDF5's, OpenBLAS's) go through,
  * so that MPI, HDF5 and BLAS still start and can still write what gpfq hands them. Without
  * NO_MEMORY_AT nothing fails, and the count tells how many allocations a run makes.
@@ -20,6 +23,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "shim.h"
 
@@ -36,7 +40,9 @@ static int once;
 __attribute__((constructor)) static void init(void) {
     main_span_find();
     const char *at = getenv("NO_MEMORY_AT"), *one = getenv("NO_MEMORY_ONCE");
+    const char *rank = getenv("NO_MEMORY_RANK"), *mine = getenv("OMPI_COMM_WORLD_RANK");
     if (at && *at) fail_at = strtol(at, NULL, 10);
+    if (rank && *rank && (!mine || strtol(rank, NULL, 10) != strtol(mine, NULL, 10))) fail_at = -1;
     once = one && *one == '1';
 }
 
@@ -70,6 +76,21 @@ int posix_memalign(void **p, size_t align, size_t bytes) {
     if (!q) return ENOMEM;
     *p = q;
     return 0;
+}
+
+char *strndup(const char *s, size_t n) {
+    if (failing(FROM)) return NULL;
+    const size_t len = strnlen(s, n);
+    char *copy = __libc_malloc(len + 1);
+    if (copy) memcpy(copy, s, len), copy[len] = '\0';
+    return copy;
+}
+char *strdup(const char *s) {
+    if (failing(FROM)) return NULL;
+    const size_t len = strlen(s);
+    char *copy = __libc_malloc(len + 1);
+    if (copy) memcpy(copy, s, len + 1);
+    return copy;
 }
 
 __attribute__((destructor)) static void report(void) {
