@@ -296,6 +296,9 @@ part_no_threads() {
 
 # ---- 7. memory runs out ----
 
+# counted: the largest count of allocations the shim reports in $out
+counted() { sed -n 's/^no_memory: counted \([0-9]*\) allocation.*/\1/p' <<<"$out" | sort -n | tail -n 1; }
+
 # oom_run FILE K [ONCE] [RANKS] [RANK]: the grid into FILE (resumed) with
 # gpfq's allocations failing from the K-th on (ONCE=1: only the K-th), alone
 # or on RANKS ranks (every rank counts its own; with RANK, only that rank's
@@ -368,7 +371,7 @@ part_no_memory() {
   expect 0 "12 tasks, 4 already done, 8 to run" -- \
     env LD_PRELOAD="$shim" "$gpfq" sweep --output count.h5 "$grid"
   local total
-  total=$(sed -n 's/^no_memory: counted \([0-9]*\) allocation.*/\1/p' <<<"$out" | sort -n | tail -n 1)
+  total=$(counted)
   check "the shim counts gpfq's allocations (${total:-none})" [ "${total:-0}" -gt 100 ]
   [ "${total:-0}" -gt 100 ] || return
 
@@ -440,7 +443,7 @@ part_no_memory() {
   local q=(quantize -model model.h5 -ds fashion-mnist --data-dir data -b 3 -bs 64)
   expect 0 "saved +q_ref.h5" -- "$gpfq" "${q[@]}" --out q_ref.h5
   expect 0 "saved +q_count.h5" -- env LD_PRELOAD="$shim" "$gpfq" "${q[@]}" --out q_count.h5
-  total=$(sed -n 's/^no_memory: counted \([0-9]*\) allocation.*/\1/p' <<<"$out" | head -n 1)
+  total=$(counted)
   check "quantize: the shim counts its allocations (${total:-none})" [ "${total:-0}" -gt 100 ]
   n=0
   for k in $(seq 0 "$((${total:-0} / 60 + 1))" "$((${total:-0} + 5))"); do

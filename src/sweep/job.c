@@ -186,6 +186,13 @@ static gpfq_status grid_value(const parse_ctx *c, const yaml_node_t *node, const
     return get_number(c, node, k->key, k->min, k->max, k->whole, out);
 }
 
+/* list_push for a value of the job file: a failure names the file, the line and the key */
+static gpfq_status grid_push(const parse_ctx *c, const yaml_node_t *node, const grid_key *k,
+                             sweep_list *l, double v) {
+    return list_push(l, v) == GPFQ_OK ? GPFQ_OK
+                                      : job_fail(c, node, k->key, "%s", gpfq_last_error());
+}
+
 static gpfq_status parse_grid_entry(const parse_ctx *c, const yaml_node_t *node, const grid_key *k,
                                     sweep_list *l) {
     free(l->values);
@@ -195,15 +202,13 @@ static gpfq_status parse_grid_entry(const parse_ctx *c, const yaml_node_t *node,
     double v;
     if (node->type == YAML_SCALAR_NODE) {
         GPFQ_TRY(grid_value(c, node, k, &v));
-        return list_push(l, v) == GPFQ_OK ? GPFQ_OK
-                                          : job_fail(c, node, k->key, "%s", gpfq_last_error());
+        return grid_push(c, node, k, l, v);
     }
     if (node->type == YAML_SEQUENCE_NODE) {
         for (yaml_node_item_t *it = node->data.sequence.items.start;
              it < node->data.sequence.items.top; it++) {
             GPFQ_TRY(grid_value(c, yaml_document_get_node(c->doc, *it), k, &v));
-            if (list_push(l, v) != GPFQ_OK)
-                return job_fail(c, node, k->key, "%s", gpfq_last_error());
+            GPFQ_TRY(grid_push(c, node, k, l, v));
         }
         if (l->count == 0) return job_fail(c, node, k->key, "the list is empty");
         return GPFQ_OK;

@@ -732,21 +732,20 @@ static gpfq_status check_output(const char *path, const char *context, int fresh
     return sweep_results_check(path, NULL); /* still refuses what is not a results file */
 }
 
-/* Makes every rank agree on a failure any of them may have met alone (out of memory): each
- * failing rank says why. */
-static int fail_anywhere(sweep_state *s, int ok, int code) {
-    if (!ok && s->rank == 0) fprintf(stderr, "gpfq sweep: error: %s\n", gpfq_last_error());
-    if (!ok && s->rank != 0)
-        fprintf(stderr, "gpfq sweep: rank %d on %s: error: %s\n", s->rank, s->host,
-                gpfq_last_error());
-    return all_agree(ok) ? 0 : code;
-}
-
 /* Prints the error once (rank 0) and makes every rank agree on failure. */
 static int fail_everywhere(sweep_state *s, int ok, int code) {
     if (!ok && s->rank == 0) fprintf(stderr, "gpfq sweep: error: %s\n", gpfq_last_error());
     if (!all_agree(ok)) return code;
     return 0;
+}
+
+/* The same for a failure any rank may have met alone (out of memory): each failing rank says
+ * why. */
+static int fail_anywhere(sweep_state *s, int ok, int code) {
+    if (!ok && s->rank != 0)
+        fprintf(stderr, "gpfq sweep: rank %d on %s: error: %s\n", s->rank, s->host,
+                gpfq_last_error());
+    return fail_everywhere(s, ok, code);
 }
 
 int sweep_main(const sweep_args *a) {
