@@ -113,6 +113,12 @@ g_eval() {
         awk '{ s += $1 } END { printf "%.3f", s }'
 }
 g_top1() { sed -n 's/^quantized *top-1 *\([0-9.]*\)%.*/\1/p' "$1"; }
+# of the quantize, the image draws and the forward passes to the layers' inputs (both tools
+# print it in the same form)
+passes() { sed -n 's/^quantized [0-9]* layers in [0-9.]* s (forward passes \([0-9.]*\) s).*/\1/p' "$1"; }
+minus() { # A B: A - B, or - when either is missing
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "-"; else printf "%.4f", a - b }'
+}
 # torch_gpfq.py output
 p_quant() { sed -n 's/^seconds  quantize \([0-9.]*\),.*/\1/p' "$1"; }
 p_eval() { sed -n 's/^seconds  .*, eval \([0-9.]*\) .*/\1/p' "$1"; }
@@ -202,6 +208,13 @@ for m in "${models[@]}"; do
         "peer, tuned environment" "$(p_quant "$o.pyes")" "$(p_eval "$o.pyes")" "$(wall "$o.pyes")" "$(p_top1 "$o.pyes")" "$(rss "$o.pyes")" \
         "peer, plain environment" "$(p_quant "$o.pno")" "$(p_eval "$o.pno")" "$(wall "$o.pno")" "$(p_top1 "$o.pno")" "$(rss "$o.pno")"
     row "$m quantize s, --reference --threads 2" "$(g_quant "$o.gref")" "$(p_quant "$o.pyes")" "$(p_quant "$o.pno")"
+    # the same split into the passes both tools make and the rest (patches, GPFQ, weights):
+    # the quantize's ratio lies between the two parts' ratios
+    row "  of it, draws and forward passes s" "$(passes "$o.gref")" "$(passes "$o.pyes")" "$(passes "$o.pno")"
+    row "  of it, the rest (patches, GPFQ loops) s" "$(minus "$(g_quant "$o.gref")" "$(passes "$o.gref")")" \
+        "$(minus "$(p_quant "$o.pyes")" "$(passes "$o.pyes")")" "$(minus "$(p_quant "$o.pno")" "$(passes "$o.pno")")"
+    # how far ahead gpfq could be with the rest at no cost: the peer's quantize / gpfq's passes
+    row "  ceiling: peer quantize / gpfq passes" "$(passes "$o.gref")" "$(p_quant "$o.pyes")" "$(p_quant "$o.pno")"
     row "$m quantize s, gpfq defaults" "$(g_quant "$o.gdef")" "$(p_quant "$o.pyes")" "$(p_quant "$o.pno")"
     row "$m eval s, float + quantized, $n img" "$(g_eval "$o.gref")" "$(p_eval "$o.pyes")" "$(p_eval "$o.pno")"
     row "$m whole process s, --reference" "$(wall "$o.gref")" "$(wall "$o.pyes")" "$(wall "$o.pno")"

@@ -36,7 +36,9 @@ Then both networks are evaluated on the test split (batch 256): top-1/top-5.
 
 Timing: "quantize" covers the whole loop over the layers (image draws, forward
 passes, unfolding, the GPFQ loop, writing the weights) and not the loading of the
-model and the data set; "eval" is the float plus the quantized evaluation
+model and the data set; of it, "forward passes" is each layer's image draw and its
+two passes from the input to the layer (the float and the partly quantized
+network), as gpfq reports its own; "eval" is the float plus the quantized evaluation
 (normalization per batch, forward, top-k). The random draws come from torch's
 generator seeded with --seed, so they differ from gpfq's: compare accuracies,
 not codes.
@@ -156,6 +158,7 @@ def quantize_network(fnet, qnet, train_x, mean, std, args, gen, log):
         images = (train_x[idx].to(torch.float32).div_(255.0) - mean).div_(std)
         X = layer_input(fnet, fmod, images)
         Y = layer_input(qnet, qmod, images)
+        passes = time.perf_counter() - t0
         W = fmod.weight.detach().reshape(fmod.weight.shape[0], -1)
         linear = isinstance(fmod, nn.Linear)
         scalar = args.mlp_scalar if linear else args.cnn_scalar
@@ -188,7 +191,8 @@ def quantize_network(fnet, qnet, train_x, mean, std, args, gen, log):
         rep = {"layer": name, "rows": W.shape[0], "cols": W.shape[1],
                "m": groups[0][1].shape[0], "delta": delta,
                "zeros": float((Q == 0).float().mean()),
-               "rel_err": (err2 / ref2) ** 0.5 if ref2 > 0 else 0.0, "seconds": secs}
+               "rel_err": (err2 / ref2) ** 0.5 if ref2 > 0 else 0.0, "seconds": secs,
+               "pass_seconds": passes}
         reports.append(rep)
         log("  [%d/%d] %-22s %5dx%-5d delta %.4g  zeros %5.1f%%  rel.err %.4f  m %d  %.2f s"
             % (li + 1, len(flayers), name, rep["rows"], rep["cols"], delta,
@@ -277,7 +281,8 @@ def main(argv=None):
     with torch.no_grad():
         reports = quantize_network(fnet, qnet, train_x, mean, std, args, gen, log)
     qs = time.perf_counter() - t0
-    print("quantized %d layers in %.2f s" % (len(reports), qs))
+    passes = sum(r["pass_seconds"] for r in reports)
+    print("quantized %d layers in %.2f s (forward passes %.3f s)" % (len(reports), qs, passes))
 
     t0 = time.perf_counter()
     q1, q5 = evaluate(qnet, test_x, test_y, mean, std, args.eval_batch)
@@ -292,7 +297,7 @@ def main(argv=None):
         "scalar": args.scalar, "seed": args.seed, "threads": torch.get_num_threads(),
         "glibc_tunables": tunables, "eval_images": n,
         "float_top1": f1, "float_top5": f5, "quant_top1": q1, "quant_top5": q5,
-        "quantize_s": qs, "eval_s": ef + eq, "eval_float_s": ef, "eval_quant_s": eq,
+        "quantize_s": qs, "pass_s": passes, "eval_s": ef + eq, "eval_float_s": ef, "eval_quant_s": eq,
         "setup_s": setup, "in_process_s": total, "peak_rss_mb": rss_mb,
         "layers": reports}))
     return 0

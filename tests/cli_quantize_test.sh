@@ -117,6 +117,12 @@ check "float top-1 line" grep -Eq '^float +top-1 +[0-9.]+%  top-5 +[0-9.]+%  \(5
 check "quantized top-1 line" grep -Eq '^quantized top-1 +[0-9.]+%  top-5 +[0-9.]+%  \(50 images' \
   <<<"$run_out"
 check "5 layers quantized" grep -q '^quantized 5 layers' <<<"$run_out"
+# the quantize's time and, of it, the draws and forward passes
+passes_within() {
+  awk '/^quantized [0-9]+ layers in/ { t = $5; p = $9; ok = $6 == "s" && $7 == "(forward" &&
+       $8 == "passes" && $10 == "s)" && p + 0 <= t + 0 } END { exit !ok }' <<<"$1"
+}
+check "quantize time with its forward passes" passes_within "$run_out"
 q_top1=$(awk '/^quantized top-1/ { sub("%", "", $3); print $3; exit }' <<<"$run_out")
 q_top5=$(awk '/^quantized top-1/ { sub("%", "", $5); print $5; exit }' <<<"$run_out")
 f_top1=$(awk '/^float +top-1/ { sub("%", "", $3); print $3; exit }' <<<"$run_out")
@@ -211,6 +217,7 @@ done
 expect 0 "config +MSQ, 4 bits" -- "${q[@]}" -model "$model" --data-dir "$tmp/testonly" --method msq \
   --out "$tmp/msq.h5"
 check "MSQ quantized 5 layers" grep -q '^quantized 5 layers' <<<"$out"
+check "MSQ makes no forward pass" grep -Eq '^quantized 5 layers in [0-9.]+ s$' <<<"$out"
 expect 0 "\"method\": \"msq\"" -- "$gpfq" info "$tmp/msq.h5"
 check "MSQ model marks 5 layers (q)" [ "$(grep -c ' (q) ' <<<"$out")" -eq 5 ]
 
@@ -222,6 +229,7 @@ expect 0 "warning: -bs 128 is more than the 100 training images; all of them cal
 check "-bs 128 of 100 images calibrates on 100" grep -Eq "fc1 .* m 100 " <<<"$out"
 expect 0 "per-layer calibration" -- "${q[@]}" "${base[@]}" -bs 16 --reference --no-save
 check "--reference quantized 5 layers" grep -q '^quantized 5 layers' <<<"$out"
+check "--reference time with its forward passes" passes_within "$out"
 
 # ---- regularizers and stochastic rounding ----
 sparsity() { sed -n 's/^sparsity  float [0-9.]*%, quantized \([0-9.]*\)%$/\1/p' <<<"$out"; }

@@ -1495,6 +1495,12 @@ static void test_driver(const char *fixtures) {
     o.n_ignore = 1;
     CHECK(gpfq_quantize_model(m, &train, &o, &b, NULL, NULL) == GPFQ_OK, "%s", gpfq_last_error());
     CHECK(b.layers[1].skipped && b.layers[4].skipped && !b.layers[0].skipped, "skips");
+    /* the draws and passes are part of the quantize's time: with one calibration set (a) and with
+     * a batch per layer (b) */
+    CHECK(a.pass_seconds > 0 && a.pass_seconds <= a.seconds && b.pass_seconds > 0 &&
+              b.pass_seconds <= b.seconds,
+          "forward passes %g of %g s (shared), %g of %g s (per layer)", a.pass_seconds, a.seconds,
+          b.pass_seconds, b.seconds);
     CHECK(memcmp(b.model->nodes[3].weight, m->nodes[3].weight, m->nodes[3].weight_count * 4) == 0,
           "an ignored layer keeps its float weights");
     gpfq_quant_result_free(&b);
@@ -1515,6 +1521,7 @@ static void test_driver(const char *fixtures) {
     gpfq_quant_options_default(&o);
     o.method = GPFQ_METHOD_MSQ;
     CHECK(gpfq_quantize_model(m, NULL, &o, &b, NULL, NULL) == GPFQ_OK, "%s", gpfq_last_error());
+    CHECK(b.pass_seconds == 0, "MSQ makes no forward pass (%g s)", b.pass_seconds);
     const gpfq_node *fc1 = &b.model->nodes[7];
     gpfq_alphabet al;
     gpfq_alphabet_make(m->nodes[7].weight, 32, 200, 4, 1.16, 1.0, GPFQ_QUANTIZER_NEAREST, 0, 0,

@@ -233,6 +233,9 @@ typedef struct {
     gpfq_layer_report *layers; /* (n_layers) */
     int n_layers;
     double seconds;
+    /* of seconds, the image draws and the forward passes that make the layers' inputs (with
+     * per-layer calibration, both networks from the input for every layer) */
+    double pass_seconds;
 } gpfq_quant_result;
 
 typedef void (*gpfq_layer_fn)(void *ctx, const gpfq_layer_report *layer, int index, int total);

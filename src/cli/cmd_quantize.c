@@ -541,7 +541,10 @@ int cmd_quantize(int argc, char **argv) {
         rc = cli_fail("quantize", NULL);
         goto done;
     }
-    printf("quantized %d layers in %.4f s\n", res.n_layers, res.seconds);
+    printf("quantized %d layers in %.4f s", res.n_layers, res.seconds);
+    if (a.q.method == GPFQ_METHOD_GPFQ) /* the draws and passes that make the layers' inputs */
+        printf(" (forward passes %.4f s)", res.pass_seconds);
+    printf("\n");
     if ((rc = evaluate("quantized", res.model, &test, &a, &quant_eval))) goto done;
     double fs = gpfq_model_sparsity(model), qs = gpfq_model_sparsity(res.model);
     printf("sparsity  float %.2f%%, quantized %.2f%%\n", 100 * fs, 100 * qs);

@@ -697,6 +697,7 @@ typedef struct {
     layer_store store;
     float *residual; /* a Linear layer's W Xt - Q Yt (N x n), kept from layer to layer */
     size_t residual_floats;
+    double pass_seconds; /* image draws and forward passes to the layers' inputs */
 } driver;
 
 /* the draw's indices, its sampling scratch and its n images (freed by the caller) */
@@ -1086,9 +1087,11 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
     stepper fs = {.norm_node = -1}, qs = {.norm_node = -1};
     gpfq_status st = GPFQ_OK;
     if (need_data && o->calib_mode == GPFQ_CALIB_SHARED) {
+        const double t = gpfq_now();
         draw_images(dr, 0);
         if (run_float) st = stepper_start(&fs, fm, dr->images, dr->n);
         if (st == GPFQ_OK) st = stepper_start(&qs, dr->qmodel, dr->images, dr->n);
+        dr->pass_seconds += gpfq_now() - t;
     }
     /* A Linear layer's ||W Xt|| is its float output less its bias, which the float pass computes
      * on its way to the next layer: with one calibration set, it comes from that output instead
@@ -1101,8 +1104,10 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
     for (int layer = 0; st == GPFQ_OK && layer <= res->n_layers; layer++) {
         if (pending >= 0) { /* reported once the float pass has run its layer */
             gpfq_layer_report *p = &res->layers[pending];
+            const double t = gpfq_now();
             st = layer < res->n_layers ? advance_both(&fs, &qs, res->layers[layer].node)
                                        : stepper_advance(&fs, p->node + 1);
+            dr->pass_seconds += gpfq_now() - t;
             if (st != GPFQ_OK) break;
             p->relative_error = relative_to(p->error, fs.norm2);
             if (on_layer) on_layer(ctx, p, pending, res->n_layers);
@@ -1114,12 +1119,14 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
         const gpfq_node *node = &fm->nodes[j];
         if (!rep->skipped) {
             const float *x = NULL, *y = NULL;
+            const double t = gpfq_now();
             if (need_data && o->calib_mode == GPFQ_CALIB_PER_LAYER) {
                 draw_images(dr, (uint64_t)layer + 1);
                 if (run_float) st = stepper_start(&fs, fm, dr->images, dr->n);
                 if (st == GPFQ_OK) st = stepper_start(&qs, dr->qmodel, dr->images, dr->n);
             }
             if (st == GPFQ_OK && need_data) st = advance_both(&fs, &qs, j);
+            if (need_data) dr->pass_seconds += gpfq_now() - t;
             release_images(dr, &fs, &qs);
             if (st == GPFQ_OK && need_data) {
                 x = run_float ? stepper_value(&fs, node->inputs[0])
@@ -1254,5 +1261,6 @@ gpfq_status gpfq_quantize_model_with(const gpfq_model *model, const gpfq_dataset
         return st;
     }
     result->seconds = gpfq_now() - start;
+    result->pass_seconds = dr.pass_seconds;
     return GPFQ_OK;
 }
