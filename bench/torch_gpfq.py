@@ -17,7 +17,7 @@ The algorithm (docs/gpfq.md), with the reference's options, i.e. what
   untouched;
 - per layer, a fresh batch of bs training images (a seeded shuffle of the
   training set), normalized with the file's mean/std; the float network and the
-  partly quantized one are both run from the input, and a forward hook on the
+  partly quantized one are both run from the input, and a forward pre-hook on the
   layer captures its input and stops the pass (X: float, Y: quantized);
 - a conv input is unfolded with F.unfold(kernel, dilation, padding,
   stride = kernel size); per image int(rr * L + 1) of its L patches are drawn with
@@ -66,18 +66,18 @@ import models_torch  # noqa: E402  (on sys.path through torch_eval)
 
 
 class _Captured(Exception):
-    """Raised by the forward hook once the layer's input is captured."""
+    """Raised by the forward pre-hook once the layer's input is captured."""
 
 
 def layer_input(net, module, images):
     """The input of `module` when `net` runs on `images`; the pass stops there."""
     box = []
 
-    def hook(_mod, inputs, _output):
+    def hook(_mod, inputs):  # before the module runs: its own output is not computed
         box.append(inputs[0].detach())
         raise _Captured
 
-    h = module.register_forward_hook(hook)
+    h = module.register_forward_pre_hook(hook)
     try:
         net(images)
     except _Captured:

@@ -234,7 +234,8 @@ typedef struct {
     int n_layers;
     double seconds;
     /* of seconds, the image draws and the forward passes that make the layers' inputs (with
-     * per-layer calibration, both networks from the input for every layer) */
+     * per-layer calibration, both networks from the input for every layer); not the passes
+     * made for a layer's error alone, nor cached float inputs (a sweep's) */
     double pass_seconds;
 } gpfq_quant_result;
 

@@ -1107,7 +1107,7 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
             const double t = gpfq_now();
             st = layer < res->n_layers ? advance_both(&fs, &qs, res->layers[layer].node)
                                        : stepper_advance(&fs, p->node + 1);
-            dr->pass_seconds += gpfq_now() - t;
+            if (layer < res->n_layers) dr->pass_seconds += gpfq_now() - t; /* not the norm's */
             if (st != GPFQ_OK) break;
             p->relative_error = relative_to(p->error, fs.norm2);
             if (on_layer) on_layer(ctx, p, pending, res->n_layers);
@@ -1150,10 +1150,13 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
                 float *out = gpfq_forward_output_buffer(qs.fwd, j);
                 float *F = run_float ? gpfq_forward_output_buffer(fs.fwd, j) : out;
                 double norm2 = NAN;
+                const double t_out = gpfq_now();
                 st = F && out
                          ? linear_outputs(dr, j, x, F, out, residual ? dr->residual : NULL, &norm2)
                          : gpfq_fail(GPFQ_ERR_NOMEM, "out of memory for the outputs of layer '%s'",
                                      node->name); /* a Linear node always has a buffer */
+                /* with the residual, these are the layer's outputs the passes then skip */
+                if (residual) dr->pass_seconds += gpfq_now() - t_out;
                 rep->relative_error = relative_to(rep->error, norm2);
                 if (st == GPFQ_OK && residual) { /* both passes are past the layer */
                     qs.next = j + 1;
