@@ -297,7 +297,8 @@ def main(argv=None):
         "scalar": args.scalar, "seed": args.seed, "threads": torch.get_num_threads(),
         "glibc_tunables": tunables, "eval_images": n,
         "float_top1": f1, "float_top5": f5, "quant_top1": q1, "quant_top5": q5,
-        "quantize_s": qs, "pass_s": passes, "eval_s": ef + eq, "eval_float_s": ef, "eval_quant_s": eq,
+        "quantize_s": qs, "pass_s": passes,
+        "eval_s": ef + eq, "eval_float_s": ef, "eval_quant_s": eq,
         "setup_s": setup, "in_process_s": total, "peak_rss_mb": rss_mb,
         "layers": reports}))
     return 0
