@@ -111,19 +111,25 @@ void cli_human_count(double value, char *buf, size_t size) {
  * spinning took a core from the direct convolution's threads of the forward pass after each
  * GEMM: resnet20 `quantize --reference --threads 2` took 2.4-2.75 s, 2.03-2.06 s with
  * OPENBLAS_THREAD_TIMEOUT=4 (2^4 cycles, then sleep). So the commands that compute set it,
- * unless it is set already. OpenBLAS has read its environment when it loaded and started its
- * threads then; its threaded builds export the functions that read it again, stop the threads
- * and start them with the new timeout. Where they are missing (an OpenBLAS build without
- * them: weak symbols, NULL then), the process starts over once instead, which costs a second
- * load of the shared libraries (30 ms); not under valgrind, whose tools follow no exec by
+ * unless it is set already to a value OpenBLAS takes. OpenBLAS has read its environment when it
+ * loaded and started its threads then; its threaded builds export the functions that read it again,
+ * stop the threads and start them with the new timeout. Where they are missing (an OpenBLAS build
+ * without them: weak symbols, NULL then), the process starts over once instead, which costs a
+ * second load of the shared libraries (30 ms); not under valgrind, whose tools follow no exec by
  * default. GPFQ_NO_REEXEC (any value) leaves OpenBLAS as it is.
  */
 void openblas_read_env(void) __attribute__((weak));
 int blas_thread_shutdown_(void) __attribute__((weak));
 int blas_thread_init(void) __attribute__((weak));
 
+/* Set as OpenBLAS reads it: an empty value or one of 0 or less gives its default, 2^28. */
+static int timeout_set(const char *name) {
+    const char *v = getenv(name);
+    return v && atoi(v) > 0;
+}
+
 static void quiet_openblas_threads(char **argv) {
-    if (getenv("OPENBLAS_THREAD_TIMEOUT") || getenv("GOTO_THREAD_TIMEOUT") ||
+    if (timeout_set("OPENBLAS_THREAD_TIMEOUT") || timeout_set("GOTO_THREAD_TIMEOUT") ||
         getenv("GPFQ_NO_REEXEC"))
         return;
     if (openblas_read_env && blas_thread_shutdown_ && blas_thread_init) {
