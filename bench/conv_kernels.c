@@ -4,6 +4,10 @@
  * and next to the FMA peak of the cores (a loop of independent FMAs, no memory traffic).
  *
  *     build/bench/conv_kernels [--threads 1,2] [--images 64] [MODEL.h5 ...]
+ *     build/bench/conv_kernels --fma-peak [--threads 2]
+ *
+ * --fma-peak prints only the FMA peak of the given thread counts (best of 3 loops, AVX-512
+ * where the CPU has it, else AVX2), one line each, for bench/run.sh's floors.
  *
  * Default models: data/models/{lenet5,resnet20,resnet18}_fashion.h5. Random inputs; the
  * kernels' outputs are compared with each other (max relative difference printed) so that a
@@ -179,9 +183,11 @@ int main(int argc, char **argv) {
     const char *defaults[] = {"data/models/lenet5_fashion.h5", "data/models/resnet20_fashion.h5",
                               "data/models/resnet18_fashion.h5"};
     const char *models[16];
-    int n_models = 0;
+    int n_models = 0, peak_only = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--fma-peak") == 0) {
+            peak_only = 1;
+        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             n_threads = 0;
             for (char *p = argv[++i]; *p && n_threads < 8; p++) {
                 threads[n_threads++] = (int)strtol(p, &p, 10);
@@ -190,11 +196,25 @@ int main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--images") == 0 && i + 1 < argc) {
             images = (size_t)strtoul(argv[++i], NULL, 10);
         } else if (strcmp(argv[i], "--help") == 0 || argv[i][0] == '-') {
-            fprintf(stderr, "usage: conv_kernels [--threads 1,2] [--images 64] [MODEL.h5 ...]\n");
+            fprintf(stderr, "usage: conv_kernels [--threads 1,2] [--images 64] [MODEL.h5 ...]\n"
+                            "       conv_kernels --fma-peak [--threads 2]\n");
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
         } else if (n_models < 16) {
             models[n_models++] = argv[i];
         }
+    }
+    if (peak_only) {
+        const int avx512 = __builtin_cpu_supports("avx512f");
+        for (int t = 0; t < n_threads; t++) {
+            double best = 0;
+            for (int r = 0; r < 3; r++) {
+                double g = fma_peak(threads[t], avx512);
+                if (g > best) best = g;
+            }
+            printf("fma peak %d threads %.1f GFLOP/s (%s)\n", threads[t], best,
+                   avx512 ? "AVX-512" : "AVX2");
+        }
+        return 0;
     }
     if (n_models == 0)
         for (int i = 0; i < 3; i++) models[n_models++] = defaults[i];

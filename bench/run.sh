@@ -8,7 +8,8 @@
 # --quick: mlp and lenet5 only (default: also resnet20 and resnet18).
 # Environment: PYTHON (default /usr/bin/python3, needs torch, numpy, h5py),
 # GPFQ (default build/gpfq), GPFQ_FORMS (default build/bench/gpfq_forms, for the
-# sgemm peak; skipped when missing), DATA_DIR (default /usr/share/datasets/fashion-mnist),
+# sgemm peak; skipped when missing), CONV_KERNELS (default build/bench/conv_kernels,
+# for the cores' FMA peak and the passes' floors; skipped when missing), DATA_DIR (default /usr/share/datasets/fashion-mnist),
 # SMALL_REPEATS (default 3: mlp, lenet5 and resnet20 single runs, best of that many per side).
 set -euo pipefail
 
@@ -17,6 +18,7 @@ cd "$ROOT"
 PYTHON=${PYTHON:-/usr/bin/python3}
 GPFQ=${GPFQ:-$ROOT/build/gpfq}
 GPFQ_FORMS=${GPFQ_FORMS:-$ROOT/build/bench/gpfq_forms}
+CONV_KERNELS=${CONV_KERNELS:-$ROOT/build/bench/conv_kernels}
 DATA_DIR=${DATA_DIR:-/usr/share/datasets/fashion-mnist}
 TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736
 THREADS=2
@@ -75,6 +77,11 @@ echo "winograd  $winograd"
 echo "interleave $interleave"
 echo "memory    $memory"
 echo "torch     $("$PYTHON" -c 'import torch; print(torch.__version__)'), torch.set_num_threads($THREADS); the peer runs with and without GLIBC_TUNABLES=$TUNABLES OPENBLAS_THREAD_TIMEOUT=4; gpfq with GLIBC_TUNABLES=${GLIBC_TUNABLES-(unset)} (and sets OPENBLAS_THREAD_TIMEOUT=4 itself)"
+# the cores' FMA peak now: this VM's clock, and with it the peak, varies from hour to hour
+fma=
+[ -x "$CONV_KERNELS" ] && fma=$("$CONV_KERNELS" --fma-peak --threads $THREADS |
+    sed -n 's/^fma peak [0-9]* threads \([0-9.]*\) GFLOP\/s.*/\1/p')
+echo "FMA peak  ${fma:-not measured (no $CONV_KERNELS)}${fma:+ GFLOP/s, $THREADS threads ($CONV_KERNELS --fma-peak)}"
 echo "load      $load_start at start"
 echo
 
@@ -118,6 +125,12 @@ g_top1() { sed -n 's/^quantized *top-1 *\([0-9.]*\)%.*/\1/p' "$1"; }
 passes() { sed -n 's/^quantized [0-9]* layers in [0-9.]* s (forward passes \([0-9.]*\) s).*/\1/p' "$1"; }
 minus() { # A B: A - B, or - when either is missing
     awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "-" || b == "-") print "-"; else printf "%.4f", a - b }'
+}
+# the least time the --reference passes' multiply-adds take at the FMA peak (bench/pass_floor.py)
+floor_of() { # ARCH
+    [ -n "$fma" ] || return 0
+    "$PYTHON" bench/pass_floor.py --arch "$1" -bs 256 --fma-gflops "$fma" |
+        sed -n 's/^json .*"floor_s": \([0-9.e-]*\).*/\1/p' | awk '{ printf "%.4f", $1 }'
 }
 # torch_gpfq.py output
 p_quant() { sed -n 's/^seconds  quantize \([0-9.]*\),.*/\1/p' "$1"; }
@@ -215,6 +228,10 @@ for m in "${models[@]}"; do
         "$(minus "$(p_quant "$o.pyes")" "$(passes "$o.pyes")")" "$(minus "$(p_quant "$o.pno")" "$(passes "$o.pno")")"
     # how far ahead gpfq could be with the rest at no cost: the peer's quantize / gpfq's passes
     row "  ceiling: peer quantize / gpfq passes" "$(passes "$o.gref")" "$(p_quant "$o.pyes")" "$(p_quant "$o.pno")"
+    # and with the passes' products at the FMA peak (best Winograd tile, transforms free):
+    # what no implementation of the reference's options passes on this machine
+    fl=$(floor_of "$m")
+    row "  floor: peer quantize / passes at FMA peak" "${fl:--}" "$(p_quant "$o.pyes")" "$(p_quant "$o.pno")"
     row "$m quantize s, gpfq defaults" "$(g_quant "$o.gdef")" "$(p_quant "$o.pyes")" "$(p_quant "$o.pno")"
     row "$m eval s, float + quantized, $n img" "$(g_eval "$o.gref")" "$(p_eval "$o.pyes")" "$(p_eval "$o.pno")"
     row "$m whole process s, --reference" "$(wall "$o.gref")" "$(wall "$o.pyes")" "$(wall "$o.pno")"
@@ -368,6 +385,9 @@ echo "quantize s: the loop over the layers as each tool reports it (image draws,
 echo "   passes, patches, GPFQ, weights), without loading model and data; the peer runs"
 echo "   the reference's options, gpfq --reference the same, gpfq defaults its own"
 echo "   (shared calibration, layer-stride unfolding, no replacement)."
+echo "ceiling: the ratio were gpfq's rest free; floor: were also its passes' multiply-adds"
+echo "   (bench/pass_floor.py: the layers' ancestors, 3x3 stride-1 convs on the best of"
+echo "   Winograd F(2x2), F(4x4), F(6x6), transforms free) run at the FMA peak (${fma:-not measured})."
 echo "eval: images/s over the whole timed loop (normalize, forward, top-k), one run per"
 echo "   side; GFLOP/s = Conv2d+Linear flops per image x images/s; $peak_note."
 echo "OpenBLAS kernel (gpfq): $blas"
