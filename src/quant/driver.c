@@ -1078,6 +1078,14 @@ static void release_images(driver *dr, stepper *fs, stepper *qs) {
     fs->input = qs->input = NULL;
 }
 
+/* One past the last node a node reads: the nodes before it hold all of its ancestors. */
+static int inputs_end(const gpfq_node *node) {
+    int end = 0;
+    for (int k = 0; k < node->n_inputs; k++)
+        if (node->inputs[k] + 1 > end) end = node->inputs[k] + 1;
+    return end;
+}
+
 static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn on_layer,
                               void *ctx) {
     const gpfq_quant_options *o = dr->o;
@@ -1125,7 +1133,11 @@ static gpfq_status run_layers(driver *dr, gpfq_quant_result *res, gpfq_layer_fn 
                 if (run_float) st = stepper_start(&fs, fm, dr->images, dr->n);
                 if (st == GPFQ_OK) st = stepper_start(&qs, dr->qmodel, dr->images, dr->n);
             }
-            if (st == GPFQ_OK && need_data) st = advance_both(&fs, &qs, j);
+            /* A fresh pass stops after the layer's last input: the nodes after it are none of
+             * its ancestors (a shortcut conv's pass skips its block's two convs), and nothing
+             * reads them before the next layer's pass starts over. */
+            const int upto = o->calib_mode == GPFQ_CALIB_PER_LAYER ? inputs_end(node) : j;
+            if (st == GPFQ_OK && need_data) st = advance_both(&fs, &qs, upto);
             if (need_data) dr->pass_seconds += gpfq_now() - t;
             release_images(dr, &fs, &qs);
             if (st == GPFQ_OK && need_data) {
