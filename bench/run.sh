@@ -9,7 +9,8 @@
 # Environment: PYTHON (default /usr/bin/python3, needs torch, numpy, h5py),
 # GPFQ (default build/gpfq), GPFQ_FORMS (default build/bench/gpfq_forms, for the
 # sgemm peak; skipped when missing), CONV_KERNELS (default build/bench/conv_kernels,
-# for the cores' FMA peak and the passes' floors; skipped when missing), DATA_DIR (default /usr/share/datasets/fashion-mnist),
+# for the cores' FMA peak and the passes' floors; skipped when missing),
+# DATA_DIR (default /usr/share/datasets/fashion-mnist),
 # SMALL_REPEATS (default 3: mlp, lenet5 and resnet20 single runs, best of that many per side).
 set -euo pipefail
 
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     case $1 in
     --quick) quick=1 ;;
     -h | --help)
-        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
