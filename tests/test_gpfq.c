@@ -1314,6 +1314,9 @@ static void test_later_convs(const char *fixtures) {
         gpfq_quant_result_free(&ra);
         gpfq_quant_result_free(&rg);
     }
+    /* a batch per layer: the downsample conv's pass stops after its input, before its block's
+     * two convs; the cached float inputs come from the pass over every node before the layer */
+    test_cached_inputs(m, &train, GPFQ_CALIB_PER_LAYER);
     gpfq_dataset_free(&train);
     gpfq_model_free(m);
 }
