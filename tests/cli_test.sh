@@ -29,6 +29,9 @@ expect 0 "OPENBLAS_THREAD_TIMEOUT=12$" -- env OPENBLAS_THREAD_TIMEOUT=12 "$gpfq"
 # empty or 0 is OpenBLAS's default (2^28 cycles of spinning), as if unset
 expect 0 "OPENBLAS_THREAD_TIMEOUT=4$" -- env OPENBLAS_THREAD_TIMEOUT= "$gpfq" env
 expect 0 "OPENBLAS_THREAD_TIMEOUT=4$" -- env OPENBLAS_THREAD_TIMEOUT=0 "$gpfq" env
+expect 0 "OPENBLAS_THREAD_TIMEOUT=4$" -- env OPENBLAS_THREAD_TIMEOUT=abc "$gpfq" env
+# OpenBLAS 0.3 reads no GOTO_THREAD_TIMEOUT: it leaves the spinning as it is
+expect 0 "OPENBLAS_THREAD_TIMEOUT=4$" -- env -u OPENBLAS_THREAD_TIMEOUT GOTO_THREAD_TIMEOUT=12 "$gpfq" env
 expect 0 "OPENBLAS_THREAD_TIMEOUT=\(unset" -- \
   env -u OPENBLAS_THREAD_TIMEOUT GPFQ_NO_REEXEC=1 "$gpfq" env
 # huge pages asked for with GPFQ_HUGEPAGES=1, off with 0, else as the kernel's THP mode has it

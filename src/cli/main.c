@@ -122,16 +122,15 @@ void openblas_read_env(void) __attribute__((weak));
 int blas_thread_shutdown_(void) __attribute__((weak));
 int blas_thread_init(void) __attribute__((weak));
 
-/* Set as OpenBLAS reads it: an empty value or one of 0 or less gives its default, 2^28. */
+/* Set as OpenBLAS reads it: an empty value, not a number or 0 or less gives its default,
+ * 2^28. (OpenBLAS 0.3 reads no GOTO_THREAD_TIMEOUT.) */
 static int timeout_set(const char *name) {
     const char *v = getenv(name);
     return v && atoi(v) > 0;
 }
 
 static void quiet_openblas_threads(char **argv) {
-    if (timeout_set("OPENBLAS_THREAD_TIMEOUT") || timeout_set("GOTO_THREAD_TIMEOUT") ||
-        getenv("GPFQ_NO_REEXEC"))
-        return;
+    if (timeout_set("OPENBLAS_THREAD_TIMEOUT") || getenv("GPFQ_NO_REEXEC")) return;
     if (openblas_read_env && blas_thread_shutdown_ && blas_thread_init) {
         if (setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) != 0) return;
         openblas_read_env();
