@@ -62,7 +62,7 @@ def count(arch):
     net = models_torch.build(arch).eval()
     gm = torch.fx.symbolic_trace(net)
     with torch.no_grad():
-        ShapeProp(gm).propagate(torch.zeros(1, 1, 28, 28))
+        ShapeProp(gm).propagate(torch.zeros(1, *models_torch.INPUT_SHAPE))
     macs, layers = {}, []
     for n in gm.graph.nodes:
         if n.op != "call_module":

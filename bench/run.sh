@@ -131,7 +131,7 @@ minus() { # A B: A - B, or - when either is missing
 floor_of() { # ARCH
     [ -n "$fma" ] || return 0
     "$PYTHON" bench/pass_floor.py --arch "$1" -bs 256 --fma-gflops "$fma" |
-        sed -n 's/^json .*"floor_s": \([0-9.e-]*\).*/\1/p' | awk '{ printf "%.4f", $1 }'
+        sed -n 's/^json .*"floor_s": \([0-9.e-]*\).*/\1/p' | awk '{ printf "%.6f", $1 }'
 }
 # torch_gpfq.py output
 p_quant() { sed -n 's/^seconds  quantize \([0-9.]*\),.*/\1/p' "$1"; }
