@@ -20,7 +20,6 @@
  *     test_alloc_failures FIXTURES_DIR
  */
 #include "gpfq_check.h"
-#include "gpfq/gpfq.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -11,8 +11,6 @@
  */
 #include "gpfq_check.h"
 
-#include "gpfq/gpfq.h"
-
 #include <dirent.h>
 #include <stdint.h>
 
